@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine (run as root):
+#   make demo   install into .venv and run the safe tour in a throwaway namespace
+#   make test   install into .venv and run every test (unit, then privileged vm-tests)
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: demo test unit vm-tests bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mirrormount demo
+
+unit: $(STAMP)
+	$(VPY) -m pytest -q tests
+
+# Each vm-test runs twice: sandbox / private, and rshared (as on systemd hosts).
+vm-tests: $(STAMP)
+	$(VPY) -m pytest -q vm-tests
+
+test: $(STAMP)
+	$(VPY) -m pytest -q tests vm-tests
+
+bench: $(STAMP)
+	$(VPY) bench/bench_create.py
+	$(VPY) bench/bench_busy.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,121 @@
+"""Carry out a plan, step by step; on failure undo the completed steps in reverse order.
+
+Each operation type from plan.py has one do-function here and, where it changes something,
+an undo. The undo of a mount is always "make it private, then detach": the detach must not
+propagate into any peer (kernel-findings §3).
+
+Privilege: root.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import syscalls as sc
+from .nursery import release_ns_file, spawn_guest, start_nursery
+from .plan import (MakeDir, MountTmpfs, Op, RBind, SetPropagation, SpawnGuest, StartNursery,
+                   WriteRecord)
+from .state import StateLock, write_atomic
+
+PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
+               "unbindable": sc.MS_UNBINDABLE}
+
+
+def detach(path: str) -> None:
+    """Unmount a tree without letting the unmount propagate anywhere."""
+    sc.mount(None, path, None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.umount2(path, sc.MNT_DETACH)
+
+
+def remove_empty_dir(path: str) -> None:
+    """rmdir, never rm -r: a directory that still holds files (or is a mount) stays."""
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY):
+            raise
+
+
+@dataclass
+class Outcome:
+    reaper_pid: int | None = None
+    attempts: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Executor:
+    lock: StateLock | None = None
+    outcome: Outcome = field(default_factory=Outcome)
+    undo: list[Callable[[], None]] = field(default_factory=list)
+    record_factory: Callable[[Outcome], dict] | None = None
+
+    def run(self, ops: list[Op]) -> Outcome:
+        try:
+            for op in ops:
+                t0 = time.perf_counter()
+                self._do(op)
+                key = type(op).__name__
+                self.outcome.seconds[key] = (self.outcome.seconds.get(key, 0.0)
+                                             + time.perf_counter() - t0)
+        except BaseException:
+            self.rollback()
+            raise
+        self.undo.clear()
+        return self.outcome
+
+    def rollback(self) -> None:
+        while self.undo:
+            step = self.undo.pop()
+            try:
+                step()
+            except OSError:
+                pass  # best effort; the remaining steps still run
+
+    def _do(self, op: Op) -> None:
+        if isinstance(op, MakeDir):
+            created = not os.path.isdir(op.path)
+            os.makedirs(op.path, mode=0o700, exist_ok=True)
+            if created:
+                self.undo.append(lambda p=op.path: remove_empty_dir(p))
+        elif isinstance(op, MountTmpfs):
+            sc.mount(op.source, op.path, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, op.options)
+            self.undo.append(lambda p=op.path: detach(p))
+            if self.lock is not None:
+                self.lock.refresh()
+        elif isinstance(op, SetPropagation):
+            flags = PROPAGATION[op.flag] | (sc.MS_REC if op.recursive else 0)
+            sc.mount(None, op.path, None, flags)
+            if op.undo_flag:
+                self.undo.append(lambda p=op.path, f=PROPAGATION[op.undo_flag]:
+                                 sc.mount(None, p, None, f))
+        elif isinstance(op, RBind):
+            sc.mount(op.source, op.target, None, sc.MS_BIND | sc.MS_REC)
+            self.undo.append(lambda p=op.target: detach(p))
+        elif isinstance(op, StartNursery):
+            start_nursery(op)
+            self.undo.append(lambda p=op.holder: release_ns_file(p))
+        elif isinstance(op, SpawnGuest):
+            spawned = spawn_guest(op)
+            self.outcome.reaper_pid = spawned.reaper_pid
+            self.outcome.attempts = spawned.attempts
+
+            def undo_spawn(op: SpawnGuest = op, reaper: int | None = spawned.reaper_pid) -> None:
+                if reaper:
+                    try:
+                        os.kill(reaper, 9)
+                    except ProcessLookupError:
+                        pass
+                for kind in op.kinds:
+                    release_ns_file(f"{op.ns_dir}/{kind}")
+            self.undo.append(undo_spawn)
+        elif isinstance(op, WriteRecord):
+            record = (self.record_factory(self.outcome) if self.record_factory is not None
+                      else dict(op.record))
+            write_atomic(op.path, record)
+            self.undo.append(lambda p=op.path: os.unlink(p))
+        else:  # pragma: no cover - a planner bug
+            raise TypeError(f"no executor for {type(op).__name__}")

@@ -1,0 +1,271 @@
+"""The command line: parse arguments, call the library, render a table or JSON.
+
+This is the one place errors become exit codes (errors.py): 0 ok, 1 failed, 2 usage (nothing
+changed), 3 busy. Kernel errors arrive as OSError and are described in one line, never as a
+traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, List, Optional, TypeVar
+
+import typer
+
+from . import __version__
+from .errors import EXIT_FAILED, MirrormountError, UsageError, describe
+from .guests import Guests
+from .plan import PROPAGATION_MODES, CreateRequest, Layout, parse_kinds, validate_name
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
+                  help="Mirror each guest's mount tree on the host with shared subtrees.")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Settings:
+    def __init__(self, base: str, state: str, json_out: bool) -> None:
+        self.layout = Layout(os.path.abspath(base), os.path.abspath(state))
+        self.json = json_out
+
+    @property
+    def guests(self) -> Guests:
+        return Guests(self.layout)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"mirrormount: {message}", err=True)
+    return typer.Exit(code)
+
+
+def reports_errors(fn: F) -> F:
+    """Turn domain and kernel errors into one stderr line and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MirrormountError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except OSError as exc:
+            raise fail(describe(exc), EXIT_FAILED) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+def want_json(ctx: typer.Context, local: bool) -> bool:
+    return local or settings(ctx).json
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """util-linux style columns: upper-case headers, left-aligned, two spaces apart."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mirrormount {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    base: str = typer.Option(os.environ.get("MIRRORMOUNT_BASE", "/container"), "--base",
+                             help="Where the mirrors live [env MIRRORMOUNT_BASE]."),
+    state: str = typer.Option(os.environ.get("MIRRORMOUNT_STATE", "/run/mirrormount"),
+                              "--state", help="Records and nsfs binds [env MIRRORMOUNT_STATE]."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    ctx.obj = Settings(base, state, json_out)
+
+
+JSON_OPT = typer.Option(False, "--json", help="Machine-readable output on stdout.")
+
+
+@app.command()
+@reports_errors
+def create(
+    ctx: typer.Context,
+    names: List[str] = typer.Argument(..., metavar="NAME...", help="Guest name(s)."),
+    rootfs: str = typer.Option("/", "--rootfs", help="Directory to mirror as the guest's /."),
+    hostname: Optional[str] = typer.Option(None, "--hostname",
+                                           help="Own UTS namespace with this hostname."),
+    ns: Optional[str] = typer.Option(None, "--ns", help="More namespaces: uts,ipc,net,pid,cgroup"),
+    propagation: str = typer.Option("mirror", "--propagation",
+                                    help="mirror, or mirror+host to also receive host mounts."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
+    json_local: bool = JSON_OPT,
+) -> None:
+    """Create guests: BASE/NAME mirrors the guest's whole mount tree, both ways."""
+    s = settings(ctx)
+    kinds = parse_kinds(ns)
+    if len(set(names)) != len(names):
+        raise UsageError("a name is given twice")
+    if propagation not in PROPAGATION_MODES:
+        raise UsageError(f"unknown propagation {propagation!r}: choose mirror or mirror+host")
+    reqs = [s.guests.validate_create(CreateRequest(n, rootfs, hostname, kinds, propagation))
+            for n in names]
+    if dry_run:
+        typer.echo(s.guests.dry_run(reqs), nl=False)
+        return
+    out = []
+    for req in reqs:
+        info, outcome = s.guests.create(req)
+        out.append(info)
+        if not want_json(ctx, json_local):
+            ns_list = ",".join(info.namespaces)
+            typer.echo(f"created {info.name}: {info.mirror} (namespaces {ns_list})")
+    if want_json(ctx, json_local):
+        emit_json([i.to_json() for i in out])
+
+
+@app.command("list")
+@reports_errors
+def list_(ctx: typer.Context, json_local: bool = JSON_OPT) -> None:
+    """List every guest, its state, namespaces and processes."""
+    infos = settings(ctx).guests.list()
+    if want_json(ctx, json_local):
+        emit_json([i.to_json() for i in infos])
+        return
+    rows = [[i.name, i.state, i.mirror, i.rootfs, i.propagation,
+             ",".join(i.namespaces) or "-", ",".join(map(str, i.pids)) or "-"] for i in infos]
+    typer.echo(table(rows, ["NAME", "STATE", "MIRROR", "ROOTFS", "PROPAGATION", "NS", "PIDS"]))
+
+
+@app.command()
+@reports_errors
+def status(ctx: typer.Context, name: str = typer.Argument(...),
+           json_local: bool = JSON_OPT) -> None:
+    """Health of a guest's mirror: one peer group with the guest, no leaks to the host."""
+    rep = settings(ctx).guests.status(name)
+    if want_json(ctx, json_local):
+        emit_json(rep.to_json())
+    else:
+        h = rep.health
+        typer.echo(f"name:          {rep.name}\nmirror:        {rep.mirror}\n"
+                   f"state:         {rep.info.state}\n"
+                   f"mirror_intact: {'yes' if h.mirror_intact else 'NO'}\n"
+                   f"mounts:        {h.mounts_host} on the host, {h.mounts_guest} in the guest")
+        for p in h.problems:
+            typer.echo(f"problem:       {p}")
+    if not rep.health.mirror_intact:
+        raise typer.Exit(EXIT_FAILED)
+
+
+EXEC_CTX = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.command("exec", context_settings=EXEC_CTX)
+@reports_errors
+def exec_(ctx: typer.Context, name: str = typer.Argument(...),
+          cmd: List[str] = typer.Argument(..., metavar="-- CMD...")) -> None:
+    """Run CMD in all of the guest's namespaces, at its root; exit with CMD's status."""
+    raise typer.Exit(settings(ctx).guests.exec(name, list(cmd)))
+
+
+@app.command()
+@reports_errors
+def enter(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+    """Start an interactive shell ($SHELL, or /bin/sh) inside the guest."""
+    g = settings(ctx).guests
+    raise typer.Exit(g.exec(name, [g.shell_for(name)]))
+
+
+@app.command()
+@reports_errors
+def mount(ctx: typer.Context, name: str = typer.Argument(...),
+          source: str = typer.Argument(...), target: str = typer.Argument(...),
+          fstype: Optional[str] = typer.Option(None, "-t", "--type"),
+          options: Optional[str] = typer.Option(None, "-o", "--options"),
+          bind: bool = typer.Option(False, "--bind", help="Bind a host path."),
+          guest_only: bool = typer.Option(False, "--guest-only",
+                                          help="Keep the mount out of the host mirror.")) -> None:
+    """Mount into a guest through its mirror. TARGET is resolved inside the guest's root."""
+    g = settings(ctx).guests
+    if guest_only:
+        from .guestonly import mount_guest_only
+        mount_guest_only(g, name, source, target, fstype, options, bind)
+    else:
+        g.mount(name, source, target, fstype, options, bind)
+
+
+@app.command()
+@reports_errors
+def umount(ctx: typer.Context, name: str = typer.Argument(...),
+           target: str = typer.Argument(...),
+           lazy: bool = typer.Option(False, "--lazy", help="Detach now; report who holds it."),
+           wait: float = typer.Option(0.0, "--wait", metavar="SECONDS",
+                                      help="Retry until free or the time runs out.")) -> None:
+    """Unmount a guest path (on both sides). Exits 3 when busy."""
+    g = settings(ctx).guests
+    g.umount(name, target, lazy=lazy)
+
+
+@app.command()
+@reports_errors
+def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="NAME..."),
+            force: bool = typer.Option(False, "--force", help="TERM, wait, then KILL."),
+            grace: float = typer.Option(5.0, "--grace", metavar="SECONDS")) -> None:
+    """Unmount a guest's mirror and remove its state; refuses while processes are inside."""
+    g = settings(ctx).guests
+    for n in names:
+        validate_name(n)
+    for n in names:
+        g.destroy(n, force=force, grace=grace)
+        if not settings(ctx).json:
+            typer.echo(f"destroyed {n}")
+
+
+@app.command()
+@reports_errors
+def doctor(ctx: typer.Context, json_local: bool = JSON_OPT) -> None:
+    """Check the kernel, propagation of /, BASE and STATE, mount-max headroom, privilege."""
+    from .doctor import run_checks
+    checks = run_checks(settings(ctx).layout)
+    if want_json(ctx, json_local):
+        emit_json([c.to_json() for c in checks])
+    else:
+        for c in checks:
+            typer.echo(f"{c.level:<4}  {c.name:<22} {c.detail}")
+    if any(c.level == "fail" for c in checks):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+@reports_errors
+def demo(ctx: typer.Context,
+         propagation: str = typer.Option("private", "--propagation",
+                                         help="The throwaway root's propagation: private or "
+                                              "rshared (like systemd).")) -> None:
+    """A safe tour in a throwaway namespace: the mirror both ways, and per-guest hostnames."""
+    from .demo import run_demo
+    raise typer.Exit(run_demo(propagation))
+
+
+def run() -> None:
+    """Console entry point."""
+    sys.exit(app())

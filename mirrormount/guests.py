@@ -1,0 +1,397 @@
+"""Guests: create, destroy, list, status, exec, mount and umount.
+
+This is the library's public face; the CLI only parses arguments and renders what these
+functions return. Mount-table changes in the host namespace happen here (through apply.py);
+anything inside a guest happens in a forked child (nsexec.py / nursery.py).
+
+Privilege: root for everything except reading records.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field, replace
+
+from . import mountinfo
+from . import syscalls as sc
+from .apply import Executor, Outcome, detach, remove_empty_dir
+from .errors import BusyError, OperationError, UsageError, describe
+from .health import Health, assess
+from .mountinfo import MountTable
+from .nsexec import in_namespaces
+from .nursery import release_ns_file
+from .plan import CreateRequest, HostFacts, Layout, Op, plan_create, render, validate_name
+from .procfs import alive, ns_id, pids_by_mnt_ns
+from .state import GuestRecord, StateLock, guest_names, load
+
+# Directories tried, in order, for pivot_root's put_old (see nursery._guest_child).
+PUT_OLD_CANDIDATES = ("mnt", "tmp", "media", "srv", "opt", "home", "root", "var", "etc", "usr")
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise OperationError(f"{what} needs root (CAP_SYS_ADMIN); nothing was changed")
+
+
+def choose_put_old(rootfs: str) -> str:
+    for cand in PUT_OLD_CANDIDATES:
+        p = os.path.join(rootfs, cand)
+        if os.path.isdir(p) and not os.path.islink(p):
+            return cand
+    try:
+        with os.scandir(rootfs) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    return e.name
+    except OSError:
+        pass
+    raise UsageError(f"rootfs {rootfs} has no directory: pivot_root needs one to use as put_old")
+
+
+@dataclass(frozen=True)
+class GuestInfo:
+    name: str
+    mirror: str
+    rootfs: str
+    state: str                       # running | stopped | broken
+    namespaces: dict[str, str]       # kind -> "mnt:[inode]"
+    pids: list[int]
+    propagation: str = "mirror"
+    hostname: str | None = None
+    guest_only: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "mirror": self.mirror, "rootfs": self.rootfs,
+                "state": self.state, "namespaces": self.namespaces, "pids": self.pids,
+                "propagation": self.propagation, "hostname": self.hostname,
+                "guest_only": self.guest_only, "problems": self.problems}
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    name: str
+    mirror: str
+    health: Health
+    info: GuestInfo
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "mirror": self.mirror,
+                "mirror_intact": self.health.mirror_intact,
+                "mounts_host": self.health.mounts_host, "mounts_guest": self.health.mounts_guest,
+                "problems": list(self.health.problems), "state": self.info.state,
+                "propagation": self.info.propagation, "guest_only": self.info.guest_only}
+
+
+def host_table() -> MountTable:
+    return MountTable.of(mountinfo.read())
+
+
+def _read_own_mountinfo(proc_fd: int) -> str:
+    # /proc inside the guest may belong to another pid namespace, where we have no "self":
+    # read through the host's /proc, opened before setns. "self" is still us, and mountinfo
+    # shows our (now the guest's) namespace relative to our (now the guest's) root.
+    fd = os.open("self/mountinfo", os.O_RDONLY, dir_fd=proc_fd)
+    with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as f:
+        return f.read()
+
+
+class Guests:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    # ------------------------------------------------------------------ records and facts
+    def record(self, name: str) -> GuestRecord:
+        validate_name(name)
+        rec = load(self.layout, name)
+        if rec is None:
+            if name in guest_names(self.layout):
+                raise OperationError(f"guest {name} is broken: its record is missing; "
+                                     f"hint: mirrormount destroy {name}")
+            raise UsageError(f"no such guest: {name}")
+        return rec
+
+    def ns_files(self, rec: GuestRecord) -> dict[str, str]:
+        return {k: self.layout.ns_file(rec.name, k) for k in rec.kinds}
+
+    def facts(self, table: MountTable, rootfs: str) -> HostFacts:
+        nursery = table.at(self.layout.nursery_file)
+        return HostFacts(table=table, existing=frozenset(guest_names(self.layout)),
+                         nursery_ready=nursery is not None and nursery.fstype == "nsfs",
+                         put_old=choose_put_old(rootfs))
+
+    # ------------------------------------------------------------------ create
+    def validate_create(self, req: CreateRequest) -> CreateRequest:
+        validate_name(req.name)
+        if not os.path.isdir(req.rootfs):
+            raise UsageError(f"rootfs {req.rootfs} is not a directory")
+        if req.hostname is not None and not (0 < len(req.hostname.encode()) <= 64):
+            raise UsageError("hostname must be 1-64 bytes")
+        return CreateRequest(req.name, os.path.realpath(req.rootfs), req.hostname, req.kinds,
+                             req.propagation)
+
+    def plan(self, req: CreateRequest, table: MountTable | None = None) -> list[Op]:
+        table = table or host_table()
+        return plan_create(req, self.layout, self.facts(table, req.rootfs))
+
+    def dry_run(self, reqs: list[CreateRequest]) -> str:
+        out = []
+        table = host_table()
+        for req in reqs:
+            facts = self.facts(table, req.rootfs)
+            out.append(render(plan_create(req, self.layout, facts)))
+        return "".join(out)
+
+    def create(self, req: CreateRequest) -> tuple[GuestInfo, Outcome]:
+        require_root("create")
+        with StateLock(self.layout.state) as lock:
+            ops = self.plan(req)
+            rec = GuestRecord(name=req.name, mirror=self.layout.mirror(req.name),
+                              rootfs=req.rootfs, kinds=req.all_kinds,
+                              propagation=req.propagation, hostname=req.hostname,
+                              created=time.time())
+
+            # The record is written last, with what only the run knows (the reaper's pid).
+            outcome = Executor(lock=lock, record_factory=lambda o: replace(
+                rec, reaper_pid=o.reaper_pid).to_json()).run(ops)
+        return self.info(req.name), outcome
+
+    # ------------------------------------------------------------------ list / status
+    def info(self, name: str, table: MountTable | None = None,
+             by_ns: dict[int, list[int]] | None = None) -> GuestInfo:
+        rec = load(self.layout, name)
+        table = table or host_table()
+        problems = []
+        if rec is None:
+            return GuestInfo(name, self.layout.mirror(name), "?", "broken", {}, [],
+                             problems=["record missing"])
+        namespaces = {}
+        for kind, path in self.ns_files(rec).items():
+            held = table.at(path)
+            if held is None or held.fstype != "nsfs":
+                problems.append(f"{kind} namespace is not held ({path})")
+                continue
+            namespaces[kind] = ns_id(path) or "?"
+        if table.at(rec.mirror) is None:
+            problems.append(f"mirror {rec.mirror} is not mounted")
+        if rec.reaper_pid and not alive(rec.reaper_pid):
+            problems.append(f"pid namespace init {rec.reaper_pid} is gone")
+        pids: list[int] = []
+        mnt = namespaces.get("mnt")
+        if mnt:
+            if by_ns is None:
+                by_ns = pids_by_mnt_ns()
+            ino = int(mnt.split("[")[1].rstrip("]"))
+            pids = sorted(by_ns.get(ino, []))
+        others = [p for p in pids if p != rec.reaper_pid]
+        state = "broken" if problems else ("running" if others else "stopped")
+        return GuestInfo(rec.name, rec.mirror, rec.rootfs, state, namespaces, pids,
+                         rec.propagation, rec.hostname, list(rec.guest_only), problems)
+
+    def list(self) -> list[GuestInfo]:
+        table = host_table()
+        by_ns = pids_by_mnt_ns()
+        return [self.info(n, table, by_ns) for n in guest_names(self.layout)]
+
+    def guest_table(self, rec: GuestRecord) -> MountTable | None:
+        holder = self.layout.ns_file(rec.name, "mnt")
+        if not os.path.exists(holder):
+            return None
+        proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            text = in_namespaces({"mnt": holder}, _read_own_mountinfo, proc_fd)
+        except OSError:
+            return None
+        finally:
+            os.close(proc_fd)
+        return MountTable.parse(text)
+
+    def status(self, name: str) -> StatusReport:
+        require_root("status")
+        rec = self.record(name)
+        table = host_table()
+        info = self.info(name, table)
+        guest = self.guest_table(rec) if "mnt" in info.namespaces else None
+        health = assess(rec.mirror, rec.propagation, table, guest, self.layout.base,
+                        rec.guest_only)
+        return StatusReport(name, rec.mirror, health, info)
+
+    # ------------------------------------------------------------------ exec
+    def exec(self, name: str, argv: list[str]) -> int:
+        from .nsexec import exec_in
+        require_root("exec")
+        rec = self.record(name)
+        info = self.info(name)
+        if "mnt" not in info.namespaces:
+            raise OperationError(f"guest {name} is broken: {'; '.join(info.problems)}")
+        return exec_in(self.ns_files(rec), argv)
+
+    def shell_for(self, name: str) -> str:
+        rec = self.record(name)
+        shell = os.environ.get("SHELL") or "/bin/sh"
+        if not os.path.exists(rec.mirror + shell):
+            shell = "/bin/sh"
+        return shell
+
+    # ------------------------------------------------------------------ mount / umount
+    def open_guest_path(self, rec: GuestRecord, guest_path: str) -> int:
+        """An O_PATH fd for guest_path, resolved with the mirror as root: a symlink the guest
+        made (even an absolute one, or '..') cannot lead outside the guest."""
+        root = os.open(rec.mirror, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return sc.openat2(root, guest_path.lstrip("/") or ".", sc.O_PATH,
+                              sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+        except OSError as exc:
+            raise OperationError(f"mount: {guest_path} in {rec.name}: "
+                                 f"{exc.strerror.split(': ')[-1]}") from exc
+        finally:
+            os.close(root)
+
+    def mount(self, name: str, source: str, target: str, fstype: str | None = None,
+              options: str | None = None, bind: bool = False) -> None:
+        require_root("mount")
+        rec = self.record(name)
+        flags, data = mount_options(options)
+        if bind:
+            flags |= sc.MS_BIND
+            if not os.path.exists(source):
+                raise UsageError(f"bind source {source} does not exist")
+        with StateLock(self.layout.state):
+            fd = self.open_guest_path(rec, target)
+            try:
+                where = f"/proc/self/fd/{fd}"
+                try:
+                    # Mount onto the resolved fd, never onto a path string that could be
+                    # swapped for a symlink afterwards. The mirror is shared with the guest,
+                    # so the mount appears there at `target`.
+                    sc.mount(source, where, None if bind else fstype, flags,
+                             None if bind else data)
+                    if bind and flags & sc.MS_RDONLY:
+                        sc.mount(None, where, None, sc.MS_BIND | sc.MS_REMOUNT | flags)
+                except OSError as exc:
+                    exc.filename2 = f"{target} in {name}"
+                    raise OperationError(describe(exc, "mount")) from exc
+            finally:
+                os.close(fd)
+
+    def umount(self, name: str, target: str, lazy: bool = False) -> None:
+        require_root("umount")
+        rec = self.record(name)
+        flags = sc.MNT_DETACH if lazy else 0
+        proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            in_namespaces({"mnt": self.layout.ns_file(name, "mnt")}, _umount_in_guest,
+                          proc_fd, target, flags)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise BusyError(f"cannot unmount {target} in {name}: target is busy "
+                                "(EBUSY)") from exc
+            if exc.errno == errno.EINVAL:
+                raise OperationError(f"umount {target} in {name} failed: not a mount point "
+                                     "(EINVAL)") from exc
+            raise OperationError(describe(exc, "umount")) from exc
+        finally:
+            os.close(proc_fd)
+        _ = rec
+
+    # ------------------------------------------------------------------ destroy
+    def destroy(self, name: str, force: bool = False, grace: float = 5.0) -> list[int]:
+        """Tear a guest down; returns the pids that were signalled. Never removes a file
+        through a mount: mirrors are detached first, then only empty directories go."""
+        require_root("destroy")
+        validate_name(name)
+        if name not in guest_names(self.layout):
+            raise UsageError(f"no such guest: {name}")
+        with StateLock(self.layout.state):
+            rec = load(self.layout, name)
+            info = self.info(name)
+            reaper = rec.reaper_pid if rec else None
+            inside = [p for p in info.pids if p != reaper]
+            if inside and not force:
+                raise BusyError(f"guest {name} still has {len(inside)} process(es) inside "
+                                f"(pids {' '.join(map(str, inside[:10]))}); "
+                                "use --force to stop them")
+            if inside:
+                stop_processes(inside, grace)
+            if reaper:
+                stop_processes([reaper], 0)
+            ns_dir = self.layout.ns_dir(name)
+            for kind in ("mnt", "uts", "ipc", "net", "pid", "cgroup"):
+                release_ns_file(f"{ns_dir}/{kind}")
+            mirror = self.layout.mirror(name)
+            table = host_table()
+            if table.at(mirror) is not None:
+                # Private first: detaching a shared tree would propagate the unmount into
+                # every peer (kernel-findings §3).
+                detach(mirror)
+            base_dev = os.stat(self.layout.base).st_dev
+            if os.path.isdir(mirror) and os.stat(mirror).st_dev == base_dev \
+                    and not os.path.ismount(mirror):
+                remove_empty_dir(mirror)
+            for leftover in (self.layout.record(name),):
+                try:
+                    os.unlink(leftover)
+                except FileNotFoundError:
+                    pass
+            remove_empty_dir(ns_dir)
+            remove_empty_dir(self.layout.guest_dir(name))
+            return inside
+
+
+def _umount_in_guest(proc_fd: int, target: str, flags: int) -> None:
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY)
+    fd = sc.openat2(root, target.lstrip("/") or ".", sc.O_PATH,
+                    sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+    # umount2 has no dirfd: reach the resolved fd through the host's /proc, by a path
+    # relative to it, so a symlink swapped in later cannot redirect us.
+    os.fchdir(proc_fd)
+    try:
+        sc.umount2(f"self/fd/{fd}", flags)
+    except OSError as exc:
+        exc.filename = target
+        raise
+
+
+def stop_processes(pids: list[int], grace: float) -> None:
+    """TERM, wait up to `grace` seconds, then KILL whatever is left."""
+    for sig in ((signal.SIGTERM, signal.SIGKILL) if grace > 0 else (signal.SIGKILL,)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline:
+            pids = [p for p in pids if alive(p) and not _zombie(p)]
+            if not pids:
+                return
+            time.sleep(0.02)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+_FLAG_OPTS = {"ro": sc.MS_RDONLY, "nosuid": sc.MS_NOSUID, "nodev": sc.MS_NODEV,
+              "noexec": sc.MS_NOEXEC}
+
+
+def mount_options(options: str | None) -> tuple[int, str | None]:
+    """Split -o text into mount(2) flags and the filesystem's data string."""
+    flags, data = 0, []
+    for opt in (options or "").split(","):
+        if not opt:
+            continue
+        if opt in _FLAG_OPTS:
+            flags |= _FLAG_OPTS[opt]
+        elif opt == "rw":
+            continue
+        else:
+            data.append(opt)
+    return flags, ",".join(data) or None

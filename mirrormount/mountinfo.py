@@ -1,0 +1,166 @@
+"""Pure parsing of /proc/PID/mountinfo into frozen Mount records, plus tree and peer-group
+queries. No I/O except the ``read`` convenience; everything else takes text or records.
+
+Line format (proc(5)):
+  36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+  (1)(2)(3)   (4)   (5)      (6)      (7)   (8) (9)   (10)         (11)
+(7) is zero or more optional fields: shared:N, master:N, propagate_from:N, unbindable.
+Paths escape space, tab, newline and backslash as octal (\\040 ...).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def unescape(text: str) -> str:
+    """Undo the kernel's octal escaping of mountinfo paths (\\040 -> space)."""
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), text)
+
+
+def escape(text: str) -> str:
+    """Inverse of unescape, for rendering and for writing fixtures."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in text)
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_id: int
+    parent_id: int
+    major: int
+    minor: int
+    root: str            # path inside the filesystem that forms this mount's root
+    mountpoint: str      # relative to the reading process's root
+    options: str         # per-mount options
+    shared: int | None = None        # peer group this mount belongs to
+    master: int | None = None        # peer group it receives from (slave)
+    propagate_from: int | None = None
+    unbindable: bool = False
+    fstype: str = ""
+    source: str = ""
+    super_options: str = ""
+
+    @property
+    def dev(self) -> str:
+        return f"{self.major}:{self.minor}"
+
+    @property
+    def propagation(self) -> str:
+        """findmnt-style words: shared, private, slave, unbindable, or combinations."""
+        words = []
+        if self.shared is not None:
+            words.append("shared")
+        if self.master is not None:
+            words.append("slave")
+        if self.unbindable:
+            words.append("unbindable")
+        return ",".join(words) or "private"
+
+
+class ParseError(ValueError):
+    pass
+
+
+def parse_line(line: str) -> Mount:
+    fields = line.rstrip("\n").split(" ")
+    try:
+        sep = fields.index("-", 6)
+        mount_id, parent_id = int(fields[0]), int(fields[1])
+        major, minor = (int(x) for x in fields[2].split(":"))
+    except (ValueError, IndexError) as exc:
+        raise ParseError(f"bad mountinfo line: {line!r}") from exc
+    opt: dict[str, int | bool] = {}
+    for tag in fields[6:sep]:
+        if not tag:
+            continue
+        key, _, val = tag.partition(":")
+        opt[key] = int(val) if val else True
+    tail = fields[sep + 1:]
+    return Mount(
+        mount_id=mount_id, parent_id=parent_id, major=major, minor=minor,
+        root=unescape(fields[3]), mountpoint=unescape(fields[4]), options=fields[5],
+        shared=_int(opt.get("shared")), master=_int(opt.get("master")),
+        propagate_from=_int(opt.get("propagate_from")), unbindable=bool(opt.get("unbindable")),
+        fstype=tail[0] if tail else "", source=unescape(tail[1]) if len(tail) > 1 else "",
+        super_options=tail[2] if len(tail) > 2 else "",
+    )
+
+
+def _int(v: int | bool | None) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def parse(text: str) -> tuple[Mount, ...]:
+    return tuple(parse_line(line) for line in text.splitlines() if line.strip())
+
+
+def read(pid: int | str = "self", proc: str = "/proc") -> tuple[Mount, ...]:
+    with open(f"{proc}/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        return parse(f.read())
+
+
+def is_under(path: str, top: str) -> bool:
+    """True when path is top or lies beneath it (by components, not string prefix)."""
+    top = top.rstrip("/") or "/"
+    return path == top or top == "/" or path.startswith(top + "/")
+
+
+@dataclass(frozen=True)
+class MountTable:
+    """A namespace's mount list with indexes for the queries we need."""
+
+    mounts: tuple[Mount, ...]
+    by_id: dict[int, Mount] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, mounts: Iterable[Mount]) -> MountTable:
+        ms = tuple(mounts)
+        return cls(ms, {m.mount_id: m for m in ms})
+
+    @classmethod
+    def parse(cls, text: str) -> MountTable:
+        return cls.of(parse(text))
+
+    def __iter__(self) -> Iterator[Mount]:
+        return iter(self.mounts)
+
+    def __len__(self) -> int:
+        return len(self.mounts)
+
+    def root(self) -> Mount:
+        """The mount whose parent is not in the table (the reader's '/')."""
+        for m in self.mounts:
+            if m.parent_id not in self.by_id or m.parent_id == m.mount_id:
+                return m
+        raise ParseError("mount table has no root")
+
+    def at(self, mountpoint: str) -> Mount | None:
+        """The topmost mount at exactly this mountpoint (later lines stack on earlier)."""
+        found = None
+        for m in self.mounts:
+            if m.mountpoint == mountpoint:
+                found = m
+        return found
+
+    def under(self, top: str) -> list[Mount]:
+        return [m for m in self.mounts if is_under(m.mountpoint, top)]
+
+    def children(self, mount_id: int) -> list[Mount]:
+        return [m for m in self.mounts if m.parent_id == mount_id and m.mount_id != mount_id]
+
+    def containing(self, path: str) -> Mount | None:
+        """The mount a path lies on (longest mountpoint prefix, topmost of a stack)."""
+        best = None
+        for m in self.mounts:
+            if is_under(path, m.mountpoint):
+                if best is None or len(m.mountpoint) >= len(best.mountpoint):
+                    best = m
+        return best
+
+    def peer_groups(self, exclude_under: str | None = None) -> set[int]:
+        """Every shared peer group id in use, optionally ignoring a subtree."""
+        return {m.shared for m in self.mounts if m.shared is not None
+                and not (exclude_under and is_under(m.mountpoint, exclude_under))}

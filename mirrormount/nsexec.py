@@ -1,0 +1,157 @@
+"""Forked, single-threaded children that change namespaces and report back.
+
+The CLI process never calls setns/unshare itself: setns(CLONE_NEWNS) needs a single-threaded
+caller with an unshared fs_struct, and a process that moved would see the wrong /proc and paths
+afterwards. A child does the work and sends its result, or its exception, through a pipe
+(the pyroute2 netns pattern).
+
+Privilege: root.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from . import syscalls as sc
+
+T = TypeVar("T")
+
+NS_FLAGS = {"mnt": sc.CLONE_NEWNS, "uts": sc.CLONE_NEWUTS, "ipc": sc.CLONE_NEWIPC,
+            "net": sc.CLONE_NEWNET, "pid": sc.CLONE_NEWPID, "cgroup": sc.CLONE_NEWCGROUP}
+# setns order: everything before the mount namespace, whose change also moves root and cwd.
+SETNS_ORDER = ("uts", "ipc", "net", "pid", "cgroup", "mnt")
+
+
+class ChildFailed(RuntimeError):
+    """The child died without reporting (killed, or crashed before it could pickle)."""
+
+
+def _send(fd: int, payload: tuple[str, Any]) -> None:
+    try:
+        data = pickle.dumps(payload)
+    except Exception:  # noqa: BLE001 - an unpicklable result/exception still gets reported
+        data = pickle.dumps(("err", RuntimeError(repr(payload[1]))))
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _recv(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def run_in_child(fn: Callable[..., T], *args: Any) -> T:
+    """Run fn(*args) in a forked child; return its result or re-raise its exception here."""
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            result: tuple[str, Any] = ("ok", fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            result = ("err", exc)
+        try:
+            _send(w, result)
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        data = _recv(r)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    if not data:
+        raise ChildFailed("namespace helper died without reporting")
+    status, value = pickle.loads(data)
+    if status == "err":
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def open_ns_files(ns_files: Mapping[str, str]) -> dict[str, int]:
+    return {kind: os.open(path, os.O_RDONLY | os.O_CLOEXEC) for kind, path in ns_files.items()}
+
+
+def enter(ns_fds: Mapping[str, int]) -> None:
+    """setns into each namespace (mnt last). For pid, only children made after this are in it."""
+    for kind in SETNS_ORDER:
+        if kind in ns_fds:
+            sc.setns(ns_fds[kind], NS_FLAGS[kind], kind)
+            os.close(ns_fds[kind])
+
+
+def in_namespaces(ns_files: Mapping[str, str], fn: Callable[..., T], *args: Any) -> T:
+    """Run fn(*args) in a child that entered the given namespaces (no fork for pid)."""
+
+    def body() -> T:
+        enter(open_ns_files(ns_files))
+        return fn(*args)
+
+    return run_in_child(body)
+
+
+def exec_in(ns_files: Mapping[str, str], argv: list[str], env: Mapping[str, str] | None = None,
+            cwd: str = "/") -> int:
+    """Run argv in the namespaces and return its exit status (128+N when killed by signal N).
+
+    The CLI waits; Ctrl-C and friends go to the foreground process group, which the command is
+    part of, so the waiting parent ignores them rather than dying before the command does.
+    """
+    fds = open_ns_files(ns_files)  # open in the host's view, before anything moves
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            enter(fds)
+            os.chdir(cwd)
+            if "pid" in ns_files:
+                # setns(pid) applies to children: fork once more so the command is inside.
+                inner = os.fork()
+                if inner:
+                    os.close(w)
+                    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
+                        signal.signal(sig, signal.SIG_IGN)
+                    _, st = os.waitpid(inner, 0)
+                    os._exit(_exit_code(st))
+            os.execvpe(argv[0], argv, dict(env if env is not None else os.environ))
+        except OSError as exc:
+            os.write(w, f"{argv[0]}: {exc.strerror}".encode())
+            os._exit(127 if exc.errno == 2 else 126)
+        except BaseException:  # noqa: BLE001
+            os.write(w, traceback.format_exc().encode())
+            os._exit(126)
+    os.close(w)
+    for fd in fds.values():
+        os.close(fd)
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
+    try:
+        _, st = os.waitpid(pid, 0)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    msg = _recv(r).decode(errors="replace")
+    os.close(r)
+    if msg:
+        print(f"mirrormount: exec {msg}", file=sys.stderr)
+    return _exit_code(st)
+
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code

@@ -1,0 +1,281 @@
+"""Building namespaces: the nursery, and each guest's namespaces cloned from it.
+
+Why a nursery (kernel-findings §4): unshare(CLONE_NEWNS) copies every mount of the caller's
+namespace. From the host, that includes every existing mirror, so each create would cost more
+than the last. The nursery is a namespace whose only mount is a tiny tmpfs; a guest's namespace
+is unshared from it (one mount copied) and the guest's tree is brought in as a detached copy of
+its mirror made with open_tree(OPEN_TREE_CLONE|AT_RECURSIVE), then attached with move_mount.
+
+Everything that unshares or setns()es runs in a forked child; the parent (in the host's mount
+namespace) binds the child's /proc/PID/ns/* files under STATE, which keeps the namespaces alive
+after the child exits.
+
+Privilege: root.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from . import syscalls as sc
+from .nsexec import NS_FLAGS, _recv, _send
+from .plan import SpawnGuest, StartNursery
+
+NEWROOT = "/newroot"
+T = TypeVar("T")
+
+
+def bind_ns_file(source: str, holder: str) -> None:
+    """Keep a namespace alive: bind its nsfs file onto a regular file (created empty)."""
+    fd = os.open(holder, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    sc.mount(source, holder, None, sc.MS_BIND)
+
+
+def release_ns_file(holder: str) -> None:
+    """Undo bind_ns_file: detach every bind stacked on the holder, then remove the file."""
+    for _ in range(16):
+        try:
+            sc.umount2(holder, sc.MNT_DETACH | sc.UMOUNT_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOENT):
+                break  # not a mountpoint (any more)
+            raise
+    try:
+        os.unlink(holder)
+    except FileNotFoundError:
+        pass
+
+
+# ------------------------------------------------------------------------------ nursery
+def _nursery_child(root: str, ready_w: int, go_r: int) -> None:
+    sc.unshare(sc.CLONE_NEWNS)
+    # Private first: the tmpfs below, and everything we detach, must never reach the host.
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    os.makedirs(root, exist_ok=True)
+    sc.mount("mirrormount-nursery", root, "tmpfs", 0, "mode=0700,size=64k")
+    os.mkdir(f"{root}{NEWROOT}")
+    os.mkdir(f"{root}/old")
+    os.chdir(root)
+    # All mounts are private here, so pivot_root's "no shared parent" rules are met.
+    sc.pivot_root(".", "old")
+    os.chdir("/")
+    sc.umount2("/old", sc.MNT_DETACH)  # already private: the detach propagates nowhere
+    os.rmdir("/old")
+    os.write(ready_w, b"ok\n")
+    os.read(go_r, 1)
+
+
+def start_nursery(op: StartNursery) -> None:
+    """Create the nursery namespace and bind it at op.holder (in the host's table)."""
+
+    def body(status_w: int, go_r: int) -> None:
+        _nursery_child(op.root, status_w, go_r)
+
+    def hold(pid: int, _: list[str]) -> None:
+        bind_ns_file(f"/proc/{pid}/ns/mnt", op.holder)
+
+    build_and_hold(body, hold, lambda: None)
+    try:
+        os.rmdir(op.root)  # the directory only served the child's private copy
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------------------ guests
+@dataclass(frozen=True)
+class Spawned:
+    reaper_pid: int | None
+    attempts: int
+
+
+def _reaper(ready_w: int) -> None:
+    """PID 1 of a guest's pid namespace when the user gave no init: mount /proc, then reap.
+
+    It exists only to keep the pid namespace alive (a pid namespace whose init has exited
+    accepts no new processes) and to reap orphans, as an init must.
+    """
+    os.setsid()
+    sc.set_process_name("mm-reaper")
+    # The guest's own /proc, for its own pid namespace. The mount propagates to BASE/NAME/proc.
+    try:
+        sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        os.write(ready_w, b"ok")
+    except OSError as exc:
+        _send(ready_w, ("err", exc))
+        os._exit(1)
+    # Hold nothing of the caller's: an inherited pipe would keep `$(mirrormount create)` waiting.
+    try:
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+    except OSError:
+        null = -1
+    os.closerange(3, 65536)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
+    while True:
+        sig = signal.sigwaitinfo({signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
+        if sig.si_signo in (signal.SIGTERM, signal.SIGINT):
+            os._exit(0)  # the kernel then kills everything left in the namespace
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+
+
+def _guest_child(op: SpawnGuest, status_w: int, go_r: int) -> None:
+    # Copy the mirror before leaving the host's namespace: a detached tree whose mounts are
+    # peers of the mirror's, which is what makes the guest and BASE/NAME one tree.
+    tree = sc.open_tree(op.mirror, sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE)
+    nursery = os.open(op.nursery, os.O_RDONLY | os.O_CLOEXEC)
+    sc.setns(nursery, sc.CLONE_NEWNS, op.nursery)
+    os.close(nursery)
+    flags = 0
+    for kind in op.kinds:
+        flags |= NS_FLAGS[kind]
+    sc.unshare(flags)  # a copy of the nursery: one private tmpfs, nothing of the host
+    sc.move_mount(tree, "", sc.AT_FDCWD, NEWROOT, sc.MOVE_MOUNT_F_EMPTY_PATH,
+                  f"{op.mirror} (detached copy)")
+    os.close(tree)
+    old = f"{NEWROOT}/{op.put_old}"
+    # pivot_root refuses a put_old on a shared mount, and every mount of the mirror is shared.
+    # A self-bind of an existing directory, made private, is a put_old that writes nothing to
+    # the rootfs. The bind's parent is shared, so it shows up in BASE/NAME for a moment.
+    sc.mount(old, old, None, sc.MS_BIND)
+    sc.mount(None, old, None, sc.MS_PRIVATE)
+    os.chdir(NEWROOT)
+    sc.pivot_root(".", op.put_old)
+    os.chdir("/")
+    put_old = f"/{op.put_old}"
+    # The old root (the nursery's tmpfs) must not propagate its detach anywhere (findings §3).
+    sc.mount(None, put_old, None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.umount2(put_old, sc.MNT_DETACH)
+    # Now the self-bind itself. Its parent is shared, so this umount also removes its copy
+    # from BASE/NAME on the host.
+    sc.umount2(put_old, 0)
+    if op.hostname:
+        socket.sethostname(op.hostname)
+    reaper = 0
+    if "pid" in op.kinds:
+        ready_r, ready_w = os.pipe()
+        reaper = os.fork()  # PID 1 of the new pid namespace
+        if reaper == 0:
+            os.close(ready_r)
+            _reaper(ready_w)
+            os._exit(0)
+        os.close(ready_w)
+        answer = os.read(ready_r, 2)
+        if answer != b"ok":
+            _raise_child_error(answer + _recv(ready_r))
+    os.write(status_w, f"ok {reaper}\n".encode())
+    os.read(go_r, 1)  # stay until the parent has bound our namespace files
+
+
+def _raise_child_error(data: bytes) -> None:
+    import pickle
+    try:
+        status, exc = pickle.loads(data)
+    except Exception:  # noqa: BLE001
+        raise RuntimeError(f"namespace helper failed: {data[:200]!r}") from None
+    raise exc
+
+
+def build_and_hold(body: Callable[[int, int], None], hold: Callable[[int, list[str]], T],
+                   undo: Callable[[], None]) -> tuple[T, int]:
+    """Fork a child that builds namespaces (body writes "ok [words]\\n" then waits), let the
+    parent hold them with nsfs binds (hold), then let the child go.
+
+    kernel-findings §6, and seen here on the first create in a fresh sandbox: binding a mount
+    namespace's nsfs file from a non-initial namespace can fail with EINVAL, because the
+    kernel's loop check compares namespace ids that are not ordered across CPUs. We then
+    throw that namespace away (undo) and build a fresh one pinned to the next CPU, whose ids
+    come from another range. Returns hold's result and the number of attempts.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    max_attempts = 4 * len(cpus) + 2
+    for attempt in range(max_attempts):
+        cpu = None if attempt == 0 else cpus[attempt % len(cpus)]
+        status_r, status_w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(status_r)
+            os.close(go_w)
+            try:
+                if cpu is not None:
+                    os.sched_setaffinity(0, {cpu})
+                body(status_w, go_r)
+            except BaseException as exc:  # noqa: BLE001 - the parent re-raises it
+                _send(status_w, ("err", exc))
+            os._exit(0)
+        os.close(status_w)
+        os.close(go_r)
+        try:
+            line = _read_status(status_r)
+            try:
+                return hold(pid, line.split()[1:]), attempt + 1
+            except OSError as exc:
+                undo()
+                if exc.errno == errno.EINVAL and attempt + 1 < max_attempts:
+                    continue
+                raise
+        finally:
+            os.close(go_w)  # the child's read returns: it exits
+            os.close(status_r)
+            os.waitpid(pid, 0)
+    raise AssertionError("unreachable")
+
+
+def _read_status(fd: int) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 4096)
+        if not chunk or not (data + chunk).startswith(b"ok"):
+            _raise_child_error(data + chunk + _recv(fd))
+        data += chunk
+    return data.decode()
+
+
+def spawn_guest(op: SpawnGuest) -> Spawned:
+    """Build the guest's namespaces in a child and bind them under op.ns_dir."""
+    bound: list[str] = []
+    reaper = [0]
+
+    def body(status_w: int, go_r: int) -> None:
+        _guest_child(op, status_w, go_r)
+
+    def hold(pid: int, words: list[str]) -> int:
+        reaper[0] = int(words[0])
+        # mnt first: it is the one the kernel's loop check can refuse.
+        for kind in ("mnt", *[k for k in op.kinds if k != "mnt"]):
+            src = reaper[0] if kind == "pid" else pid
+            holder = f"{op.ns_dir}/{kind}"
+            bind_ns_file(f"/proc/{src}/ns/{kind}", holder)
+            bound.append(holder)
+        return reaper[0]
+
+    def undo() -> None:
+        while bound:
+            release_ns_file(bound.pop())
+        if reaper[0]:
+            _kill(reaper[0])
+            reaper[0] = 0
+
+    pid1, attempts = build_and_hold(body, hold, undo)
+    return Spawned(pid1 or None, attempts)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

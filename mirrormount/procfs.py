@@ -1,0 +1,86 @@
+"""Race-tolerant readers of /proc: namespace identities, NSpid, and who lives in a namespace.
+
+Processes come and go while we read; every reader skips a pid that vanished (ENOENT/ESRCH) or
+that we may not inspect (EACCES: this machine's PID 1 denies /proc/1/fd even to root).
+The /proc root is a parameter so tests can point it at fixture trees.
+
+Privilege: none to run; root to see every process.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+
+GONE = (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError)
+
+
+def pids(proc: str = "/proc") -> Iterator[int]:
+    with os.scandir(proc) as it:
+        for e in it:
+            if e.name.isdigit():
+                yield int(e.name)
+
+
+def ns_id(path: str) -> str | None:
+    """'mnt:[4026531841]' for an ns link or a bound nsfs file (None if unreadable)."""
+    try:
+        if os.path.islink(path):
+            return os.readlink(path)
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{os.path.basename(path)}:[{st.st_ino}]"
+
+
+def ns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def parse_nspid(status_text: str) -> tuple[int, ...]:
+    """The NSpid line of /proc/PID/status: the pid in each pid namespace, outermost first."""
+    for line in status_text.splitlines():
+        if line.startswith("NSpid:"):
+            return tuple(int(x) for x in line.split()[1:])
+    return ()
+
+
+def parse_status(status_text: str) -> dict[str, str]:
+    out = {}
+    for line in status_text.splitlines():
+        key, _, val = line.partition(":")
+        out[key] = val.strip()
+    return out
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
+
+
+def pids_by_mnt_ns(proc: str = "/proc") -> dict[int, list[int]]:
+    """Map mount-namespace inode -> pids living in it, in one pass over /proc."""
+    out: dict[int, list[int]] = defaultdict(list)
+    for pid in pids(proc):
+        try:
+            ino = os.stat(f"{proc}/{pid}/ns/mnt").st_ino
+        except (OSError, ValueError):
+            continue
+        out[ino].append(pid)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

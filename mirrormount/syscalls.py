@@ -1,0 +1,242 @@
+"""The only module that touches ctypes: thin wrappers over the mount and namespace syscalls.
+
+Every wrapper returns a plain result or raises ``OSError(errno, strerror, path[, path2])`` whose
+message names the operation, so one place (``errors.describe``) can turn it into a one-line
+message for the user. Nothing here decides policy; it only speaks to the kernel.
+
+Python 3.11 has no os.setns / os.unshare / os.statx, and glibc may lack wrappers for the new
+mount API, so everything goes through ``syscall(2)`` with numbers from a per-architecture table.
+
+Privilege: every call except statx and openat2 needs CAP_SYS_ADMIN in the initial user namespace.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+from dataclasses import dataclass
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+# Syscall numbers differ per architecture; the new mount API (428+) is shared by all of them.
+_SYSCALLS: dict[str, dict[str, int]] = {
+    "x86_64": {"unshare": 272, "setns": 308, "pivot_root": 155, "statx": 332, "open_tree": 428,
+               "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "openat2": 437,
+               "mount_setattr": 442},
+    "aarch64": {"unshare": 97, "setns": 268, "pivot_root": 41, "statx": 291, "open_tree": 428,
+                "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "openat2": 437,
+                "mount_setattr": 442},
+}
+MACHINE = platform.machine()
+_NR = _SYSCALLS.get(MACHINE, {})
+
+# mount(2) flags
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+PROPAGATION_FLAGS = MS_UNBINDABLE | MS_PRIVATE | MS_SLAVE | MS_SHARED
+
+# umount2(2) flags
+MNT_FORCE = 1
+MNT_DETACH = 2
+MNT_EXPIRE = 4
+UMOUNT_NOFOLLOW = 8
+
+# clone(2) namespace flags
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# open_tree / move_mount / mount_setattr
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_EMPTY_PATH = 0x1000
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_NO_AUTOMOUNT = 0x800
+AT_RECURSIVE = 0x8000
+AT_FDCWD = -100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+
+# openat2 resolve flags
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+O_PATH = 0o10000000
+
+# statx
+STATX_MNT_ID = 0x1000
+STATX_MNT_ID_UNIQUE = 0x4000
+
+
+def _nr(name: str) -> int:
+    try:
+        return _NR[name]
+    except KeyError:
+        raise OSError(38, f"{name}: no syscall number known for architecture {MACHINE}") from None
+
+
+def _check(ret: int, op: str, *paths: str) -> int:
+    """Raise OSError naming the operation and path(s) when a libc/syscall call returned -1."""
+    if ret == -1:
+        err = ctypes.get_errno()
+        msg = f"{op}: {os.strerror(err)}"
+        if len(paths) >= 2:
+            raise OSError(err, msg, paths[0], None, paths[1])
+        raise OSError(err, msg, paths[0] if paths else None)
+    return ret
+
+
+def _b(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
+          data: str | None = None) -> None:
+    """mount(2). Used both for new mounts and for propagation changes (source/fstype None)."""
+    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount",
+           source or target, target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), flags), "umount", target)
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.syscall(_nr("unshare"), ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int = 0, what: str = "") -> None:
+    """setns(2). For CLONE_NEWNS the caller must be single-threaded: call it in a forked child."""
+    _check(_libc.syscall(_nr("setns"), ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", what)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_libc.syscall(_nr("pivot_root"), _b(new_root), _b(put_old)), "pivot_root", new_root,
+           put_old)
+
+
+def open_tree(path: str, flags: int, dirfd: int = AT_FDCWD) -> int:
+    """open_tree(2): with OPEN_TREE_CLONE|AT_RECURSIVE, a detached copy of the tree at path."""
+    return _check(_libc.syscall(_nr("open_tree"), ctypes.c_int(dirfd), _b(path),
+                                ctypes.c_uint(flags | OPEN_TREE_CLOEXEC)), "open_tree", path)
+
+
+def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int,
+               what: str = "") -> None:
+    _check(_libc.syscall(_nr("move_mount"), ctypes.c_int(from_fd), _b(from_path),
+                         ctypes.c_int(to_fd), _b(to_path), ctypes.c_uint(flags)),
+           "move_mount", what or from_path, to_path)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path: str, propagation: int, recursive: bool = True,
+                  dirfd: int = AT_FDCWD, flags: int = 0) -> None:
+    """mount_setattr(2) to change propagation, possibly of a detached tree (dirfd + "")."""
+    attr = _MountAttr(0, 0, propagation, 0)
+    at = flags | (AT_RECURSIVE if recursive else 0)
+    _check(_libc.syscall(_nr("mount_setattr"), ctypes.c_int(dirfd), _b(path), ctypes.c_uint(at),
+                         ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+           "mount_setattr", path)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2). With RESOLVE_IN_ROOT, '..' and absolute symlinks stay inside dirfd."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    return _check(_libc.syscall(_nr("openat2"), ctypes.c_int(dirfd), _b(path), ctypes.byref(how),
+                                ctypes.c_size_t(ctypes.sizeof(how))), "openat2", path)
+
+
+class _StatxTimestamp(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_int64), ("tv_nsec", ctypes.c_uint32),
+                ("__reserved", ctypes.c_int32)]
+
+
+class _Statx(ctypes.Structure):
+    _fields_ = [("stx_mask", ctypes.c_uint32), ("stx_blksize", ctypes.c_uint32),
+                ("stx_attributes", ctypes.c_uint64), ("stx_nlink", ctypes.c_uint32),
+                ("stx_uid", ctypes.c_uint32), ("stx_gid", ctypes.c_uint32),
+                ("stx_mode", ctypes.c_uint16), ("__spare0", ctypes.c_uint16),
+                ("stx_ino", ctypes.c_uint64), ("stx_size", ctypes.c_uint64),
+                ("stx_blocks", ctypes.c_uint64), ("stx_attributes_mask", ctypes.c_uint64),
+                ("stx_atime", _StatxTimestamp), ("stx_btime", _StatxTimestamp),
+                ("stx_ctime", _StatxTimestamp), ("stx_mtime", _StatxTimestamp),
+                ("stx_rdev_major", ctypes.c_uint32), ("stx_rdev_minor", ctypes.c_uint32),
+                ("stx_dev_major", ctypes.c_uint32), ("stx_dev_minor", ctypes.c_uint32),
+                ("stx_mnt_id", ctypes.c_uint64), ("__spare2", ctypes.c_uint64 * 13)]
+
+
+@dataclass(frozen=True)
+class StatxResult:
+    mnt_id: int
+    dev_major: int
+    dev_minor: int
+    ino: int
+    mode: int
+
+
+_statx_buf = _Statx()
+_statx_nr: int | None = _NR.get("statx")
+
+
+def statx(path: str, dirfd: int = AT_FDCWD, flags: int = 0,
+          mask: int = STATX_MNT_ID) -> StatxResult:
+    """statx(2) asking for the mount id. Follows the final link (so /proc/PID/cwd names the
+    directory the process uses, resolved by the kernel in *its* namespace, not ours)."""
+    if _statx_nr is None:
+        _nr("statx")
+    buf = _statx_buf
+    ret = _libc.syscall(_statx_nr, ctypes.c_int(dirfd), _b(path),
+                        ctypes.c_int(flags | AT_NO_AUTOMOUNT), ctypes.c_uint(mask),
+                        ctypes.byref(buf))
+    _check(ret, "statx", path)
+    return StatxResult(buf.stx_mnt_id, buf.stx_dev_major, buf.stx_dev_minor, buf.stx_ino,
+                       buf.stx_mode)
+
+
+PR_SET_NAME = 15
+PR_SET_PDEATHSIG = 1
+
+
+def set_process_name(name: str) -> None:
+    """prctl(PR_SET_NAME): what ps and /proc/PID/comm show (15 bytes at most)."""
+    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+def set_parent_death_signal(sig: int) -> None:
+    _check(_libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0), "prctl")
+
+
+def has_syscall(name: str) -> bool:
+    return name in _NR

@@ -1,0 +1,132 @@
+"""Privileged tests: each test gets its own throwaway sandbox (mirrormount.sandbox): new mount
+and pid namespaces whose / is a tmpfs with read-only binds of /usr, /etc, ... . Every test runs
+twice: with the sandbox's / private, and with it rshared as on systemd hosts.
+
+Tests drive the real CLI inside the sandbox through `nsenter -t PID -m -p -r -w`, so nothing
+they mount can reach this machine's own namespace, and when the sandbox's PID 1 exits the kernel
+kills everything that was left inside (guest reapers included).
+
+These tests need root. Run as root they never skip; run as non-root they fail loudly, because
+a skipped privileged suite proves nothing (CI runs as root).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROPAGATIONS = ("private", "rshared")
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self):
+        return json.loads(self.stdout)
+
+
+class Sandbox:
+    """A held-open sandbox. `sh` runs a shell snippet inside; `mm` runs the CLI inside."""
+
+    def __init__(self, propagation: str) -> None:
+        self.propagation = propagation
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mirrormount.sandbox", "--propagation", propagation, "--hold"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+            text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            err = self.proc.stderr.read()
+            raise RuntimeError(f"sandbox did not start: {line!r} {err}")
+        self.pid = int(line.split()[1])
+        self.env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:"
+                            "/usr/sbin:/usr/bin:/sbin:/bin",
+                    "HOME": "/root", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+                    "PYTHONPATH": str(REPO)}
+
+    def enter_argv(self) -> list[str]:
+        return ["nsenter", "-t", str(self.pid), "-m", "-p", "-r", "-w", "--"]
+
+    def run(self, argv: list[str], timeout: float = 60, input: str | None = None,
+            check: bool = False) -> Result:
+        cp = subprocess.run(self.enter_argv() + argv, capture_output=True, text=True,
+                            timeout=timeout, env=self.env, input=input)
+        res = Result(cp.returncode, cp.stdout, cp.stderr)
+        if check and cp.returncode != 0:
+            raise AssertionError(f"{argv} failed ({cp.returncode}): {cp.stderr}{cp.stdout}")
+        return res
+
+    def sh(self, script: str, check: bool = True, **kw) -> Result:
+        return self.run(["/bin/sh", "-c", script], check=check, **kw)
+
+    def mm(self, *args: str, check: bool = False, **kw) -> Result:
+        return self.run([sys.executable, "-m", "mirrormount", *args], check=check, **kw)
+
+    def popen(self, script: str) -> subprocess.Popen:
+        """A long-running process inside the sandbox (killed with the sandbox at the end)."""
+        return subprocess.Popen(self.enter_argv() + ["/bin/sh", "-c", script], env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def mountinfo(self) -> list[list[str]]:
+        out = self.sh("cat /proc/self/mountinfo").stdout
+        return [line.split() for line in out.splitlines()]
+
+    def mountpoints(self) -> list[str]:
+        return [f[4] for f in self.mountinfo()]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # PID 1 sees EOF and exits: the kernel kills the rest
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def _host_mount_ids() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {line.split()[4] for line in f}
+
+
+@pytest.fixture(params=PROPAGATIONS)
+def sandbox(request):
+    if os.geteuid() != 0:
+        pytest.fail("vm-tests need root: run them as root (CI does)")
+    before = _host_mount_ids()
+    sb = Sandbox(request.param)
+    try:
+        yield sb
+    finally:
+        sb.close()
+    leaked = {p for p in _host_mount_ids() - before
+              if p.startswith("/container") or "mirrormount" in p}
+    assert not leaked, f"test leaked mounts into the machine's namespace: {sorted(leaked)}"
+
+
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval)
+    return pred()
+
+
+def q(s: str) -> str:
+    return shlex.quote(s)
