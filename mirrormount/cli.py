@@ -269,3 +269,7 @@ def demo(ctx: typer.Context,
 def run() -> None:
     """Console entry point."""
     sys.exit(app())
+
+
+# Commands that live in their own modules register themselves on `app` when imported.
+from . import cli_busy  # noqa: E402,F401
