@@ -341,14 +341,12 @@ class Guests:
 
 
 def _umount_in_guest(proc_fd: int, target: str, flags: int) -> None:
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY)
-    fd = sc.openat2(root, target.lstrip("/") or ".", sc.O_PATH,
-                    sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
-    # umount2 has no dirfd: reach the resolved fd through the host's /proc, by a path
-    # relative to it, so a symlink swapped in later cannot redirect us.
-    os.fchdir(proc_fd)
+    """Runs in a child that entered the guest's mount namespace, whose root is now the guest's
+    root: any symlink in target resolves inside the guest, so a plain path is safe here.
+    (Going through an O_PATH fd, as mount does, would itself pin the mount: EBUSY.)"""
+    del proc_fd
     try:
-        sc.umount2(f"self/fd/{fd}", flags)
+        sc.umount2(target, flags)
     except OSError as exc:
         exc.filename = target
         raise

@@ -118,10 +118,10 @@ def exec_in(ns_files: Mapping[str, str], argv: list[str], env: Mapping[str, str]
     if pid == 0:
         os.close(r)
         try:
-            enter(fds)
-            os.chdir(cwd)
-            if "pid" in ns_files:
-                # setns(pid) applies to children: fork once more so the command is inside.
+            if "pid" in fds:
+                # setns(pid) only applies to children. Enter it alone, fork, and let only the
+                # command enter the rest: this waiting parent never shows up in the guest.
+                sc.setns(fds.pop("pid"), NS_FLAGS["pid"], "pid")
                 inner = os.fork()
                 if inner:
                     os.close(w)
@@ -129,6 +129,8 @@ def exec_in(ns_files: Mapping[str, str], argv: list[str], env: Mapping[str, str]
                         signal.signal(sig, signal.SIG_IGN)
                     _, st = os.waitpid(inner, 0)
                     os._exit(_exit_code(st))
+            enter(fds)
+            os.chdir(cwd)
             os.execvpe(argv[0], argv, dict(env if env is not None else os.environ))
         except OSError as exc:
             os.write(w, f"{argv[0]}: {exc.strerror}".encode())

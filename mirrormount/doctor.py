@@ -1,0 +1,134 @@
+"""`mirrormount doctor`: one line per check, each ok, warn or fail.
+
+Checks the kernel and each syscall mirrormount relies on, the propagation of /, the BASE and
+STATE set-up, headroom under fs.mount-max, privilege, and the Python version.
+Privilege: none required (it reports what it cannot check).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import sys
+from dataclasses import dataclass
+
+from . import mountinfo
+from . import syscalls as sc
+from .mountinfo import MountTable
+from .plan import Layout
+
+CAP_SYS_ADMIN = 21
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: str    # ok | warn | fail
+    detail: str
+
+    def to_json(self) -> dict:
+        return {"check": self.name, "level": self.level, "detail": self.detail}
+
+
+def _kernel_version() -> tuple[int, int]:
+    parts = platform.release().split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def _probe(name: str, call) -> Check:
+    """A syscall exists unless it answers ENOSYS; other errors mean it ran and refused."""
+    try:
+        call()
+        return Check(name, "ok", "available")
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:
+            return Check(name, "fail", "not in this kernel (ENOSYS)")
+        if exc.errno == errno.EPERM:
+            return Check(name, "warn", "present, but refused here (EPERM): run as root")
+        return Check(name, "ok", f"available ({errno.errorcode.get(exc.errno or 0, '?')} "
+                                 "on a harmless probe)")
+
+
+def _open_tree() -> None:
+    os.close(sc.open_tree("/", 0))  # no clone: just a handle on the mount, harmless
+
+
+def _openat2() -> None:
+    os.close(sc.openat2(sc.AT_FDCWD, "/", sc.O_PATH, sc.RESOLVE_IN_ROOT))
+
+
+def _mount_setattr() -> None:
+    sc.mount_setattr("/", 0, recursive=False)  # nothing to set: a no-op when permitted
+
+
+def _cap_sys_admin() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1)
+    except OSError:
+        pass
+    return False
+
+
+def _self_mount(table: MountTable, path: str, what: str) -> Check:
+    m = table.at(path)
+    if m is None:
+        return Check(what, "warn", f"{path} is not set up yet (the first create does it)")
+    if m.shared is not None or m.master is not None or not m.unbindable:
+        return Check(what, "fail", f"{path} is {m.propagation}: it must be private and "
+                                   "unbindable, or guests could see it")
+    return Check(what, "ok", f"{path}: {m.fstype}, private, unbindable")
+
+
+def run_checks(layout: Layout) -> list[Check]:
+    checks: list[Check] = []
+    major, minor = _kernel_version()
+    checks.append(Check("kernel", "ok" if (major, minor) >= (5, 12) else "fail",
+                        f"{platform.release()} on {sc.MACHINE} (needs 5.12+ for "
+                        "mount_setattr; open_tree/move_mount 5.2+, openat2 5.6+)"))
+    if not sc.has_syscall("open_tree"):
+        checks.append(Check("syscall table", "fail", f"no syscall numbers for {sc.MACHINE}"))
+    else:
+        checks.append(_probe("open_tree/move_mount", _open_tree))
+        checks.append(_probe("mount_setattr", _mount_setattr))
+        checks.append(_probe("openat2", _openat2))
+        try:
+            sc.statx("/", mask=sc.STATX_MNT_ID | sc.STATX_MNT_ID_UNIQUE)
+            unique = (major, minor) >= (6, 8)
+            checks.append(Check("statx mount ids", "ok",
+                                "STATX_MNT_ID" + (" and STATX_MNT_ID_UNIQUE" if unique else "")))
+        except OSError as exc:
+            checks.append(Check("statx mount ids", "fail", exc.strerror or "statx failed"))
+    table = MountTable.of(mountinfo.read())
+    root = table.root()
+    checks.append(Check("propagation of /", "ok",
+                        f"{root.propagation} ({'as on systemd hosts' if root.shared else 'private host'}"
+                        "; mirrors get fresh peer groups either way)"))
+    checks.append(_self_mount(table, layout.base, "BASE"))
+    checks.append(_self_mount(table, layout.state, "STATE"))
+    try:
+        with open("/proc/sys/fs/mount-max") as f:
+            limit = int(f.read())
+        used = len(table)
+        # Each guest costs about one copy of the host's table on each side.
+        per_guest = max(2 * used, 1)
+        room = (limit - used) // per_guest
+        level = "ok" if room >= 100 else ("warn" if room > 0 else "fail")
+        checks.append(Check("fs.mount-max", level,
+                            f"{used} of {limit} mounts used here; room for about {room} more "
+                            f"guests of rootfs / (~{per_guest} mounts each)"))
+    except (OSError, ValueError):
+        checks.append(Check("fs.mount-max", "warn", "cannot read /proc/sys/fs/mount-max"))
+    root_ok = os.geteuid() == 0 and _cap_sys_admin()
+    checks.append(Check("privilege", "ok" if root_ok else "fail",
+                        "root with CAP_SYS_ADMIN" if root_ok else
+                        "not root / no CAP_SYS_ADMIN: every change needs it"))
+    py = sys.version_info
+    checks.append(Check("python", "ok" if py >= (3, 10) else "fail",
+                        f"{py.major}.{py.minor}.{py.micro} (3.10+; setns/unshare via ctypes)"))
+    return checks
