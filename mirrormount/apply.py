@@ -15,10 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import syscalls as sc
+from .errors import OperationError
 from .nursery import release_ns_file, spawn_guest, start_nursery
 from .plan import (MakeDir, MountTmpfs, Op, RBind, SetPropagation, SpawnGuest, StartNursery,
                    WriteRecord)
 from .state import StateLock, write_atomic
+
+# Tests set this to an operation's class name or index to fail just before that step,
+# proving that rollback leaves nothing behind whatever step fails.
+FAULT_ENV = "MIRRORMOUNT_FAULT"
 
 PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
                "unbindable": sc.MS_UNBINDABLE}
@@ -54,8 +59,12 @@ class Executor:
     record_factory: Callable[[Outcome], dict] | None = None
 
     def run(self, ops: list[Op]) -> Outcome:
+        fault = os.environ.get(FAULT_ENV)
         try:
-            for op in ops:
+            for index, op in enumerate(ops):
+                if fault in (type(op).__name__, str(index)):
+                    raise OperationError(f"injected fault before step {index} "
+                                         f"({type(op).__name__}) [{FAULT_ENV}]")
                 t0 = time.perf_counter()
                 self._do(op)
                 key = type(op).__name__

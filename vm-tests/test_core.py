@@ -307,3 +307,22 @@ def test_no_flaky_nsfs_binds_in_20_runs(sandbox):
         r = sandbox.mm("destroy", f"r{i}")
         assert r.returncode == 0, (i, r.stderr)
         sandbox.sh("umount /run/mirrormount/.nursery/mnt && rm /run/mirrormount/.nursery/mnt")
+
+
+# ---------------------------------------------------------------- rollback at every step
+def test_failed_create_undoes_every_step(sandbox):
+    plan = sandbox.mm("create", "c1", "--ns", "pid", "--hostname", "h", "--dry-run").stdout
+    steps = sum(1 for line in plan.splitlines() if line.startswith("# ") and
+                not line.startswith("# guest c1:"))
+    assert steps >= 12
+    before = sandbox.mountinfo()
+    for i in range(steps):
+        sandbox.env["MIRRORMOUNT_FAULT"] = str(i)
+        r = sandbox.mm("create", "c1", "--ns", "pid", "--hostname", "h")
+        assert r.returncode == 1 and "injected fault" in r.stderr, (i, r.stderr)
+        assert sandbox.mountinfo() == before, f"step {i} left mounts behind"
+        assert sandbox.sh("ls -A /container /run/mirrormount 2>/dev/null | grep -v : || true"
+                          ).stdout.strip() == "", f"step {i} left files behind"
+        assert sandbox.sh("pgrep -x mm-reaper", check=False).returncode == 1
+    del sandbox.env["MIRRORMOUNT_FAULT"]
+    create(sandbox, "c1")
