@@ -255,26 +255,45 @@ class Guests:
         rec = self.record(name)
         flags, data = mount_options(options)
         if bind:
-            flags |= sc.MS_BIND
             if not os.path.exists(source):
                 raise UsageError(f"bind source {source} does not exist")
         with StateLock(self.layout.state):
             fd = self.open_guest_path(rec, target)
             try:
-                where = f"/proc/self/fd/{fd}"
-                try:
+                if bind:
+                    self._bind_at(source, fd, flags)
+                else:
                     # Mount onto the resolved fd, never onto a path string that could be
                     # swapped for a symlink afterwards. The mirror is shared with the guest,
                     # so the mount appears there at `target`.
-                    sc.mount(source, where, None if bind else fstype, flags,
-                             None if bind else data)
-                    if bind and flags & sc.MS_RDONLY:
-                        sc.mount(None, where, None, sc.MS_BIND | sc.MS_REMOUNT | flags)
-                except OSError as exc:
-                    exc.filename2 = f"{target} in {name}"
-                    raise OperationError(describe(exc, "mount")) from exc
+                    sc.mount(source, f"/proc/self/fd/{fd}", fstype, flags, data)
+            except OSError as exc:
+                exc.filename, exc.filename2 = source, f"{target} in {name}"
+                raise OperationError(describe(exc, "mount")) from exc
             finally:
                 os.close(fd)
+
+    @staticmethod
+    def _bind_at(source: str, target_fd: int, flags: int) -> None:
+        """Bind source onto target_fd. Flags like ro go on the detached copy *before* it is
+        attached: a later remount would change the host's copy only, since per-mount flags
+        are not propagated to the guest's copy."""
+        tree = sc.open_tree(source, sc.OPEN_TREE_CLONE)
+        try:
+            attrs = 0
+            for ms, attr in ((sc.MS_RDONLY, sc.MOUNT_ATTR_RDONLY),
+                             (sc.MS_NOSUID, sc.MOUNT_ATTR_NOSUID),
+                             (sc.MS_NODEV, sc.MOUNT_ATTR_NODEV),
+                             (sc.MS_NOEXEC, sc.MOUNT_ATTR_NOEXEC)):
+                if flags & ms:
+                    attrs |= attr
+            if attrs:
+                sc.mount_setattr("", 0, recursive=False, dirfd=tree, flags=sc.AT_EMPTY_PATH,
+                                 attr_set=attrs)
+            sc.move_mount(tree, "", target_fd, "",
+                          sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH, source)
+        finally:
+            os.close(tree)
 
     def umount(self, name: str, target: str, lazy: bool = False) -> None:
         require_root("umount")

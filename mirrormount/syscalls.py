@@ -156,10 +156,17 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+
+
 def mount_setattr(path: str, propagation: int, recursive: bool = True,
-                  dirfd: int = AT_FDCWD, flags: int = 0) -> None:
-    """mount_setattr(2) to change propagation, possibly of a detached tree (dirfd + "")."""
-    attr = _MountAttr(0, 0, propagation, 0)
+                  dirfd: int = AT_FDCWD, flags: int = 0, attr_set: int = 0) -> None:
+    """mount_setattr(2): propagation and/or MOUNT_ATTR_* flags, possibly of a detached tree
+    (dirfd + "" + AT_EMPTY_PATH)."""
+    attr = _MountAttr(attr_set, 0, propagation, 0)
     at = flags | (AT_RECURSIVE if recursive else 0)
     _check(_libc.syscall(_nr("mount_setattr"), ctypes.c_int(dirfd), _b(path), ctypes.c_uint(at),
                          ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),

@@ -326,3 +326,39 @@ def test_failed_create_undoes_every_step(sandbox):
         assert sandbox.sh("pgrep -x mm-reaper", check=False).returncode == 1
     del sandbox.env["MIRRORMOUNT_FAULT"]
     create(sandbox, "c1")
+
+
+# ---------------------------------------------------------------- enter, --bind, doctor
+def test_enter_runs_a_shell_inside(sandbox):
+    create(sandbox, "c1", "--hostname", "inside")
+    sandbox.env["SHELL"] = "/bin/sh"
+    r = sandbox.mm("enter", "c1", input="hostname; pwd; exit 5\n")
+    assert r.returncode == 5 and r.stdout.split() == ["inside", "/"], (r.stdout, r.stderr)
+
+
+def test_bind_host_dir_into_guest(sandbox):
+    create(sandbox, "c1")
+    sandbox.sh("mkdir -p /srv/share /tmp/dst && echo shared > /srv/share/f")
+    # /srv/share is not a mount of its own: only the bind, made through the mirror, shows it.
+    r = sandbox.mm("mount", "c1", "/srv/share", "/tmp/dst", "--bind", "-o", "ro")
+    assert r.returncode == 0, r.stderr
+    assert guest_sh(sandbox, "c1", "cat /tmp/dst/f").stdout == "shared\n"
+    assert guest_sh(sandbox, "c1", "touch /tmp/dst/g", check=False).returncode != 0  # ro
+    r = sandbox.mm("mount", "c1", "/no/such/dir", "/tmp/dst", "--bind")
+    assert r.returncode == 2
+
+
+def test_doctor(sandbox):
+    r = sandbox.mm("doctor")
+    assert r.returncode == 0, r.stdout
+    names = [c["check"] for c in sandbox.mm("doctor", "--json").json]
+    for want in ("kernel", "open_tree/move_mount", "mount_setattr", "openat2",
+                 "statx mount ids", "propagation of /", "BASE", "STATE", "fs.mount-max",
+                 "privilege", "python"):
+        assert want in names
+    create(sandbox, "c1")
+    levels = {c["check"]: c["level"] for c in sandbox.mm("doctor", "--json").json}
+    assert levels["BASE"] == levels["STATE"] == "ok"
+    expected = "shared" if sandbox.propagation == "rshared" else "private"
+    assert expected in [c for c in sandbox.mm("doctor", "--json").json
+                        if c["check"] == "propagation of /"][0]["detail"]
