@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from . import syscalls as sc
 from .errors import OperationError
-from .nursery import release_ns_file, spawn_guest, start_nursery
+from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
 from .plan import (MakeDir, MountTmpfs, Op, RBind, SetPropagation, SpawnGuest, StartNursery,
                    WriteRecord)
 from .state import StateLock, write_atomic
@@ -114,10 +114,7 @@ class Executor:
 
             def undo_spawn(op: SpawnGuest = op, reaper: int | None = spawned.reaper_pid) -> None:
                 if reaper:
-                    try:
-                        os.kill(reaper, 9)
-                    except ProcessLookupError:
-                        pass
+                    kill_and_wait(reaper)
                 for kind in op.kinds:
                     release_ns_file(f"{op.ns_dir}/{kind}")
             self.undo.append(undo_spawn)

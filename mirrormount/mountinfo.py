@@ -76,8 +76,11 @@ def parse_line(line: str) -> Mount:
     for tag in fields[6:sep]:
         if not tag:
             continue
-        key, _, val = tag.partition(":")
-        opt[key] = int(val) if val else True
+        key, colon, val = tag.partition(":")
+        try:
+            opt[key] = int(val) if colon else True
+        except ValueError as exc:
+            raise ParseError(f"bad optional field {tag!r} in mountinfo line: {line!r}") from exc
     tail = fields[sep + 1:]
     return Mount(
         mount_id=mount_id, parent_id=parent_id, major=major, minor=minor,
@@ -94,7 +97,7 @@ def _int(v: int | bool | None) -> int | None:
 
 
 def parse(text: str) -> tuple[Mount, ...]:
-    return tuple(parse_line(line) for line in text.splitlines() if line.strip())
+    return tuple(parse_line(line) for line in text.split("\n") if line.strip())
 
 
 def read(pid: int | str = "self", proc: str = "/proc") -> tuple[Mount, ...]:
@@ -138,12 +141,18 @@ class MountTable:
         raise ParseError("mount table has no root")
 
     def at(self, mountpoint: str) -> Mount | None:
-        """The topmost mount at exactly this mountpoint (later lines stack on earlier)."""
-        found = None
-        for m in self.mounts:
-            if m.mountpoint == mountpoint:
-                found = m
-        return found
+        """The topmost mount at exactly this mountpoint: the one no other mount at the same
+        mountpoint sits on. (Not simply the last line: a mount propagated *under* an existing
+        one, a "tucked" mount, is listed later but lies beneath.)"""
+        return self._top([m for m in self.mounts if m.mountpoint == mountpoint])
+
+    @staticmethod
+    def _top(stack: list[Mount]) -> Mount | None:
+        if len(stack) <= 1:
+            return stack[0] if stack else None
+        below = {m.parent_id for m in stack}
+        tops = [m for m in stack if m.mount_id not in below]
+        return tops[-1] if tops else stack[-1]
 
     def under(self, top: str) -> list[Mount]:
         return [m for m in self.mounts if is_under(m.mountpoint, top)]
@@ -153,12 +162,11 @@ class MountTable:
 
     def containing(self, path: str) -> Mount | None:
         """The mount a path lies on (longest mountpoint prefix, topmost of a stack)."""
-        best = None
+        best = ""
         for m in self.mounts:
-            if is_under(path, m.mountpoint):
-                if best is None or len(m.mountpoint) >= len(best.mountpoint):
-                    best = m
-        return best
+            if is_under(path, m.mountpoint) and len(m.mountpoint) > len(best):
+                best = m.mountpoint
+        return self.at(best) if best else None
 
     def peer_groups(self, exclude_under: str | None = None) -> set[int]:
         """Every shared peer group id in use, optionally ignoring a subtree."""

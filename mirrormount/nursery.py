@@ -26,6 +26,7 @@ from typing import TypeVar
 from . import syscalls as sc
 from .nsexec import NS_FLAGS, _recv, _send
 from .plan import SpawnGuest, StartNursery
+from .procfs import wait_gone
 
 NEWROOT = "/newroot"
 T = TypeVar("T")
@@ -267,15 +268,17 @@ def spawn_guest(op: SpawnGuest) -> Spawned:
         while bound:
             release_ns_file(bound.pop())
         if reaper[0]:
-            _kill(reaper[0])
+            kill_and_wait(reaper[0])
             reaper[0] = 0
 
     pid1, attempts = build_and_hold(body, hold, undo)
     return Spawned(pid1 or None, attempts)
 
 
-def _kill(pid: int) -> None:
+def kill_and_wait(pid: int) -> None:
+    """SIGKILL and wait until it is gone: a rollback must not leave even a zombie behind."""
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    wait_gone([pid], 5.0)

@@ -148,14 +148,15 @@ class StartNursery(Op):
 
     def shell(self) -> list[str]:
         q = shlex.quote
+        root = q(self.root)
+        inner = (f"mkdir -p {root}; mount -t tmpfs -o mode=0700,size=64k mirrormount-nursery "
+                 f"{root}; mkdir {root}/newroot {root}/old; cd {root}; pivot_root . old; "
+                 "umount -l /old; exec sleep infinity")
         return [
             f"touch {q(self.holder)}",
-            f"unshare --mount --propagation private sh -e -c '"
-            f"mkdir -p {self.root}; mount -t tmpfs -o mode=0700 mirrormount-nursery {self.root}; "
-            f"mkdir {self.root}/newroot {self.root}/old; cd {self.root}; pivot_root . old; "
-            f"mount --make-rprivate /old; umount -l /old; "
-            f"mount --bind /proc/self/ns/mnt {q(self.holder)}'"
-            "   # (bound from the host: the nsfs file must land in the host table)",
+            f"unshare --mount --propagation private sh -e -c {q(inner)} &",
+            "# bound from the host, so the nsfs file lands in the host's table",
+            f"mount --bind /proc/$!/ns/mnt {q(self.holder)}; kill $!",
         ]
 
 
@@ -193,13 +194,17 @@ class SpawnGuest(Op):
             steps.append(f"hostname {q(self.hostname)}")
         if "pid" in self.kinds:
             steps.append("mount -t proc proc /proc   # by the guest's PID 1 (mirrormount reaper)")
-        inner = "; ".join(s for s in steps if not s.startswith("#"))
+        # Trailing comments explain each step here but must not reach `sh -c`, where the
+        # first '#' would swallow every later step.
+        inner = "; ".join(s.split("  #")[0].rstrip() for s in steps if not s.startswith("#"))
         lines = [f"# guest {self.name}: " + s[2:] for s in steps if s.startswith("#")]
         lines.append(f"nsenter --mount={q(self.nursery)} unshare {flags} "
                      f"--propagation unchanged sh -e -c {q(inner)} &")
         for kind in self.kinds:
+            # with --fork, $! is unshare itself: its children are in the new pid namespace
+            src = "pid_for_children" if kind == "pid" else kind
             lines.append(f"touch {q(self.ns_dir)}/{kind}; "
-                         f"mount --bind /proc/$!/ns/{kind} {q(self.ns_dir)}/{kind}")
+                         f"mount --bind /proc/$!/ns/{src} {q(self.ns_dir)}/{kind}")
         return lines
 
 
@@ -289,7 +294,12 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts) -> list[Op
     if req.propagation == "mirror+host":
         # Host mounts can only flow into the mirror from mounts that are shared. Make each
         # private host mount under the rootfs shared (its own new group), as systemd does.
+        seen: set[str] = set()
         for m in table.under(req.rootfs):
+            # A mountpoint names only its topmost mount: one make-shared per path.
+            if m.mountpoint in seen:
+                continue
+            seen.add(m.mountpoint)
             if m.shared is None and m.master is None and not m.unbindable and not (
                     is_under(m.mountpoint, layout.base) or is_under(m.mountpoint, layout.state)):
                 ops.append(SetPropagation(

@@ -42,7 +42,7 @@ def ns_inode(path: str) -> int | None:
 
 def parse_nspid(status_text: str) -> tuple[int, ...]:
     """The NSpid line of /proc/PID/status: the pid in each pid namespace, outermost first."""
-    for line in status_text.splitlines():
+    for line in status_text.split("\n"):
         if line.startswith("NSpid:"):
             return tuple(int(x) for x in line.split()[1:])
     return ()
@@ -50,7 +50,7 @@ def parse_nspid(status_text: str) -> tuple[int, ...]:
 
 def parse_status(status_text: str) -> dict[str, str]:
     out = {}
-    for line in status_text.splitlines():
+    for line in filter(None, status_text.split("\n")):
         key, _, val = line.partition(":")
         out[key] = val.strip()
     return out
@@ -74,6 +74,26 @@ def pids_by_mnt_ns(proc: str = "/proc") -> dict[int, list[int]]:
             continue
         out[ino].append(pid)
     return out
+
+
+def zombie(pid: int, proc: str = "/proc") -> bool:
+    """True for a process that has exited but is not reaped yet (or is gone already)."""
+    try:
+        with open(f"{proc}/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Poll until every pid has exited (a zombie counts as exited); return the survivors."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [p for p in pids if alive(p) and not zombie(p)]
+        if not pids or time.monotonic() >= deadline:
+            return pids
+        time.sleep(0.01)
 
 
 def alive(pid: int) -> bool:

@@ -24,10 +24,10 @@ _libc.syscall.restype = ctypes.c_long
 _SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {"unshare": 272, "setns": 308, "pivot_root": 155, "statx": 332, "open_tree": 428,
                "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "openat2": 437,
-               "mount_setattr": 442},
+               "mount_setattr": 442, "statmount": 457},
     "aarch64": {"unshare": 97, "setns": 268, "pivot_root": 41, "statx": 291, "open_tree": 428,
                 "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "openat2": 437,
-                "mount_setattr": 442},
+                "mount_setattr": 442, "statmount": 457},
 }
 MACHINE = platform.machine()
 _NR = _SYSCALLS.get(MACHINE, {})
@@ -211,6 +211,7 @@ class StatxResult:
     dev_minor: int
     ino: int
     mode: int
+    mask: int = 0
 
 
 _statx_buf = _Statx()
@@ -229,7 +230,74 @@ def statx(path: str, dirfd: int = AT_FDCWD, flags: int = 0,
                         ctypes.byref(buf))
     _check(ret, "statx", path)
     return StatxResult(buf.stx_mnt_id, buf.stx_dev_major, buf.stx_dev_minor, buf.stx_ino,
-                       buf.stx_mode)
+                       buf.stx_mode, buf.stx_mask)
+
+
+# statmount(2), Linux 6.8+: one mount's facts by its unique id, without reading mountinfo.
+STATMOUNT_SB_BASIC = 0x1
+STATMOUNT_MNT_BASIC = 0x2
+STATMOUNT_MNT_ROOT = 0x8
+STATMOUNT_MNT_POINT = 0x10
+STATMOUNT_FS_TYPE = 0x20
+
+
+class _MntIdReq(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("spare", ctypes.c_uint32),
+                ("mnt_id", ctypes.c_uint64), ("param", ctypes.c_uint64)]
+
+
+class _StatmountHead(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("mnt_opts", ctypes.c_uint32),
+                ("mask", ctypes.c_uint64), ("sb_dev_major", ctypes.c_uint32),
+                ("sb_dev_minor", ctypes.c_uint32), ("sb_magic", ctypes.c_uint64),
+                ("sb_flags", ctypes.c_uint32), ("fs_type", ctypes.c_uint32),
+                ("mnt_id", ctypes.c_uint64), ("mnt_parent_id", ctypes.c_uint64),
+                ("mnt_id_old", ctypes.c_uint32), ("mnt_parent_id_old", ctypes.c_uint32),
+                ("mnt_attr", ctypes.c_uint64), ("mnt_propagation", ctypes.c_uint64),
+                ("mnt_peer_group", ctypes.c_uint64), ("mnt_master", ctypes.c_uint64),
+                ("propagate_from", ctypes.c_uint64), ("mnt_root", ctypes.c_uint32),
+                ("mnt_point", ctypes.c_uint32), ("mnt_ns_id", ctypes.c_uint64),
+                ("spare2", ctypes.c_uint64 * 49)]
+
+
+@dataclass(frozen=True)
+class StatmountResult:
+    mnt_id_old: int
+    parent_id_old: int
+    dev_major: int
+    dev_minor: int
+    propagation: int        # MS_SHARED | MS_SLAVE | MS_PRIVATE | MS_UNBINDABLE bits
+    peer_group: int
+    master: int
+    fs_type: str
+    mnt_root: str
+    mnt_point: str
+
+
+_SM_BUF = ctypes.create_string_buffer(ctypes.sizeof(_StatmountHead) + 8192)
+
+
+def statmount(unique_id: int) -> StatmountResult:
+    """statmount(2) for one mount (by STATX_MNT_ID_UNIQUE id): O(1), whatever the table size."""
+    want = (STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_FS_TYPE | STATMOUNT_MNT_ROOT
+            | STATMOUNT_MNT_POINT)
+    req = _MntIdReq(ctypes.sizeof(_MntIdReq), 0, unique_id, want)  # param: what we want
+    _check(_libc.syscall(_nr("statmount"), ctypes.byref(req), _SM_BUF,
+                         ctypes.c_size_t(len(_SM_BUF)), ctypes.c_uint(0)), "statmount", "")
+    head = _StatmountHead.from_buffer_copy(_SM_BUF)
+    base = ctypes.sizeof(_StatmountHead)
+
+    def string(offset: int, bit: int) -> str:
+        if not head.mask & bit:
+            return ""
+        raw = _SM_BUF.raw[base + offset:]
+        return os.fsdecode(raw[:raw.index(b"\0")])
+
+    return StatmountResult(head.mnt_id_old, head.mnt_parent_id_old, head.sb_dev_major,
+                           head.sb_dev_minor, head.mnt_propagation, head.mnt_peer_group,
+                           head.mnt_master, string(head.fs_type, STATMOUNT_FS_TYPE),
+                           string(head.mnt_root, STATMOUNT_MNT_ROOT),
+                           string(head.mnt_point, STATMOUNT_MNT_POINT))
 
 
 PR_SET_NAME = 15

@@ -1,0 +1,239 @@
+"""The CLI's usage errors (exit 2, nothing changed), --version, help, and the refusal to act
+without root. Usage errors go through typer's CliRunner; the entry point and the non-root
+refusal run `python -m mirrormount` as a real subprocess.
+
+Safety: these tests run as root in CI. Guests.create and the executor are replaced by traps,
+so even if validation regressed, no test could mount anything in this machine's namespace.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mirrormount import __version__
+from mirrormount.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ("create", "list", "status", "exec", "enter", "mount", "umount", "destroy", "doctor")
+
+
+class Trap(Exception):
+    pass
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Record (and refuse) every attempt to change the system."""
+    seen: list[tuple] = []
+
+    def trap(name):
+        def refuse(*args, **kwargs):
+            seen.append((name, args, kwargs))
+            raise Trap(f"{name} reached: validation let a bad request through")
+        return refuse
+
+    import mirrormount.apply
+    import mirrormount.guests
+    monkeypatch.setattr(mirrormount.guests.Guests, "create", trap("Guests.create"))
+    monkeypatch.setattr(mirrormount.guests.Guests, "destroy", trap("Guests.destroy"))
+    monkeypatch.setattr(mirrormount.apply.Executor, "run", trap("Executor.run"))
+    return seen
+
+
+@pytest.fixture
+def mm(tmp_path, calls):
+    """Invoke the CLI with BASE and STATE inside tmp_path; returns (result, base, state)."""
+    base, state = tmp_path / "base", tmp_path / "state"
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, ["--base", str(base), "--state", str(state), *args])
+    invoke.base, invoke.state, invoke.tmp = base, state, tmp_path
+    return invoke
+
+
+def assert_usage_error(result, mm, calls, *needles: str) -> None:
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert not isinstance(result.exception, Trap)
+    assert calls == []
+    assert list(mm.tmp.iterdir()) == [], "a usage error changed something"
+    assert result.stdout == ""
+    for n in needles:
+        assert n in result.stderr
+
+
+# ----------------------------------------------------------------------------- exit 2
+@pytest.mark.parametrize("name", ["bad/name", "..", ".", ".x", "_x", "a" * 64, "é", "a b",
+                                  "c1;rm"])
+def test_create_bad_name(mm, calls, name):
+    r = mm("create", name)
+    assert_usage_error(r, mm, calls, "invalid guest name")
+    assert r.stderr.startswith("mirrormount: ") and r.stderr.count("\n") == 1   # one line
+
+
+def test_create_leading_dash_is_refused(mm, calls):
+    # after '--' it is a name, and an invalid one; without '--' it is an unknown option
+    assert_usage_error(mm("create", "--", "-x"), mm, calls, "invalid guest name")
+    assert_usage_error(mm("create", "-x"), mm, calls)
+
+
+def test_one_bad_name_stops_the_good_ones_too(mm, calls):
+    assert_usage_error(mm("create", "good1", "good2", "bad/name"), mm, calls, "bad/name")
+
+
+def test_create_63_char_name_passes_validation(mm, calls):
+    # the longest valid name gets past validation and reaches create (trapped here)
+    r = mm("create", "a" * 63)
+    assert isinstance(r.exception, Trap)
+    assert [c[0] for c in calls] == ["Guests.create"]
+
+
+@pytest.mark.parametrize("ns,bad", [("bogus", "bogus"), ("uts,user", "user"), ("UTS", "UTS")])
+def test_create_unknown_ns_kind(mm, calls, ns, bad):
+    assert_usage_error(mm("create", "c1", "--ns", ns), mm, calls, bad)
+
+
+@pytest.mark.parametrize("prop", ["rslave", "shared", "", "MIRROR", "mirror+"])
+def test_create_bad_propagation(mm, calls, prop):
+    assert_usage_error(mm("create", "c1", "--propagation", prop), mm, calls, "propagation")
+
+
+def test_create_duplicate_names(mm, calls):
+    assert_usage_error(mm("create", "c1", "c2", "c1"), mm, calls, "twice")
+
+
+def test_create_rootfs_not_a_directory(mm, calls):
+    assert_usage_error(mm("create", "c1", "--rootfs", str(mm.tmp / "nope")), mm, calls,
+                       "not a directory")
+
+
+@pytest.mark.parametrize("hostname", ["", "h" * 65])
+def test_create_bad_hostname(mm, calls, hostname):
+    assert_usage_error(mm("create", "c1", "--hostname", hostname), mm, calls, "hostname")
+
+
+def test_create_dry_run_with_a_bad_name(mm, calls):
+    assert_usage_error(mm("create", "--dry-run", "x/y"), mm, calls, "invalid guest name")
+
+
+def test_create_without_names(mm, calls):
+    assert_usage_error(mm("create"), mm, calls)
+
+
+def test_destroy_bad_names(mm, calls):
+    assert_usage_error(mm("destroy", "ok", "../x"), mm, calls, "invalid guest name")
+
+
+@pytest.mark.parametrize("args", [("exec", "c1"), ("exec", "c1", "--"), ("exec",)])
+def test_exec_without_a_command(mm, calls, args):
+    assert_usage_error(mm(*args), mm, calls)
+
+
+def test_unknown_command(mm, calls):
+    assert_usage_error(mm("frobnicate"), mm, calls)
+
+
+def test_json_flag_keeps_errors_off_stdout(mm, calls):
+    r = mm("--json", "create", "bad/name")
+    assert_usage_error(r, mm, calls, "invalid guest name")
+
+
+# ----------------------------------------------------------------------------- --version, help
+def test_version():
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0
+    assert r.stdout == f"mirrormount {__version__}\n"
+
+
+def test_version_wins_over_a_command():
+    r = CliRunner().invoke(app, ["--version", "create", "bad/name"])
+    assert r.exit_code == 0 and __version__ in r.stdout
+
+
+def test_help_lists_the_commands():
+    r = CliRunner().invoke(app, ["--help"])
+    assert r.exit_code == 0
+    listed = {ln.split()[0] for ln in r.stdout.split("Commands:")[1].splitlines() if ln.strip()}
+    assert set(COMMANDS) <= listed
+    for opt in ("--base", "--state", "--json", "--version"):
+        assert opt in r.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help(command):
+    r = CliRunner().invoke(app, [command, "--help"])
+    assert r.exit_code == 0 and "Usage:" in r.stdout
+
+
+def test_create_help_shows_the_contract_options():
+    out = CliRunner().invoke(app, ["create", "--help"]).stdout
+    for opt in ("--rootfs", "--hostname", "--ns", "--propagation", "--dry-run"):
+        assert opt in out
+
+
+# ----------------------------------------------------------------------------- real processes
+@pytest.fixture
+def shared_tmp():
+    """A directory anyone may write in (tmp_path is root-only), removed afterwards."""
+    d = tempfile.mkdtemp(prefix="mirrormount-test-", dir="/tmp")
+    os.chmod(d, 0o777)
+    yield Path(d)
+    shutil.rmtree(d)
+
+
+def run_cli(args: list[str], *, as_nobody: bool, cwd: Path) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "mirrormount", *args]
+    if as_nobody and os.geteuid() == 0:
+        # CI runs as root: drop to nobody (and no capabilities) for real.
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                "--inh-caps=-all", "--"] + argv
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
+           "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "HOME": str(cwd)}
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=60)
+
+
+def test_subprocess_really_drops_root(shared_tmp):
+    r = run_cli(["--version"], as_nobody=True, cwd=shared_tmp)
+    assert r.returncode == 0, r.stderr
+    probe = subprocess.run(
+        (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+         if os.geteuid() == 0 else []) + ["sh", "-c", "id -u"],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() != "0"
+
+
+@pytest.mark.parametrize("args", [
+    ["create", "c1"],
+    ["create", "c1", "c2", "--ns", "pid", "--hostname", "h"],
+    ["destroy", "c1"],
+    ["mount", "c1", "tmpfs", "/mnt", "-t", "tmpfs"],
+    ["umount", "c1", "/mnt"],
+    ["exec", "c1", "--", "true"],
+    ["status", "c1"],
+])
+def test_non_root_is_refused_and_changes_nothing(shared_tmp, args):
+    base, state = shared_tmp / "base", shared_tmp / "state"
+    r = run_cli(["--base", str(base), "--state", str(state), *args], as_nobody=True,
+                cwd=shared_tmp)
+    assert r.returncode != 0
+    assert "needs root" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+    assert list(shared_tmp.iterdir()) == []
+
+
+def test_entry_point_exit_code_for_a_bad_name(shared_tmp):
+    # Through `python -m mirrormount`, as root when we are root: 2, one line, no traceback.
+    base, state = shared_tmp / "base", shared_tmp / "state"
+    r = run_cli(["--base", str(base), "--state", str(state), "create", "bad/name"],
+                as_nobody=False, cwd=shared_tmp)
+    assert r.returncode == 2
+    assert r.stderr.startswith("mirrormount: invalid guest name") and "Traceback" not in r.stderr
+    assert list(shared_tmp.iterdir()) == []
