@@ -49,16 +49,18 @@ def assess(mirror: str, propagation: str, host: MountTable, guest: MountTable | 
             f"(peer group {top.shared}): mounts no longer flow between them; someone changed "
             f"propagation inside the guest (e.g. mount --make-rprivate /); hint: {RECREATE}")
         fatal = True
-    if propagation == "mirror" and top is not None:
+    if top is not None:
         outside = {m.shared: m for m in host if m.shared is not None
                    and not is_under(m.mountpoint, mirror) and not is_under(m.mountpoint, base)}
         for m in host_mounts:
+            # In both modes a *peer* of a host group leaks the guest's mounts into the host.
             if m.shared in outside:
                 problems.append(f"{m.mountpoint} shares peer group {m.shared} with host mount "
                                 f"{outside[m.shared].mountpoint}: mounts leak both ways; "
                                 f"hint: {RECREATE}")
                 fatal = True
-            if m.master in outside:
+            # Receiving from the host is what mirror+host asks for; mirror mode forbids it.
+            if propagation == "mirror" and m.master in outside:
                 problems.append(f"{m.mountpoint} receives mounts from host peer group "
                                 f"{m.master} ({outside[m.master].mountpoint}), which mirror "
                                 f"mode forbids; hint: {RECREATE}")

@@ -117,11 +117,17 @@ class MountTable:
 
     mounts: tuple[Mount, ...]
     by_id: dict[int, Mount] = field(default_factory=dict, compare=False)
+    # mountpoint -> every mount stacked there, in table order (at() is then O(stack), which
+    # keeps `list` linear on a host with tens of thousands of mounts)
+    by_mountpoint: dict[str, list[Mount]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, mounts: Iterable[Mount]) -> MountTable:
         ms = tuple(mounts)
-        return cls(ms, {m.mount_id: m for m in ms})
+        by_mp: dict[str, list[Mount]] = {}
+        for m in ms:
+            by_mp.setdefault(m.mountpoint, []).append(m)
+        return cls(ms, {m.mount_id: m for m in ms}, by_mp)
 
     @classmethod
     def parse(cls, text: str) -> MountTable:
@@ -144,7 +150,7 @@ class MountTable:
         """The topmost mount at exactly this mountpoint: the one no other mount at the same
         mountpoint sits on. (Not simply the last line: a mount propagated *under* an existing
         one, a "tucked" mount, is listed later but lies beneath.)"""
-        return self._top([m for m in self.mounts if m.mountpoint == mountpoint])
+        return self._top(self.by_mountpoint.get(mountpoint, []))
 
     @staticmethod
     def _top(stack: list[Mount]) -> Mount | None:
