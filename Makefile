@@ -10,7 +10,11 @@ STAMP   := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	# compat: a plain path entry instead of an import hook, ~15 ms less start-up per command
+	$(VPY) -m pip install --quiet --disable-pip-version-check \
+		--config-settings editable_mode=compat -e '.[test]'
+	# byte-compile now: with PYTHONDONTWRITEBYTECODE set, every command would recompile
+	$(VPY) -m compileall -q mirrormount
 	touch $(STAMP)
 
 demo: $(STAMP)

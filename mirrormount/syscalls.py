@@ -12,12 +12,12 @@ Privilege: every call except statx and openat2 needs CAP_SYS_ADMIN in the initia
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 from dataclasses import dataclass
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The running program's own symbols include libc's. (ctypes.util.find_library would import
+# subprocess and shell out: ~10 ms of start-up for every command.)
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 # Syscall numbers differ per architecture; the new mount API (428+) is shared by all of them.
@@ -29,7 +29,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
                 "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "openat2": 437,
                 "mount_setattr": 442, "statmount": 457},
 }
-MACHINE = platform.machine()
+MACHINE = os.uname().machine
 _NR = _SYSCALLS.get(MACHINE, {})
 
 # mount(2) flags
