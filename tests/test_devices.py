@@ -58,8 +58,10 @@ def sysroot(tmp_path):
     write_tree(devices / "pci0000:00/virtio1/block/vda", VDA)
     links = tmp_path / "dev/block"
     links.mkdir(parents=True)
-    for majmin, rel in (("7:0", "virtual/block/loop0"), ("259:0", "virtual/block/loop0/loop0p1"),
-                        ("7:1", "virtual/block/loop1"), ("8:16", "pci0000:00/usb1/host6/block/sdb"),
+    for majmin, rel in (("7:0", "virtual/block/loop0"),
+                        ("259:0", "virtual/block/loop0/loop0p1"),
+                        ("7:1", "virtual/block/loop1"),
+                        ("8:16", "pci0000:00/usb1/host6/block/sdb"),
                         ("254:0", "pci0000:00/virtio1/block/vda")):
         os.symlink(f"../../devices/{rel}", links / majmin)
     return str(tmp_path)
@@ -276,7 +278,7 @@ def test_render_line_explains_in_one_line():
     assert "\n" not in line
     assert line.startswith("01:02:03 removed")
     assert "/dev/sdb1 (8:17, vfat)" in line
-    assert "still mounted in c1 at /mnt/x, host at /container/c1/mnt/x" in line
+    assert "still mounted in c1 at /mnt/x, the host at /container/c1/mnt/x" in line
     assert "host process 4242 (bash, user admin): cwd /container/c1/mnt/x" in line
     assert "process 7 in c1 (host pid 5000; sqlite3, user root): fd /mnt/x/db" in line
     assert "1 processes could not be inspected" in line

@@ -1,0 +1,350 @@
+"""Guest-only mounts: `mirrormount mount NAME SOURCE TARGET --guest-only`.
+
+The answer to the thread's open question (issue 3, kernel-findings §7). A normal guest mount is
+mirrored at BASE/NAME/TARGET, so a host task sitting in that copy keeps the guest from
+unmounting. A guest-only mount has no copy anywhere outside the guest, so nothing on the host
+can pin it: the host mirror shows the plain directory underneath.
+
+The recipe, each step for a propagation reason:
+
+1. Host: make the mount ready as a detached tree, so the source (device path, bind path,
+   option paths) is resolved and the filesystem is created with the host's view, exactly as a
+   normal `mirrormount mount` would. A bind is open_tree(SOURCE, OPEN_TREE_CLONE), with ro &c.
+   set on that detached copy; a filesystem is mounted on a scratch directory inside STATE
+   (private, so it propagates nowhere), cloned the same way, and the scratch mount is detached
+   at once. The tree is made private: a bind of a shared host mount would otherwise stay a
+   peer of it, and the guest's submounts would flow back out to the host.
+2. Guest (a forked child in its mount namespace): bind TARGET onto itself (B). B's parent is a
+   peer of the mirror, so B propagates: a copy B' appears at BASE/NAME/TARGET (an empty
+   self-bind). Make B private, then attach the tree on B. A mount whose parent is private
+   propagates nowhere: the host never receives a copy of the filesystem.
+3. Host: detach B'. The unmount propagates to its cognate B in the guest, and since B's only
+   child covers B's root, the kernel puts that child in B's place instead of keeping B
+   (umount propagation reparents such a "topper"; measured on 6.18). End state: the guest
+   has the filesystem at TARGET, private, directly under its mirrored parent; the host has
+   nothing new at all, not even the self-bind. A kernel that skips B instead leaves B
+   (private, the filesystem on top) in the guest only, which `umount` removes afterwards.
+
+The guest path is recorded in the guest's record (``guest_only``), so `list` and `status`
+show it and health checks do not count it as a broken mirror. `umount` of such a path calls
+``forget_unmounted``, which removes a leftover self-bind and the record entry.
+
+Privilege: root.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from . import syscalls as sc
+from .errors import OperationError, UsageError, describe
+from .mountinfo import Mount, MountTable
+from .nsexec import in_namespaces
+from .state import GuestRecord, StateLock, load, write_atomic
+
+if TYPE_CHECKING:
+    from .guests import Guests
+
+RESOLVE = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What the guest-side child did, reported back to the host side."""
+
+    guest_path: str     # TARGET as the kernel resolved it in the guest (symlinks followed)
+    self_bind: int      # mount id of B
+    mount_id: int       # mount id of the guest-only mount itself
+
+
+# ----------------------------------------------------------------------------- pure helpers
+def shows_own_directory(m: Mount, parent: Mount | None) -> bool:
+    """Whether m is a bind of the very directory it is mounted on: same filesystem as its
+    parent, and its root is the parent's directory at m's mountpoint. Removing such a mount
+    changes nothing a process can see."""
+    if parent is None or m.dev != parent.dev:
+        return False
+    if m.mountpoint == parent.mountpoint:      # stacked on the parent's own root
+        return m.root == parent.root
+    rel = posixpath.relpath(m.mountpoint, parent.mountpoint)
+    if rel.startswith(".."):
+        return False
+    return m.root == posixpath.normpath(posixpath.join(parent.root, rel))
+
+
+def is_self_bind(m: Mount, parent: Mount | None) -> bool:
+    """The private self-bind a guest-only mount stands on (B in the module docstring)."""
+    return m.shared is None and m.master is None and shows_own_directory(m, parent)
+
+
+def still_guest_only(path: str, mirror: str, guest: MountTable, host: MountTable) -> bool:
+    """Whether the guest's top mount at `path` is one the host mirror does not show. (The
+    host may have mounted something of its own there since: in the guest that lands beneath
+    the guest-only mount, which stays on top.)"""
+    mine = guest.at(path)
+    if mine is None:
+        return False
+    theirs = host.at(mirror if path == "/" else mirror.rstrip("/") + path)
+    return theirs is None or (theirs.dev, theirs.root) != (mine.dev, mine.root)
+
+
+# ----------------------------------------------------------------------------- guest side
+def _open(root: int, path: str) -> int:
+    """O_PATH fd for path, resolved with `root` as /: neither '..' nor a symlink the guest
+    made can lead outside it. The walk crosses mounts, so it lands on the topmost one."""
+    return sc.openat2(root, path.lstrip("/") or ".", sc.O_PATH, RESOLVE)
+
+
+def _mnt_id(fd: int) -> int:
+    return sc.statx("", fd, sc.AT_EMPTY_PATH).mnt_id
+
+
+def _own_table(proc_fd: int) -> MountTable:
+    # Our /proc may be the guest's (another pid namespace, no "self"): read through the
+    # host's /proc fd opened before setns; "self" is still us, now in the guest's namespace.
+    fd = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd)
+    with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as f:
+        return MountTable.parse(f.read())
+
+
+def _attach_in_guest(proc_fd: int, tree_fd: int, target: str) -> Placed:
+    """Step 2, in a child inside the guest's mount namespace."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    tfd = _open(root, target)
+    if stat.S_ISDIR(os.fstat(tfd).st_mode) != stat.S_ISDIR(os.fstat(tree_fd).st_mode):
+        # move_mount would say only EINVAL, and only after the self-bind was made.
+        what = "a directory" if stat.S_ISDIR(os.fstat(tree_fd).st_mode) else "a file"
+        raise UsageError(f"mount --guest-only: cannot put {what} on {target}: "
+                         "a directory covers only a directory, a file only a file")
+    under = _mnt_id(tfd)
+    # The path the kernel reached, relative to the guest's root (now ours).
+    guest_path = os.readlink(f"self/fd/{tfd}", dir_fd=proc_fd)
+    if guest_path == "/":
+        # Everything mounted in the guest would land on a private mount: no mirror any more.
+        raise UsageError("mount --guest-only: not on the guest's / (it would cut the mirror)")
+    # mount(2) takes paths, not fds: hand it the resolved fd through the host's /proc by a
+    # relative path, so nothing the guest does to the path string can redirect it.
+    os.fchdir(proc_fd)
+    sc.mount(f"self/fd/{tfd}", f"self/fd/{tfd}", None, sc.MS_BIND)
+    os.close(tfd)
+    ours: set[int] = set()   # what to take down again if a later step fails
+    try:
+        mine = [m for m in _own_table(proc_fd)
+                if m.parent_id == under and m.mountpoint == guest_path]
+        if not mine:
+            raise OperationError(f"mount --guest-only: the self-bind of {guest_path} vanished")
+        self_bind = mine[-1].mount_id
+        ours.add(self_bind)
+        bfd = _open(root, guest_path)
+        try:
+            if _mnt_id(bfd) != self_bind:
+                raise OperationError(f"mount --guest-only: {guest_path} changed while "
+                                     "mounting (something else was mounted there)")
+            # B leaves its peer group: what is mounted on it from now on goes nowhere else.
+            sc.mount(None, f"self/fd/{bfd}", None, sc.MS_PRIVATE)
+            sc.move_mount(tree_fd, "", bfd, "", sc.MOVE_MOUNT_F_EMPTY_PATH |
+                          sc.MOVE_MOUNT_T_EMPTY_PATH, what="guest-only tree")
+        finally:
+            os.close(bfd)
+        ffd = _open(root, guest_path)
+        try:
+            mount_id = _mnt_id(ffd)
+        finally:
+            os.close(ffd)
+    except BaseException:
+        _detach_stack(proc_fd, root, guest_path, ours)
+        raise
+    return Placed(guest_path, self_bind, mount_id)
+
+
+def _detach_stack(proc_fd: int, root: int, guest_path: str, ours: set[int]) -> None:
+    """Undo: detach, top first, the mounts at guest_path that belong to this operation
+    (the guest-only mount on B, then B). Detaching B propagates to B' on the host, which
+    has no child, so it goes too."""
+    os.fchdir(proc_fd)
+    # Ours are at most two (the mount and B); a couple more rounds take whatever the guest
+    # mounted on them meanwhile, and the loop ends at the first mount that is not ours.
+    for _ in range(4):
+        fd = _open(root, guest_path)
+        try:
+            table = _own_table(proc_fd)
+            top = _mnt_id(fd)
+            m = table.by_id.get(top)
+            if m is None or not (top in ours or m.parent_id in ours):
+                return
+            ours.add(top)
+            sc.umount2(f"self/fd/{fd}", sc.MNT_DETACH)
+        finally:
+            os.close(fd)
+
+
+def _undo_in_guest(proc_fd: int, placed: Placed) -> None:
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    _detach_stack(proc_fd, root, placed.guest_path, {placed.self_bind, placed.mount_id})
+
+
+def _remove_self_bind_in_guest(proc_fd: int, target: str,
+                               guest_only: tuple[str, ...]) -> str:
+    """After an umount of a guest-only path: if the private self-bind it stood on is now
+    the top mount there, remove it. Returns the guest's mountinfo text afterwards."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _open(root, target)
+    except OSError:
+        fd = None   # the guest removed the directory: nothing can be left on it
+    if fd is not None:
+        try:
+            guest_path = os.readlink(f"self/fd/{fd}", dir_fd=proc_fd)
+            table = _own_table(proc_fd)
+            top = table.by_id.get(_mnt_id(fd))
+            if guest_path in guest_only and top is not None and \
+                    top.mountpoint == guest_path and \
+                    is_self_bind(top, table.by_id.get(top.parent_id)):
+                os.fchdir(proc_fd)
+                # B is private, so this unmount propagates nowhere. Detached through our fd,
+                # so it is exactly the mount we checked; lazily, because that very fd pins it
+                # (a plain umount would say EBUSY). B only shows a directory its parent
+                # shows too, so whoever still sits in it loses nothing.
+                sc.umount2(f"self/fd/{fd}", sc.MNT_DETACH)
+        finally:
+            os.close(fd)
+    fd = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd)
+    with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as f:
+        return f.read()
+
+
+# ----------------------------------------------------------------------------- host side
+def _detached_tree(guests: Guests, source: str, fstype: str | None, flags: int,
+                   data: str | None, bind: bool) -> int:
+    """Step 1: the mount as a detached, private tree made in the host's namespace."""
+    if bind:
+        tree = sc.open_tree(source, sc.OPEN_TREE_CLONE)
+    else:
+        scratch = f"{guests.layout.state.rstrip('/')}/.guest-only.{os.getpid()}"
+        os.mkdir(scratch, 0o700)
+        try:
+            # STATE is private: this mount propagates nowhere, and lives for a moment only.
+            sc.mount(source, scratch, fstype, flags, data)
+            try:
+                tree = sc.open_tree(scratch, sc.OPEN_TREE_CLONE)
+            finally:
+                sc.umount2(scratch, sc.MNT_DETACH)
+        finally:
+            os.rmdir(scratch)
+    # A bind ignores MS_RDONLY and friends; set them on the detached copy, which is the only
+    # copy there will ever be.
+    attrs = 0
+    if bind:
+        for ms, attr in ((sc.MS_RDONLY, sc.MOUNT_ATTR_RDONLY),
+                         (sc.MS_NOSUID, sc.MOUNT_ATTR_NOSUID),
+                         (sc.MS_NODEV, sc.MOUNT_ATTR_NODEV),
+                         (sc.MS_NOEXEC, sc.MOUNT_ATTR_NOEXEC)):
+            if flags & ms:
+                attrs |= attr
+    try:
+        sc.mount_setattr("", sc.MS_PRIVATE, recursive=False, dirfd=tree,
+                         flags=sc.AT_EMPTY_PATH, attr_set=attrs)
+    except BaseException:
+        os.close(tree)
+        raise
+    return tree
+
+
+def _detach_host_copy(guests: Guests, rec: GuestRecord, guest_path: str,
+                      before: set[int]) -> bool:
+    """Step 3: detach B', the copy of the guest's self-bind that propagated to the mirror.
+    Returns False when there was none (TARGET's parent in the guest was not shared)."""
+    from .guests import host_table
+    where = rec.mirror if guest_path == "/" else rec.mirror.rstrip("/") + guest_path
+    table = host_table()
+    # B' is still in the peer group B had before it was made private: no propagation test.
+    new = [m for m in table if m.mountpoint == where and m.mount_id not in before
+           and shows_own_directory(m, table.by_id.get(m.parent_id))]
+    if not new:
+        return False
+    fd = guests.open_guest_path(rec, guest_path)
+    try:
+        if _mnt_id(fd) != new[-1].mount_id:
+            raise OperationError(f"mount --guest-only: {where} changed on the host while "
+                                 "mounting; nothing was mounted")
+        # Lazy: a host task that wandered into B' in the last milliseconds cannot make this
+        # fail, and keeps only the empty directory alive, never the guest's device.
+        sc.umount2(f"/proc/self/fd/{fd}", sc.MNT_DETACH)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _record_paths(guests: Guests, name: str, add: str | None = None,
+                  keep: set[str] | None = None) -> None:
+    """Rewrite the record's guest_only list (under the state lock, atomically)."""
+    rec = load(guests.layout, name)
+    if rec is None:
+        return
+    paths = [p for p in rec.guest_only if keep is None or p in keep]
+    if add is not None and add not in paths:
+        paths.append(add)
+    if tuple(paths) != rec.guest_only:
+        write_atomic(guests.layout.record(name),
+                     replace(rec, guest_only=tuple(sorted(paths))).to_json())
+
+
+def mount_guest_only(guests: Guests, name: str, source: str, target: str,
+                     fstype: str | None = None, options: str | None = None,
+                     bind: bool = False) -> None:
+    """Mount SOURCE at TARGET in the guest only (see the module docstring)."""
+    from .guests import host_table, mount_options, require_root
+    require_root("mount")
+    rec = guests.record(name)
+    flags, data = mount_options(options)
+    if bind and not os.path.exists(source):
+        raise UsageError(f"bind source {source} does not exist")
+    holder = guests.layout.ns_file(name, "mnt")
+    if not os.path.exists(holder):
+        raise OperationError(f"guest {name} is broken: its mount namespace is not held "
+                             f"({holder})")
+    with StateLock(guests.layout.state):
+        try:
+            tree = _detached_tree(guests, source, fstype, flags, data, bind)
+        except OSError as exc:
+            exc.filename, exc.filename2 = source, f"{target} in {name} (guest-only)"
+            raise OperationError(describe(exc, "mount")) from exc
+        proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            before = {m.mount_id for m in host_table()}
+            try:
+                placed = in_namespaces({"mnt": holder}, _attach_in_guest, proc_fd, tree,
+                                       target)
+            except OSError as exc:
+                exc.filename, exc.filename2 = source, f"{target} in {name} (guest-only)"
+                raise OperationError(describe(exc, "mount")) from exc
+            try:
+                _detach_host_copy(guests, rec, placed.guest_path, before)
+            except BaseException:
+                in_namespaces({"mnt": holder}, _undo_in_guest, proc_fd, placed)
+                raise
+            _record_paths(guests, name, add=placed.guest_path)
+        finally:
+            os.close(proc_fd)
+            os.close(tree)
+
+
+def forget_unmounted(guests: Guests, rec: GuestRecord, target: str) -> None:
+    """Called after a successful umount in a guest that has guest-only paths: remove the
+    private self-bind a guest-only mount may have left at target (kernels that do not
+    reparent, step 3), and drop record entries that are no longer guest-only mounts."""
+    from .guests import host_table
+    holder = guests.layout.ns_file(rec.name, "mnt")
+    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        text = in_namespaces({"mnt": holder}, _remove_self_bind_in_guest, proc_fd, target,
+                             rec.guest_only)
+    finally:
+        os.close(proc_fd)
+    guest, host = MountTable.parse(text), host_table()
+    with StateLock(guests.layout.state):
+        keep = {p for p in rec.guest_only if still_guest_only(p, rec.mirror, guest, host)}
+        _record_paths(guests, rec.name, keep=keep)
