@@ -27,7 +27,6 @@ def _unique_id(path: str) -> int | None:
 
 def _via_statmount(path: str) -> Mount | None:
     """The topmost mount whose root is at path, or None when path is not a mountpoint."""
-    global _statmount_ok
     try:
         mid = _unique_id(path)
         parent = _unique_id(os.path.dirname(path.rstrip("/")) or "/")
@@ -41,7 +40,6 @@ def _via_statmount(path: str) -> Mount | None:
         sm = sc.statmount(mid)
     except OSError as exc:
         if exc.errno in (errno.ENOSYS, errno.EINVAL):
-            _statmount_ok = False
             raise NotImplementedError from exc
         raise
     if sm.mnt_point != path:
@@ -64,12 +62,22 @@ def _via_mountinfo(paths: set[str], proc: str = "/proc") -> list[Mount]:
     return found
 
 
+def cheap() -> bool:
+    """True when single-mount lookups avoid reading the whole table (statmount works)."""
+    if _statmount_ok is None:
+        mounts_at(["/"])
+    return _statmount_ok is not False
+
+
 def mounts_at(paths: Iterable[str]) -> MountTable:
     """A partial MountTable holding only the (topmost) mounts at these paths."""
     wanted = set(paths)
+    global _statmount_ok
     if _statmount_ok is not False:
         try:
-            return MountTable.of(m for m in (_via_statmount(p) for p in sorted(wanted)) if m)
+            table = MountTable.of(m for m in (_via_statmount(p) for p in sorted(wanted)) if m)
+            _statmount_ok = True
+            return table
         except NotImplementedError:
-            pass
+            _statmount_ok = False
     return MountTable.of(_via_mountinfo(wanted))
