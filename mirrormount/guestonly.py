@@ -236,14 +236,7 @@ def _detached_tree(guests: Guests, source: str, fstype: str | None, flags: int,
             os.rmdir(scratch)
     # A bind ignores MS_RDONLY and friends; set them on the detached copy, which is the only
     # copy there will ever be.
-    attrs = 0
-    if bind:
-        for ms, attr in ((sc.MS_RDONLY, sc.MOUNT_ATTR_RDONLY),
-                         (sc.MS_NOSUID, sc.MOUNT_ATTR_NOSUID),
-                         (sc.MS_NODEV, sc.MOUNT_ATTR_NODEV),
-                         (sc.MS_NOEXEC, sc.MOUNT_ATTR_NOEXEC)):
-            if flags & ms:
-                attrs |= attr
+    attrs = sc.mount_attrs(flags) if bind else 0
     try:
         sc.mount_setattr("", sc.MS_PRIVATE, recursive=False, dirfd=tree,
                          flags=sc.AT_EMPTY_PATH, attr_set=attrs)
