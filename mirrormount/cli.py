@@ -18,6 +18,7 @@ import typer
 from . import __version__
 from .errors import EXIT_FAILED, MirrormountError, UsageError, describe
 from .guests import Guests
+from .mountinfo import ParseError
 from .plan import PROPAGATION_MODES, CreateRequest, Layout, parse_kinds, validate_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -53,6 +54,8 @@ def reports_errors(fn: F) -> F:
             raise fail(str(exc), exc.exit_code) from None
         except OSError as exc:
             raise fail(describe(exc), EXIT_FAILED) from None
+        except ParseError as exc:
+            raise fail(f"cannot read the mount table: {exc}", EXIT_FAILED) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
 
@@ -92,10 +95,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     ctx: typer.Context,
-    base: str = typer.Option(os.environ.get("MIRRORMOUNT_BASE", "/container"), "--base",
-                             help="Where the mirrors live [env MIRRORMOUNT_BASE]."),
-    state: str = typer.Option(os.environ.get("MIRRORMOUNT_STATE", "/run/mirrormount"),
-                              "--state", help="Records and nsfs binds [env MIRRORMOUNT_STATE]."),
+    base: str = typer.Option("/container", "--base", envvar="MIRRORMOUNT_BASE",
+                             help="Where the mirrors live."),
+    state: str = typer.Option("/run/mirrormount", "--state", envvar="MIRRORMOUNT_STATE",
+                              help="Records and nsfs binds."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
@@ -220,9 +223,23 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
            lazy: bool = typer.Option(False, "--lazy", help="Detach now; report who holds it."),
            wait: float = typer.Option(0.0, "--wait", metavar="SECONDS",
                                       help="Retry until free or the time runs out.")) -> None:
-    """Unmount a guest path (on both sides). Exits 3 when busy."""
+    """Unmount a guest path (on both sides). Exits 3 when busy, saying who holds it.
+
+    With --wait and --lazy together: wait for a clean unmount, then detach what is left."""
     g = settings(ctx).guests
-    g.umount(name, target, lazy=lazy)
+    if wait < 0:
+        raise UsageError("--wait must be 0 or more seconds")
+    report = g.umount(name, target, lazy=lazy, wait=wait)
+    if not lazy:
+        return
+    from .finder import explain
+    if settings(ctx).json:
+        emit_json(report.to_json() if report is not None else None)
+    elif report is not None and report.pins:
+        typer.echo(explain(report, name, target,
+                           f"detached {target} in {name}, but the filesystem is still held"))
+    else:
+        typer.echo(f"detached {target} in {name}; nothing holds the filesystem any more")
 
 
 @app.command()

@@ -1,2 +1,113 @@
-"""CLI commands for the busy-mount detector (busy, watch). Registered on cli.app at import."""
+"""CLI commands for the busy-mount detector (busy, watch). Registered on cli.app at import.
+
+Thin on purpose: finder.py does the work; here we only render a report as tables or JSON and
+map it to the exit codes of the contract (0 not busy, 3 busy, 2 bad target).
+"""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from .cli import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
+from .errors import EXIT_BUSY, EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from .finder import BusyReport
+
+
+def _dash(v: object) -> str:
+    return "-" if v is None or v == "" else str(v)
+
+
+def render_report(rep: BusyReport) -> str:
+    """Human form: a summary line, the copies, the pins and one sentence per pin."""
+    from .finder import describe_pin, shown
+    dev = rep.device
+    ident = " ".join(shown(str(x)) for x in (dev.get("devnode"), dev.get("majmin"),
+                                             dev.get("fstype")) if x)
+    where = f" (mount {rep.mount_path})" if rep.mount_path and rep.mount_path != rep.target \
+        else ""
+    state = f"busy: {len(rep.pins)} pin(s)" if rep.busy else "not busy"
+    out = [f"{shown(rep.target)}{shown(where)}: {state}; device {ident or '?'}"]
+    extra = {k: v for k, v in dev.items() if k not in ("devnode", "majmin", "fstype") and v}
+    if extra:
+        # udev labels and serials are set by whoever made the device: escape them too
+        out.append("  " + ", ".join(f"{k}={shown(str(v))}" for k, v in extra.items()))
+    if rep.copies:
+        out.append("")
+        out.append(table([[c.namespace, c.guest, str(c.mount_id), shown(c.path)]
+                          for c in rep.copies],
+                         ["NAMESPACE", "GUEST", "MOUNT_ID", "COPY"]))
+    if rep.pins:
+        out.append("")
+        out.append(table([[p.how, _dash(p.pid), _dash(p.guest_pid), shown(p.comm),
+                           _dash(p.user), p.guest, shown(p.path), _dash(p.namespace)]
+                          for p in rep.pins],
+                         ["HOW", "PID", "GUEST_PID", "COMM", "USER", "GUEST", "PATH",
+                          "NAMESPACE"]))
+        out.append("")
+        out.extend(f"- {describe_pin(p)}" for p in rep.pins)
+    if rep.uninspected:
+        out.append(f"{rep.uninspected} process(es) could not be inspected (permission denied)")
+    return "\n".join(out)
+
+
+@app.command()
+@reports_errors
+def busy(ctx: typer.Context,
+         target: Optional[str] = typer.Argument(
+             None, metavar="TARGET",
+             help="A host path, NAME:GUESTPATH, a device node (/dev/loop0) or MAJ:MIN."),
+         all_: bool = typer.Option(False, "--all",
+                                   help="Audit every mount of every guest in one pass."),
+         json_local: bool = JSON_OPT) -> None:
+    """Who pins a mount, in every mount namespace. Exits 0 not busy, 3 busy, 2 bad target."""
+    # Imported here: every other command would otherwise pay for the finder (and psutil).
+    from .finder import audit_all, find_pins, shown
+    s = settings(ctx)
+    if all_ == (target is not None):
+        raise UsageError("give either TARGET or --all")
+    if all_:
+        reports = [r for r in audit_all(s.layout) if r.busy]
+        if want_json(ctx, json_local):
+            emit_json([r.to_json() for r in reports])
+        elif reports:
+            typer.echo(table([[shown(r.target), p.how, _dash(p.pid), _dash(p.guest_pid),
+                               shown(p.comm), _dash(p.user), p.guest, shown(p.path)]
+                              for r in reports for p in r.pins],
+                             ["TARGET", "HOW", "PID", "GUEST_PID", "COMM", "USER", "GUEST",
+                              "PATH"]))
+        else:
+            typer.echo("no guest mount is pinned")
+        raise typer.Exit(EXIT_BUSY if reports else EXIT_OK)
+    assert target is not None
+    rep = find_pins(target, s.layout)
+    if want_json(ctx, json_local):
+        emit_json(rep.to_json())
+    else:
+        typer.echo(render_report(rep))
+    raise typer.Exit(EXIT_BUSY if rep.busy else EXIT_OK)
+
+
+# --- watch (devices helper) ---
+# Uses typer, Optional and the cli names imported at the top of this module.
+
+
+@app.command("watch")
+@reports_errors
+def watch_cmd(
+    ctx: typer.Context,
+    json_local: bool = JSON_OPT,
+    count: Optional[int] = typer.Option(None, "--count", metavar="N",
+                                        help="Stop after N events."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS",
+                                            help="Stop after this long."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEV",
+                                         help="Only this device (/dev/NAME or MAJ:MIN)."),
+) -> None:
+    """Stream block-device events (one line each): who still uses a device that changes or
+    goes away. Ctrl-C stops (exit 0)."""
+    from .watch import watch
+    raise typer.Exit(watch(settings(ctx).layout, want_json(ctx, json_local), count, timeout,
+                           device))

@@ -20,10 +20,12 @@ from .apply import Executor, Outcome, detach, remove_empty_dir
 from .errors import BusyError, OperationError, UsageError, describe
 from .health import Health, assess
 from .mountinfo import MountTable
+from .mountquery import cheap as mounts_cheap
+from .mountquery import mounts_at
 from .nsexec import in_namespaces
 from .nursery import release_ns_file
 from .plan import CreateRequest, HostFacts, Layout, Op, plan_create, render, validate_name
-from .procfs import alive, ns_id, pids_by_mnt_ns
+from .procfs import alive, ns_id, pids_by_mnt_ns, wait_gone
 from .state import GuestRecord, StateLock, guest_names, load
 
 # Directories tried, in order, for pivot_root's put_old (see nursery._guest_child).
@@ -116,11 +118,18 @@ class Guests:
     def ns_files(self, rec: GuestRecord) -> dict[str, str]:
         return {k: self.layout.ns_file(rec.name, k) for k in rec.kinds}
 
-    def facts(self, table: MountTable, rootfs: str) -> HostFacts:
-        nursery = table.at(self.layout.nursery_file)
-        return HostFacts(table=table, existing=frozenset(guest_names(self.layout)),
+    def facts(self, req: CreateRequest, table: MountTable | None = None) -> HostFacts:
+        """What the planner needs, in O(1) of the mount table (mountquery), except for
+        mirror+host, which must look at every host mount under the rootfs."""
+        lay = self.layout
+        if table is None:
+            table = (host_table() if req.propagation == "mirror+host"
+                     else mounts_at((lay.base, lay.state, lay.nursery_file)))
+        nursery = table.at(lay.nursery_file)
+        exists = any(os.path.lexists(p) for p in (lay.mirror(req.name), lay.guest_dir(req.name)))
+        return HostFacts(table=table, existing=frozenset({req.name} if exists else ()),
                          nursery_ready=nursery is not None and nursery.fstype == "nsfs",
-                         put_old=choose_put_old(rootfs))
+                         put_old=choose_put_old(req.rootfs))
 
     # ------------------------------------------------------------------ create
     def validate_create(self, req: CreateRequest) -> CreateRequest:
@@ -132,17 +141,11 @@ class Guests:
         return CreateRequest(req.name, os.path.realpath(req.rootfs), req.hostname, req.kinds,
                              req.propagation)
 
-    def plan(self, req: CreateRequest, table: MountTable | None = None) -> list[Op]:
-        table = table or host_table()
-        return plan_create(req, self.layout, self.facts(table, req.rootfs))
+    def plan(self, req: CreateRequest) -> list[Op]:
+        return plan_create(req, self.layout, self.facts(req))
 
     def dry_run(self, reqs: list[CreateRequest]) -> str:
-        out = []
-        table = host_table()
-        for req in reqs:
-            facts = self.facts(table, req.rootfs)
-            out.append(render(plan_create(req, self.layout, facts)))
-        return "".join(out)
+        return "".join(render(self.plan(req)) for req in reqs)
 
     def create(self, req: CreateRequest) -> tuple[GuestInfo, Outcome]:
         require_root("create")
@@ -156,17 +159,24 @@ class Guests:
             # The record is written last, with what only the run knows (the reaper's pid).
             outcome = Executor(lock=lock, record_factory=lambda o: replace(
                 rec, reaper_pid=o.reaper_pid).to_json()).run(ops)
-        return self.info(req.name), outcome
+        # Described from what we just made, not from a scan of the (large) host table.
+        rec = replace(rec, reaper_pid=outcome.reaper_pid)
+        namespaces = {k: ns_id(p) or "?" for k, p in self.ns_files(rec).items()}
+        pids = [outcome.reaper_pid] if outcome.reaper_pid else []
+        return GuestInfo(rec.name, rec.mirror, rec.rootfs, "stopped", namespaces, pids,
+                         rec.propagation, rec.hostname), outcome
 
     # ------------------------------------------------------------------ list / status
     def info(self, name: str, table: MountTable | None = None,
              by_ns: dict[int, list[int]] | None = None) -> GuestInfo:
         rec = load(self.layout, name)
-        table = table or host_table()
         problems = []
         if rec is None:
             return GuestInfo(name, self.layout.mirror(name), "?", "broken", {}, [],
                              problems=["record missing"])
+        if table is None:
+            # Only this guest's mirror and nsfs files matter: O(1) lookups, not the table.
+            table = mounts_at([rec.mirror, *self.ns_files(rec).values()])
         namespaces = {}
         for kind, path in self.ns_files(rec).items():
             held = table.at(path)
@@ -191,7 +201,9 @@ class Guests:
                          rec.propagation, rec.hostname, list(rec.guest_only), problems)
 
     def list(self) -> list[GuestInfo]:
-        table = host_table()
+        # Per-guest statmount lookups beat parsing tens of thousands of mountinfo lines;
+        # without statmount, read the whole table once instead of once per guest.
+        table = None if mounts_cheap() else host_table()
         by_ns = pids_by_mnt_ns()
         return [self.info(n, table, by_ns) for n in guest_names(self.layout)]
 
@@ -280,13 +292,7 @@ class Guests:
         are not propagated to the guest's copy."""
         tree = sc.open_tree(source, sc.OPEN_TREE_CLONE)
         try:
-            attrs = 0
-            for ms, attr in ((sc.MS_RDONLY, sc.MOUNT_ATTR_RDONLY),
-                             (sc.MS_NOSUID, sc.MOUNT_ATTR_NOSUID),
-                             (sc.MS_NODEV, sc.MOUNT_ATTR_NODEV),
-                             (sc.MS_NOEXEC, sc.MOUNT_ATTR_NOEXEC)):
-                if flags & ms:
-                    attrs |= attr
+            attrs = sc.mount_attrs(flags)
             if attrs:
                 sc.mount_setattr("", 0, recursive=False, dirfd=tree, flags=sc.AT_EMPTY_PATH,
                                  attr_set=attrs)
@@ -295,10 +301,64 @@ class Guests:
         finally:
             os.close(tree)
 
-    def umount(self, name: str, target: str, lazy: bool = False) -> None:
+    def umount(self, name: str, target: str, lazy: bool = False,
+               wait: float = 0.0) -> "finder.BusyReport | None":  # noqa: F821 - lazy import
+        """Unmount a guest path (the mirror follows by propagation).
+
+        EBUSY is explained by the finder, one sentence per holder (BusyError, exit 3).
+        wait > 0 retries a plain umount until the mount is free or the time is up; with lazy,
+        whatever is still busy then is detached (MNT_DETACH) and the finder's report of who
+        still holds the detached filesystem is returned."""
         require_root("umount")
         rec = self.record(name)
-        flags = sc.MNT_DETACH if lazy else 0
+        # The finder reads every namespace and /proc: import it only when asked to explain.
+        from . import finder
+        spec = f"{name}:{target}"
+        identity = None
+        if lazy:
+            # Resolved before the detach: afterwards the path names nothing in the guest, and
+            # the device and fs root are what we follow to the leftovers.
+            try:
+                identity = finder.resolve_target(spec, self.layout)
+            except UsageError:
+                identity = None   # not a path in the guest: _umount_once says so below
+        deadline = time.monotonic() + max(wait, 0.0)
+        delay = 0.05
+        while True:
+            try:
+                self._umount_once(name, target, 0 if (wait > 0 or not lazy) else sc.MNT_DETACH)
+                break
+            except BusyError:
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    time.sleep(min(delay, remaining))
+                    delay = min(delay * 2, 0.5)
+                    continue
+                if lazy:
+                    self._umount_once(name, target, sc.MNT_DETACH)
+                    break
+                lead = f"cannot unmount {target} in {name}" + (
+                    f" after waiting {wait:g}s" if wait > 0 else "")
+                try:
+                    report = finder.find_pins(spec, self.layout)
+                except UsageError:
+                    report = None     # it went away meanwhile: nothing left to explain
+                text = finder.explain(report, name, target, lead) if report else ""
+                if not text:
+                    text = (f"{lead}: target is busy (EBUSY), but no holder was found"
+                            + (f" ({report.uninspected} process(es) could not be inspected)"
+                               if report and report.uninspected else ""))
+                raise BusyError(text) from None
+        if rec.guest_only:
+            # A guest-only mount may leave the private self-bind it stood on, and its path
+            # stays in the record until someone notices it is gone (guestonly.py).
+            from .guestonly import forget_unmounted
+            forget_unmounted(self, rec, target)
+        if lazy and identity is not None:
+            return finder.find_residue(identity, self.layout)
+        return None
+
+    def _umount_once(self, name: str, target: str, flags: int) -> None:
         proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         try:
             in_namespaces({"mnt": self.layout.ns_file(name, "mnt")}, _umount_in_guest,
@@ -313,7 +373,6 @@ class Guests:
             raise OperationError(describe(exc, "umount")) from exc
         finally:
             os.close(proc_fd)
-        _ = rec
 
     # ------------------------------------------------------------------ destroy
     def destroy(self, name: str, force: bool = False, grace: float = 5.0) -> list[int]:
@@ -340,8 +399,7 @@ class Guests:
             for kind in ("mnt", "uts", "ipc", "net", "pid", "cgroup"):
                 release_ns_file(f"{ns_dir}/{kind}")
             mirror = self.layout.mirror(name)
-            table = host_table()
-            if table.at(mirror) is not None:
+            if mounts_at([mirror]).at(mirror) is not None:
                 # Private first: detaching a shared tree would propagate the unmount into
                 # every peer (kernel-findings §3).
                 detach(mirror)
@@ -372,27 +430,16 @@ def _umount_in_guest(proc_fd: int, target: str, flags: int) -> None:
 
 
 def stop_processes(pids: list[int], grace: float) -> None:
-    """TERM, wait up to `grace` seconds, then KILL whatever is left."""
+    """TERM, wait up to `grace` seconds, then KILL whatever is left and wait for it."""
     for sig in ((signal.SIGTERM, signal.SIGKILL) if grace > 0 else (signal.SIGKILL,)):
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < deadline:
-            pids = [p for p in pids if alive(p) and not _zombie(p)]
-            if not pids:
-                return
-            time.sleep(0.02)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+        pids = wait_gone(pids, grace if sig == signal.SIGTERM else 5.0)
+        if not pids:
+            return
 
 
 _FLAG_OPTS = {"ro": sc.MS_RDONLY, "nosuid": sc.MS_NOSUID, "nodev": sc.MS_NODEV,
