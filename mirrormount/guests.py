@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from . import mountinfo
 from . import syscalls as sc
@@ -27,6 +28,9 @@ from .nursery import release_ns_file
 from .plan import CreateRequest, HostFacts, Layout, Op, plan_create, render, validate_name
 from .procfs import alive, ns_id, pids_by_mnt_ns, wait_gone
 from .state import GuestRecord, StateLock, guest_names, load
+
+if TYPE_CHECKING:  # the finder itself is imported only when an unmount needs explaining
+    from .finder import BusyReport
 
 # Directories tried, in order, for pivot_root's put_old (see nursery._guest_child).
 PUT_OLD_CANDIDATES = ("mnt", "tmp", "media", "srv", "opt", "home", "root", "var", "etc", "usr")
@@ -302,7 +306,7 @@ class Guests:
             os.close(tree)
 
     def umount(self, name: str, target: str, lazy: bool = False,
-               wait: float = 0.0) -> "finder.BusyReport | None":  # noqa: F821 - lazy import
+               wait: float = 0.0) -> BusyReport | None:
         """Unmount a guest path (the mirror follows by propagation).
 
         EBUSY is explained by the finder, one sentence per holder (BusyError, exit 3).

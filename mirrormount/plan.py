@@ -308,7 +308,7 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts) -> list[Op
                     undo_flag="private"))
     ops += [
         MakeDir("the mirror's mountpoint (inside BASE's tmpfs)", mirror),
-        RBind(f"the mirror: every mount of the rootfs, copied; BASE and STATE are unbindable "
+        RBind("the mirror: every mount of the rootfs, copied; BASE and STATE are unbindable "
               "and so pruned", req.rootfs, mirror),
     ]
     if req.propagation == "mirror":

@@ -11,6 +11,7 @@ a skipped privileged suite proves nothing (CI runs as root).
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
@@ -116,6 +117,55 @@ def sandbox(request):
     leaked = {p for p in _host_mount_ids() - before
               if p.startswith("/container") or "mirrormount" in p}
     assert not leaked, f"test leaked mounts into the machine's namespace: {sorted(leaked)}"
+
+
+LOOP_CTL_ADD = 0x4C80
+LOOP_CTL_REMOVE = 0x4C81
+
+
+class OwnLoops:
+    """Loop devices made for one test alone (LOOP_CTL_ADD, numbers drawn from [lo, hi) so
+    that test modules never collide), detached and deleted by close(). Loop devices are global
+    to the machine: the sandbox dies with the test, they do not. Tear down after the sandbox,
+    so no namespace mounts them any more."""
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+        self.ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+        self.made: list[int] = []
+
+    def add(self) -> str:
+        import random
+        for _ in range(50):
+            n = random.randrange(self.lo, self.hi)
+            try:
+                fcntl.ioctl(self.ctl, LOOP_CTL_ADD, n)
+                break
+            except OSError:      # EEXIST: that number is taken
+                continue
+        else:
+            pytest.fail("could not create a loop device")
+        self.made.append(n)
+        dev = f"/dev/loop{n}"
+        assert wait_for(lambda: os.path.exists(dev)), dev
+        return dev
+
+    def close(self) -> None:
+        try:
+            for n in self.made:
+                subprocess.run(["losetup", "-d", f"/dev/loop{n}"], capture_output=True)
+                # The sandbox's namespaces (and their mounts of it) die asynchronously.
+                deadline = time.monotonic() + 15
+                while True:
+                    try:
+                        fcntl.ioctl(self.ctl, LOOP_CTL_REMOVE, n)
+                        break
+                    except OSError as exc:
+                        if time.monotonic() > deadline:
+                            raise AssertionError(f"could not delete loop{n}: {exc}") from exc
+                        time.sleep(0.1)
+        finally:
+            os.close(self.ctl)
 
 
 def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):

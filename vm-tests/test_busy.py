@@ -13,7 +13,6 @@ devices are detached and deleted after it, whatever happened.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import random
@@ -23,14 +22,12 @@ import time
 
 import pytest
 
-from conftest import q, wait_for
+from conftest import OwnLoops, q, wait_for
 
 MIRROR = "/container/c1"
 X = f"{MIRROR}/mnt/x"                  # the guest's /mnt/x, seen through the host mirror
 GUEST_MNT_NS = "/run/mirrormount/c1/ns/mnt"
 GUEST_PID_NS = "/run/mirrormount/c1/ns/pid"
-LOOP_CTL_ADD = 0x4C80
-LOOP_CTL_REMOVE = 0x4C81
 
 MMAP_CAMPER = """
 import mmap, os, sys, time
@@ -63,47 +60,21 @@ def loops():
     """make(sb, image) -> /dev/loopN: a loop device of this test's own, bound to `image` (a
     path inside the sandbox). Request this before `sandbox`: it is torn down after it, when no
     namespace mounts the device any more, and then detached and deleted."""
-    ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
-    made: list[int] = []
+    own = OwnLoops(2000, 3000)
 
     def make(sb, image: str) -> str:
-        for _ in range(50):
-            n = random.randrange(2000, 3000)
-            try:
-                fcntl.ioctl(ctl, LOOP_CTL_ADD, n)
-                break
-            except OSError:      # EEXIST: that number is taken
-                continue
-        else:
-            pytest.fail("could not create a loop device")
-        made.append(n)
-        dev = f"/dev/loop{n}"
-        assert wait_for(lambda: os.path.exists(dev)), dev
+        dev = own.add()
         sb.sh(f"losetup {dev} {q(image)}")
         # sysfs prints the file relative to our root; ours is the machine's, not the sandbox's,
         # so compare names only: unique per test.
-        with open(f"/sys/block/loop{n}/loop/backing_file") as f:
+        with open(f"/sys/block/{os.path.basename(dev)}/loop/backing_file") as f:
             assert f.read().strip().endswith(os.path.basename(image))
         return dev
 
     try:
         yield make
     finally:
-        try:
-            for n in made:
-                subprocess.run(["losetup", "-d", f"/dev/loop{n}"], capture_output=True)
-                # The sandbox's namespaces (and their mounts of it) die asynchronously.
-                deadline = time.monotonic() + 15
-                while True:
-                    try:
-                        fcntl.ioctl(ctl, LOOP_CTL_REMOVE, n)
-                        break
-                    except OSError as exc:
-                        if time.monotonic() > deadline:
-                            raise AssertionError(f"could not delete loop{n}: {exc}") from exc
-                        time.sleep(0.1)
-        finally:
-            os.close(ctl)
+        own.close()
 
 
 @pytest.fixture

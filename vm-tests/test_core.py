@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import q, wait_for
+from conftest import wait_for
 
 
 def create(sb, *args):

@@ -18,20 +18,16 @@ Loop devices are global to the machine: always detached (and the own one deleted
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import random
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import q, wait_for
+from conftest import OwnLoops, q, wait_for
 
-LOOP_CTL_ADD = 0x4C80
-LOOP_CTL_REMOVE = 0x4C81
 GUEST_NS = "/run/mirrormount/c1/ns/mnt"
 
 
@@ -63,35 +59,11 @@ def own_loop():
     """A loop device made for this test alone (LOOP_CTL_ADD) and deleted at the end.
     Request it before `sandbox`, so it is torn down after the sandbox (and with it every
     mount of the device) is gone."""
-    ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+    own = OwnLoops(200, 1000)
     try:
-        for _ in range(50):
-            n = random.randrange(200, 1000)
-            try:
-                fcntl.ioctl(ctl, LOOP_CTL_ADD, n)
-                break
-            except OSError:   # EEXIST: that number is taken
-                continue
-        else:
-            pytest.fail("could not create a loop device")
-        dev = f"/dev/loop{n}"
-        assert wait_for(lambda: os.path.exists(dev)), dev
-        try:
-            yield dev
-        finally:
-            subprocess.run(["losetup", "-d", dev], capture_output=True)
-            # The namespaces that still held it die asynchronously after the sandbox.
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    fcntl.ioctl(ctl, LOOP_CTL_REMOVE, n)
-                    break
-                except OSError as exc:
-                    if time.monotonic() > deadline:
-                        raise AssertionError(f"could not delete {dev}: {exc}") from exc
-                    time.sleep(0.1)
+        yield own.add()
     finally:
-        os.close(ctl)
+        own.close()
 
 
 class Watch:
