@@ -205,6 +205,7 @@ class Guests:
                          rec.propagation, rec.hostname, list(rec.guest_only), problems)
 
     def list(self) -> list[GuestInfo]:
+        require_root("list")  # STATE is 0700: anyone else would just see no guests
         # Per-guest statmount lookups beat parsing tens of thousands of mountinfo lines;
         # without statmount, read the whole table once instead of once per guest.
         table = None if mounts_cheap() else host_table()

@@ -42,16 +42,18 @@ def _populate(root: str) -> None:
         sc.mount(path, dest, None, sc.MS_BIND | sc.MS_REC)
         # Read-only so that no test can change the host's /usr or /etc.
         sc.mount(None, dest, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
+    # Scratch first: a repository or virtualenv under /tmp or /run (a CI checkout, say) must
+    # be bound on top of the fresh tmpfs, not hidden beneath it.
+    for path in SCRATCH_DIRS:
+        os.makedirs(root + path, exist_ok=True)
+    sc.mount("sandbox-tmp", root + "/tmp", "tmpfs", 0, "mode=1777")
+    sc.mount("sandbox-run", root + "/run", "tmpfs", 0, "mode=755")
     for path in sorted({os.path.realpath(p) for p in RUNTIME_DIRS}):
         dest = root + path
         if os.path.ismount(dest) or not os.path.isdir(path):
             continue
         os.makedirs(dest, exist_ok=True)
         sc.mount(path, dest, None, sc.MS_BIND | sc.MS_REC)
-    for path in SCRATCH_DIRS:
-        os.makedirs(root + path, exist_ok=True)
-    sc.mount("sandbox-tmp", root + "/tmp", "tmpfs", 0, "mode=1777")
-    sc.mount("sandbox-run", root + "/run", "tmpfs", 0, "mode=755")
     os.makedirs(root + "/dev", exist_ok=True)
     os.makedirs(root + "/sys", exist_ok=True)
     os.makedirs(root + "/proc", exist_ok=True)
