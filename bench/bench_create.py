@@ -376,7 +376,7 @@ def phase_mm(args: argparse.Namespace) -> dict:
         pt["list_inproc"], pt["status_inproc"] = [], []
         for _ in range(args.samples):
             t0 = time.perf_counter()
-            g.list()
+            g.list_all()
             pt["list_inproc"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             g.status("c1")
@@ -400,7 +400,7 @@ def phase_mm(args: argparse.Namespace) -> dict:
         res["destroy_series"].append([n, time.perf_counter() - t0])
     res["destroy_all_seconds"] = time.perf_counter() - t_start
     res["mounts_at_end"] = mount_count()
-    res["left"] = len(g.list())
+    res["left"] = len(g.list_all())
     return res
 
 

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from . import syscalls as sc
 from .errors import OperationError
@@ -89,24 +90,24 @@ class Executor:
             created = not os.path.isdir(op.path)
             os.makedirs(op.path, mode=0o700, exist_ok=True)
             if created:
-                self.undo.append(lambda p=op.path: remove_empty_dir(p))
+                self.undo.append(partial(remove_empty_dir, op.path))
         elif isinstance(op, MountTmpfs):
             sc.mount(op.source, op.path, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, op.options)
-            self.undo.append(lambda p=op.path: detach(p))
+            self.undo.append(partial(detach, op.path))
             if self.lock is not None:
                 self.lock.refresh()
         elif isinstance(op, SetPropagation):
             flags = PROPAGATION[op.flag] | (sc.MS_REC if op.recursive else 0)
             sc.mount(None, op.path, None, flags)
             if op.undo_flag:
-                self.undo.append(lambda p=op.path, f=PROPAGATION[op.undo_flag]:
-                                 sc.mount(None, p, None, f))
+                self.undo.append(partial(sc.mount, None, op.path, None,
+                                         PROPAGATION[op.undo_flag]))
         elif isinstance(op, RBind):
             sc.mount(op.source, op.target, None, sc.MS_BIND | sc.MS_REC)
-            self.undo.append(lambda p=op.target: detach(p))
+            self.undo.append(partial(detach, op.target))
         elif isinstance(op, StartNursery):
             start_nursery(op)
-            self.undo.append(lambda p=op.holder: release_ns_file(p))
+            self.undo.append(partial(release_ns_file, op.holder))
         elif isinstance(op, SpawnGuest):
             spawned = spawn_guest(op)
             self.outcome.reaper_pid = spawned.reaper_pid
@@ -122,6 +123,6 @@ class Executor:
             record = (self.record_factory(self.outcome) if self.record_factory is not None
                       else dict(op.record))
             write_atomic(op.path, record)
-            self.undo.append(lambda p=op.path: os.unlink(p))
+            self.undo.append(partial(os.unlink, op.path))
         else:  # pragma: no cover - a planner bug
             raise TypeError(f"no executor for {type(op).__name__}")

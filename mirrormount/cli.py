@@ -150,7 +150,7 @@ def create(
 @reports_errors
 def list_(ctx: typer.Context, json_local: bool = JSON_OPT) -> None:
     """List every guest, its state, namespaces and processes."""
-    infos = settings(ctx).guests.list()
+    infos = settings(ctx).guests.list_all()
     if want_json(ctx, json_local):
         emit_json([i.to_json() for i in infos])
         return

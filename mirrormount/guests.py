@@ -204,7 +204,7 @@ class Guests:
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, state, namespaces, pids,
                          rec.propagation, rec.hostname, list(rec.guest_only), problems)
 
-    def list(self) -> list[GuestInfo]:
+    def list_all(self) -> list[GuestInfo]:
         require_root("list")  # STATE is 0700: anyone else would just see no guests
         # Per-guest statmount lookups beat parsing tens of thousands of mountinfo lines;
         # without statmount, read the whole table once instead of once per guest.
@@ -261,8 +261,8 @@ class Guests:
             return sc.openat2(root, guest_path.lstrip("/") or ".", sc.O_PATH,
                               sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
         except OSError as exc:
-            raise OperationError(f"mount: {guest_path} in {rec.name}: "
-                                 f"{exc.strerror.split(': ')[-1]}") from exc
+            reason = (exc.strerror or "").split(": ")[-1]
+            raise OperationError(f"mount: {guest_path} in {rec.name}: {reason}") from exc
         finally:
             os.close(root)
 

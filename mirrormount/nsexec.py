@@ -43,7 +43,7 @@ def _send(fd: int, payload: tuple[str, Any]) -> None:
 
 
 def _recv(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 1 << 16)
         if not chunk:
@@ -78,7 +78,7 @@ def run_in_child(fn: Callable[..., T], *args: Any) -> T:
     status, value = pickle.loads(data)
     if status == "err":
         raise value
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def open_ns_files(ns_files: Mapping[str, str]) -> dict[str, int]:
