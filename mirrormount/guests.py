@@ -364,10 +364,9 @@ class Guests:
         return None
 
     def _umount_once(self, name: str, target: str, flags: int) -> None:
-        proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         try:
             in_namespaces({"mnt": self.layout.ns_file(name, "mnt")}, _umount_in_guest,
-                          proc_fd, target, flags)
+                          target, flags)
         except OSError as exc:
             if exc.errno == errno.EBUSY:
                 raise BusyError(f"cannot unmount {target} in {name}: target is busy "
@@ -376,8 +375,6 @@ class Guests:
                 raise OperationError(f"umount {target} in {name} failed: not a mount point "
                                      "(EINVAL)") from exc
             raise OperationError(describe(exc, "umount")) from exc
-        finally:
-            os.close(proc_fd)
 
     # ------------------------------------------------------------------ destroy
     def destroy(self, name: str, force: bool = False, grace: float = 5.0) -> list[int]:
@@ -422,11 +419,10 @@ class Guests:
             return inside
 
 
-def _umount_in_guest(proc_fd: int, target: str, flags: int) -> None:
+def _umount_in_guest(target: str, flags: int) -> None:
     """Runs in a child that entered the guest's mount namespace, whose root is now the guest's
     root: any symlink in target resolves inside the guest, so a plain path is safe here.
     (Going through an O_PATH fd, as mount does, would itself pin the mount: EBUSY.)"""
-    del proc_fd
     try:
         sc.umount2(target, flags)
     except OSError as exc:
