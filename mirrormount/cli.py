@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any, List, Optional, TypeVar
@@ -19,7 +20,8 @@ from . import __version__
 from .errors import EXIT_FAILED, MirrormountError, UsageError, describe
 from .guests import Guests
 from .mountinfo import ParseError
-from .plan import PROPAGATION_MODES, CreateRequest, Layout, parse_kinds, validate_name
+from .plan import PROPAGATION_MODES, Layout, parse_kinds, validate_name
+from .recipe import Recipe, RecipeMount, load_recipe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -114,36 +116,68 @@ JSON_OPT = typer.Option(False, "--json", help="Machine-readable output on stdout
 def create(
     ctx: typer.Context,
     names: List[str] = typer.Argument(..., metavar="NAME...", help="Guest name(s)."),
-    rootfs: str = typer.Option("/", "--rootfs", help="Directory to mirror as the guest's /."),
+    rootfs: Optional[str] = typer.Option(None, "--rootfs",
+                                         help="Directory to mirror as the guest's / [/]."),
     hostname: Optional[str] = typer.Option(None, "--hostname",
                                            help="Own UTS namespace with this hostname."),
     ns: Optional[str] = typer.Option(None, "--ns", help="More namespaces: uts,ipc,net,pid,cgroup"),
-    propagation: str = typer.Option("mirror", "--propagation",
-                                    help="mirror, or mirror+host to also receive host mounts."),
+    propagation: Optional[str] = typer.Option(
+        None, "--propagation", help="mirror [default], or mirror+host to also receive host mounts."),
+    recipe_file: Optional[str] = typer.Option(None, "--recipe", metavar="FILE",
+                                              help="A TOML recipe instead of the flags above "
+                                                   "(see recipes/)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
     json_local: bool = JSON_OPT,
 ) -> None:
     """Create guests: BASE/NAME mirrors the guest's whole mount tree, both ways."""
     s = settings(ctx)
-    kinds = parse_kinds(ns)
     if len(set(names)) != len(names):
         raise UsageError("a name is given twice")
-    if propagation not in PROPAGATION_MODES:
-        raise UsageError(f"unknown propagation {propagation!r}: choose mirror or mirror+host")
-    reqs = [s.guests.validate_create(CreateRequest(n, rootfs, hostname, kinds, propagation))
-            for n in names]
+    if recipe_file is not None:
+        if any(v is not None for v in (rootfs, hostname, ns, propagation)):
+            raise UsageError("give either --recipe or --rootfs/--hostname/--ns/--propagation")
+        recipe = load_recipe(recipe_file)
+    else:
+        if propagation is not None and propagation not in PROPAGATION_MODES:
+            raise UsageError(f"unknown propagation {propagation!r}: choose mirror or mirror+host")
+        recipe = Recipe(rootfs or "/", hostname, parse_kinds(ns), propagation or "mirror")
+    reqs = [s.guests.validate_create(recipe.request(n)) for n in names]
     if dry_run:
         typer.echo(s.guests.dry_run(reqs), nl=False)
+        for n in names:
+            for m in recipe.mounts:
+                typer.echo(f"# then, from the recipe:\n{mount_command(n, m)}")
         return
     out = []
     for req in reqs:
         info, outcome = s.guests.create(req)
+        if recipe.mounts:
+            try:
+                s.guests.add_mounts(req.name, recipe.mounts)
+            except BaseException:
+                # A recipe is all or nothing: a guest without its mounts is not what was asked.
+                s.guests.destroy(req.name, force=True, grace=0)
+                raise
         out.append(info)
         if not want_json(ctx, json_local):
             ns_list = ",".join(info.namespaces)
             typer.echo(f"created {info.name}: {info.mirror} (namespaces {ns_list})")
     if want_json(ctx, json_local):
         emit_json([i.to_json() for i in out])
+
+
+def mount_command(name: str, m: RecipeMount) -> str:
+    """The `mirrormount mount` line a recipe mount stands for (shown by --dry-run)."""
+    words = ["mirrormount", "mount", name, m.source, m.target]
+    if m.bind:
+        words.append("--bind")
+    if m.fstype:
+        words += ["-t", m.fstype]
+    if m.options:
+        words += ["-o", m.options]
+    if m.guest_only:
+        words.append("--guest-only")
+    return shlex.join(words)
 
 
 @app.command("list")

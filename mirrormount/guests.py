@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import mountinfo
@@ -31,6 +32,7 @@ from .state import GuestRecord, StateLock, guest_names, load
 
 if TYPE_CHECKING:  # the finder itself is imported only when an unmount needs explaining
     from .finder import BusyReport
+    from .recipe import RecipeMount
 
 # Directories tried, in order, for pivot_root's put_old (see nursery._guest_child).
 PUT_OLD_CANDIDATES = ("mnt", "tmp", "media", "srv", "opt", "home", "root", "var", "etc", "usr")
@@ -251,6 +253,15 @@ class Guests:
         if not os.path.exists(rec.mirror + shell):
             shell = "/bin/sh"
         return shell
+
+    def add_mounts(self, name: str, mounts: Sequence[RecipeMount]) -> None:
+        """A recipe's mounts, in order, each as `mirrormount mount` would make it."""
+        from .guestonly import mount_guest_only
+        for m in mounts:
+            if m.guest_only:
+                mount_guest_only(self, name, m.source, m.target, m.fstype, m.options, m.bind)
+            else:
+                self.mount(name, m.source, m.target, m.fstype, m.options, m.bind)
 
     # ------------------------------------------------------------------ mount / umount
     def open_guest_path(self, rec: GuestRecord, guest_path: str) -> int:

@@ -368,3 +368,34 @@ def test_doctor(sandbox):
     expected = "shared" if sandbox.propagation == "rshared" else "private"
     assert expected in [c for c in sandbox.mm("doctor", "--json").json
                         if c["check"] == "propagation of /"][0]["detail"]
+
+
+# ---------------------------------------------------------------- recipes
+def test_create_from_recipe(sandbox):
+    text = ("[guest]\nhostname = 'fromrecipe'\nnamespaces = ['pid']\n"
+            "[[mount]]\nsource = 'seen'\ntarget = '/srv'\ntype = 'tmpfs'\n"
+            "[[mount]]\nsource = 'hidden'\ntarget = '/mnt'\ntype = 'tmpfs'\n"
+            "guest_only = true\n")
+    sandbox.sh(f"cat > /tmp/r.toml <<'EOF'\n{text}EOF")
+    dry = sandbox.mm("create", "c1", "--recipe", "/tmp/r.toml", "--dry-run")
+    assert dry.returncode == 0 and "mirrormount mount c1 hidden /mnt -t tmpfs --guest-only" \
+        in dry.stdout
+    create(sandbox, "c1", "--recipe", "/tmp/r.toml")
+    assert guest_sh(sandbox, "c1", "hostname").stdout.strip() == "fromrecipe"
+    gm = guest_mountpoints(sandbox, "c1")
+    assert "/srv" in gm and "/mnt" in gm
+    host = host_mountpoints(sandbox)
+    assert "/container/c1/srv" in host and "/container/c1/mnt" not in host
+    assert sandbox.mm("--json", "list").json[0]["guest_only"] == ["/mnt"]
+
+
+def test_recipe_mount_failure_leaves_no_guest(sandbox):
+    sandbox.sh("printf '[[mount]]\\nsource = \"s\"\\ntarget = \"/no/such/dir\"\\n"
+               "type = \"tmpfs\"\\n' > /tmp/bad.toml")
+    before = sandbox.mountinfo()
+    r = sandbox.mm("create", "c1", "--recipe", "/tmp/bad.toml")
+    assert r.returncode == 1, r.stderr
+    assert sandbox.mm("--json", "list").json == []
+    # only BASE, STATE and the nursery may remain from the attempt
+    extra = {f[4] for f in sandbox.mountinfo()} - {f[4] for f in before}
+    assert extra <= {"/container", "/run/mirrormount", "/run/mirrormount/.nursery/mnt"}, extra

@@ -1,0 +1,124 @@
+"""Guest recipes: a TOML file that says what `create` would otherwise take as flags, plus the
+mounts to make once the guest exists. Pure: text in, frozen records out (tomllib, stdlib).
+
+    [guest]
+    rootfs = "/"                       # default "/"
+    hostname = "web1"                  # optional: its own UTS namespace
+    namespaces = ["pid", "net"]        # optional: uts, ipc, net, pid, cgroup
+    propagation = "mirror"             # or "mirror+host"
+
+    [[mount]]                          # zero or more, made in order after the guest exists
+    source = "scratch"
+    target = "/srv/scratch"            # a guest path
+    type = "tmpfs"                     # or bind = true, with a host path as source
+    options = "size=64m"
+    guest_only = false                 # true: the host mirror cannot see or pin it
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+
+from .errors import UsageError
+from .plan import EXTRA_KINDS, PROPAGATION_MODES, CreateRequest
+
+GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation"}
+MOUNT_KEYS = {"source", "target", "type", "options", "bind", "guest_only"}
+
+
+@dataclass(frozen=True)
+class RecipeMount:
+    source: str
+    target: str
+    fstype: str | None = None
+    options: str | None = None
+    bind: bool = False
+    guest_only: bool = False
+
+
+@dataclass(frozen=True)
+class Recipe:
+    rootfs: str = "/"
+    hostname: str | None = None
+    kinds: frozenset[str] = frozenset()
+    propagation: str = "mirror"
+    mounts: tuple[RecipeMount, ...] = ()
+
+    def request(self, name: str) -> CreateRequest:
+        return CreateRequest(name, self.rootfs, self.hostname, self.kinds, self.propagation)
+
+
+def _str(table: dict[str, object], key: str, where: str, default: str | None = None) -> str | None:
+    value = table.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise UsageError(f"recipe {where}: {key} must be a string")
+    return value
+
+
+def _bool(table: dict[str, object], key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise UsageError(f"recipe {where}: {key} must be true or false")
+    return value
+
+
+def _unknown(table: dict[str, object], allowed: set[str], where: str) -> None:
+    extra = sorted(set(table) - allowed)
+    if extra:
+        raise UsageError(f"recipe {where}: unknown key(s) {', '.join(extra)}; "
+                         f"known: {', '.join(sorted(allowed))}")
+
+
+def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
+    """Validate everything up front: a bad recipe is a usage error and changes nothing."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{origin}: {exc}") from None
+    _unknown(data, {"guest", "mount"}, origin)
+    guest = data.get("guest", {})
+    if not isinstance(guest, dict):
+        raise UsageError(f"{origin}: [guest] must be a table")
+    _unknown(guest, GUEST_KEYS, f"{origin} [guest]")
+    kinds = guest.get("namespaces", [])
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        raise UsageError(f"{origin} [guest]: namespaces must be a list of strings")
+    bad = sorted(set(kinds) - set(EXTRA_KINDS))
+    if bad:
+        raise UsageError(f"{origin} [guest]: unknown namespace kind(s) {', '.join(bad)}: "
+                         f"choose from {','.join(EXTRA_KINDS)}")
+    propagation = _str(guest, "propagation", f"{origin} [guest]", "mirror") or "mirror"
+    if propagation not in PROPAGATION_MODES:
+        raise UsageError(f"{origin} [guest]: propagation must be mirror or mirror+host")
+    mounts = []
+    raw_mounts = data.get("mount", [])
+    if not isinstance(raw_mounts, list):
+        raise UsageError(f"{origin}: use [[mount]] for each mount")
+    for i, m in enumerate(raw_mounts, 1):
+        where = f"{origin} [[mount]] #{i}"
+        if not isinstance(m, dict):
+            raise UsageError(f"{where}: must be a table")
+        _unknown(m, MOUNT_KEYS, where)
+        source, target = _str(m, "source", where), _str(m, "target", where)
+        if not source or not target:
+            raise UsageError(f"{where}: source and target are required")
+        if not target.startswith("/"):
+            raise UsageError(f"{where}: target must be an absolute guest path")
+        bind = _bool(m, "bind", where)
+        fstype = _str(m, "type", where)
+        if bind == (fstype is not None):
+            raise UsageError(f"{where}: give either type = \"...\" or bind = true")
+        mounts.append(RecipeMount(source, target, fstype, _str(m, "options", where), bind,
+                                  _bool(m, "guest_only", where)))
+    return Recipe(rootfs=_str(guest, "rootfs", f"{origin} [guest]", "/") or "/",
+                  hostname=_str(guest, "hostname", f"{origin} [guest]"),
+                  kinds=frozenset(kinds), propagation=propagation, mounts=tuple(mounts))
+
+
+def load_recipe(path: str) -> Recipe:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read recipe {path}: {exc.strerror}") from None
+    return parse_recipe(text, path)
