@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ from .plan import (MakeDir, MountTmpfs, Op, RBind, SetPropagation, SpawnGuest, S
 from .state import StateLock, write_atomic
 
 # Tests set this to an operation's class name or index to fail just before that step,
-# proving that rollback leaves nothing behind whatever step fails.
+# proving that rollback leaves nothing behind whatever step fails. "N:kill" instead dies
+# by SIGKILL there, with no rollback at all: what a crash or an OOM kill leaves behind,
+# which `destroy` must then clean up.
 FAULT_ENV = "MIRRORMOUNT_FAULT"
 
 PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
@@ -60,10 +63,12 @@ class Executor:
     record_factory: Callable[[Outcome], dict] | None = None
 
     def run(self, ops: list[Op]) -> Outcome:
-        fault = os.environ.get(FAULT_ENV)
+        fault, _, how = (os.environ.get(FAULT_ENV) or "").partition(":")
         try:
             for index, op in enumerate(ops):
                 if fault in (type(op).__name__, str(index)):
+                    if how == "kill":
+                        os.kill(os.getpid(), signal.SIGKILL)
                     raise OperationError(f"injected fault before step {index} "
                                          f"({type(op).__name__}) [{FAULT_ENV}]")
                 t0 = time.perf_counter()

@@ -27,7 +27,8 @@ from .mountquery import mounts_at
 from .nsexec import in_namespaces
 from .nursery import release_ns_file
 from .plan import CreateRequest, HostFacts, Layout, Op, plan_create, render, validate_name
-from .procfs import alive, ns_id, pids_by_mnt_ns, wait_gone
+from .procfs import (alive, ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
+                     read_text, wait_gone)
 from .state import GuestRecord, StateLock, guest_names, load
 
 if TYPE_CHECKING:  # the finder itself is imported only when an unmount needs explaining
@@ -374,6 +375,15 @@ class Guests:
             return finder.find_residue(identity, self.layout)
         return None
 
+    def _pids_in(self, name: str) -> list[int]:
+        """Processes in the guest's mount namespace (none if it is not held any more)."""
+        holder = self.layout.ns_file(name, "mnt")
+        held = mounts_at([holder]).at(holder)
+        if held is None or held.fstype != "nsfs":
+            return []
+        ino = ns_inode(holder)
+        return sorted(pids_by_mnt_ns().get(ino, [])) if ino else []
+
     def _umount_once(self, name: str, target: str, flags: int) -> None:
         try:
             in_namespaces({"mnt": self.layout.ns_file(name, "mnt")}, _umount_in_guest,
@@ -396,18 +406,19 @@ class Guests:
         if name not in guest_names(self.layout):
             raise UsageError(f"no such guest: {name}")
         with StateLock(self.layout.state):
-            rec = load(self.layout, name)
-            info = self.info(name)
-            reaper = rec.reaper_pid if rec else None
-            inside = [p for p in info.pids if p != reaper]
+            # Who is inside comes from the held mount namespace itself, not from the record:
+            # a create killed before writing its record leaves a reaper nobody recorded.
+            pids = self._pids_in(name)
+            reapers = [p for p in pids if is_our_reaper(p)]
+            inside = [p for p in pids if p not in reapers]
             if inside and not force:
                 raise BusyError(f"guest {name} still has {len(inside)} process(es) inside "
                                 f"(pids {' '.join(map(str, inside[:10]))}); "
                                 "use --force to stop them")
             if inside:
                 stop_processes(inside, grace)
-            if reaper:
-                stop_processes([reaper], 0)
+            if reapers:
+                stop_processes(reapers, 0)
             ns_dir = self.layout.ns_dir(name)
             for kind in ("mnt", "uts", "ipc", "net", "pid", "cgroup"):
                 release_ns_file(f"{ns_dir}/{kind}")
@@ -439,6 +450,14 @@ def _umount_in_guest(target: str, flags: int) -> None:
     except OSError as exc:
         exc.filename = target
         raise
+
+
+def is_our_reaper(pid: int) -> bool:
+    """mirrormount's own PID 1 of a guest pid namespace (nursery._reaper): named mm-reaper
+    and pid 1 in its innermost namespace. Killing it is part of destroying the guest."""
+    status = read_text(f"/proc/{pid}/status") or ""
+    fields = parse_status(status)
+    return fields.get("Name") == "mm-reaper" and parse_nspid(status)[-1:] == (1,)
 
 
 def stop_processes(pids: list[int], grace: float) -> None:

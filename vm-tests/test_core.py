@@ -399,3 +399,49 @@ def test_recipe_mount_failure_leaves_no_guest(sandbox):
     # only BASE, STATE and the nursery may remain from the attempt
     extra = {f[4] for f in sandbox.mountinfo()} - {f[4] for f in before}
     assert extra <= {"/container", "/run/mirrormount", "/run/mirrormount/.nursery/mnt"}, extra
+
+
+# ---------------------------------------------------------------- killed midway
+def test_destroy_recovers_a_create_killed_at_every_step(sandbox):
+    create(sandbox, "warm")  # BASE, STATE and the nursery exist, as on a host in use
+    plan = sandbox.mm("create", "c1", "--ns", "pid", "--hostname", "h", "--dry-run").stdout
+    steps = sum(1 for line in plan.splitlines() if line.startswith("# step "))
+    before = sandbox.mountinfo()
+    for i in range(steps):
+        sandbox.env["MIRRORMOUNT_FAULT"] = f"{i}:kill"
+        r = sandbox.mm("create", "c1", "--ns", "pid", "--hostname", "h")
+        assert r.returncode == -9, (i, r.returncode, r.stderr)
+        del sandbox.env["MIRRORMOUNT_FAULT"]
+        listed = {g["name"]: g for g in sandbox.mm("--json", "list").json}
+        if "c1" in listed:                      # something was left: destroy cleans it up
+            assert listed["c1"]["state"] in ("broken", "stopped"), (i, listed["c1"])
+            r = sandbox.mm("destroy", "c1")
+            assert r.returncode == 0, (i, r.stderr)
+        assert sandbox.mountinfo() == before, f"step {i}: mounts left after destroy"
+        assert not live_reapers(sandbox), f"step {i}: a reaper was left running"
+        assert [g["name"] for g in sandbox.mm("--json", "list").json] == ["warm"], i
+    create(sandbox, "c1", "--ns", "pid", "--hostname", "h")
+    assert sandbox.mm("--json", "status", "c1").json["mirror_intact"] is True
+
+
+def test_first_create_killed_at_every_step_is_repaired_by_the_next(sandbox):
+    plan = sandbox.mm("create", "c1", "--ns", "pid", "--dry-run").stdout
+    steps = sum(1 for line in plan.splitlines() if line.startswith("# step "))
+    before = sorted(f[4] for f in sandbox.mountinfo())
+    setup = ["/container", "/run/mirrormount", "/run/mirrormount/.nursery/mnt"]
+    for i in range(steps):
+        sandbox.env["MIRRORMOUNT_FAULT"] = f"{i}:kill"
+        assert sandbox.mm("create", "c1", "--ns", "pid").returncode == -9, i
+        del sandbox.env["MIRRORMOUNT_FAULT"]
+        if "c1" in [g["name"] for g in sandbox.mm("--json", "list").json]:
+            assert sandbox.mm("destroy", "c1").returncode == 0, i
+        create(sandbox, "c1", "--ns", "pid")      # repairs a half-made BASE/STATE/nursery
+        st = sandbox.mm("--json", "status", "c1").json
+        assert st["mirror_intact"] is True, (i, st)
+        assert sandbox.mm("destroy", "c1").returncode == 0, i
+        after = sorted(f[4] for f in sandbox.mountinfo())
+        assert after == sorted(before + setup), (i, after)   # one of each, nothing stacked
+        assert not live_reapers(sandbox), i
+        # start the next round from scratch again
+        sandbox.sh("umount /run/mirrormount/.nursery/mnt; umount /run/mirrormount; "
+                   "umount /container; rmdir /container")
