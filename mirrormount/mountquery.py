@@ -17,7 +17,9 @@ from collections.abc import Iterable
 from . import syscalls as sc
 from .mountinfo import Mount, MountTable, parse_line, unescape
 
-_statmount_ok: bool | None = None
+# None: not tried yet. Kernels before 6.8 (Debian's 6.1 among them) have no statmount and
+# no STATX_MNT_ID_UNIQUE; MIRRORMOUNT_NO_STATMOUNT=1 forces that path here, for tests.
+_statmount_ok: bool | None = False if os.environ.get("MIRRORMOUNT_NO_STATMOUNT") else None
 
 
 def _unique_id(path: str) -> int | None:

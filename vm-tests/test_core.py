@@ -445,3 +445,22 @@ def test_first_create_killed_at_every_step_is_repaired_by_the_next(sandbox):
         # start the next round from scratch again
         sandbox.sh("umount /run/mirrormount/.nursery/mnt; umount /run/mirrormount; "
                    "umount /container; rmdir /container")
+
+
+# ---------------------------------------------------------------- kernels without statmount
+def test_lifecycle_without_statmount(sandbox):
+    """Linux < 6.8 (e.g. Debian's 6.1) has no statmount(2): single-mount questions fall back
+    to a filtered mountinfo scan. The answers must be the same."""
+    sandbox.env["MIRRORMOUNT_NO_STATMOUNT"] = "1"
+    create(sandbox, "c1", "--ns", "pid")
+    create(sandbox, "c2")
+    assert sandbox.mm("create", "c1").returncode == 2          # exists, found without statmount
+    listed = sandbox.mm("--json", "list").json
+    assert [(g["name"], g["state"]) for g in listed] == [("c1", "stopped"), ("c2", "stopped")]
+    assert set(listed[0]["namespaces"]) == {"mnt", "pid"}
+    assert sandbox.mm("--json", "status", "c1").json["mirror_intact"] is True
+    del sandbox.env["MIRRORMOUNT_NO_STATMOUNT"]
+    assert sandbox.mm("--json", "list").json == listed            # same answers either way
+    sandbox.env["MIRRORMOUNT_NO_STATMOUNT"] = "1"
+    assert sandbox.mm("destroy", "c1", "c2").returncode == 0
+    assert not [m for m in host_mountpoints(sandbox) if m.startswith("/container/")]
