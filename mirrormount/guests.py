@@ -273,8 +273,8 @@ class Guests:
             return sc.openat2(root, guest_path.lstrip("/") or ".", sc.O_PATH,
                               sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
         except OSError as exc:
-            reason = (exc.strerror or "").split(": ")[-1]
-            raise OperationError(f"mount: {guest_path} in {rec.name}: {reason}") from exc
+            exc.filename, exc.filename2 = f"{guest_path} in {rec.name}", None
+            raise OperationError(describe(exc, "resolve")) from exc
         finally:
             os.close(root)
 
@@ -395,6 +395,7 @@ class Guests:
             if exc.errno == errno.EINVAL:
                 raise OperationError(f"umount {target} in {name} failed: not a mount point "
                                      "(EINVAL)") from exc
+            exc.filename = f"{target} in {name}"
             raise OperationError(describe(exc, "umount")) from exc
 
     # ------------------------------------------------------------------ destroy
