@@ -177,24 +177,10 @@ class Guests:
     def info(self, name: str, table: MountTable | None = None,
              by_ns: dict[int, list[int]] | None = None) -> GuestInfo:
         rec = load(self.layout, name)
-        problems = []
         if rec is None:
             return GuestInfo(name, self.layout.mirror(name), "?", "broken", {}, [],
                              problems=["record missing"])
-        if table is None:
-            # Only this guest's mirror and nsfs files matter: O(1) lookups, not the table.
-            table = mounts_at([rec.mirror, *self.ns_files(rec).values()])
-        namespaces = {}
-        for kind, path in self.ns_files(rec).items():
-            held = table.at(path)
-            if held is None or held.fstype != "nsfs":
-                problems.append(f"{kind} namespace is not held ({path})")
-                continue
-            namespaces[kind] = ns_id(path) or "?"
-        if table.at(rec.mirror) is None:
-            problems.append(f"mirror {rec.mirror} is not mounted")
-        if rec.reaper_pid and not alive(rec.reaper_pid):
-            problems.append(f"pid namespace init {rec.reaper_pid} is gone")
+        namespaces, problems = self._held(rec, table)
         pids: list[int] = []
         mnt = namespaces.get("mnt")
         if mnt:
@@ -206,6 +192,26 @@ class Guests:
         state = "broken" if problems else ("running" if others else "stopped")
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, state, namespaces, pids,
                          rec.propagation, rec.hostname, list(rec.guest_only), problems)
+
+    def _held(self, rec: GuestRecord, table: MountTable | None = None
+              ) -> tuple[dict[str, str], list[str]]:
+        """The namespaces still held by nsfs binds ({kind: "mnt:[ino]"}) and what is broken."""
+        if table is None:
+            # Only this guest's mirror and nsfs files matter: O(1) lookups, not the table.
+            table = mounts_at([rec.mirror, *self.ns_files(rec).values()])
+        namespaces: dict[str, str] = {}
+        problems: list[str] = []
+        for kind, path in self.ns_files(rec).items():
+            held = table.at(path)
+            if held is None or held.fstype != "nsfs":
+                problems.append(f"{kind} namespace is not held ({path})")
+                continue
+            namespaces[kind] = ns_id(path) or "?"
+        if table.at(rec.mirror) is None:
+            problems.append(f"mirror {rec.mirror} is not mounted")
+        if rec.reaper_pid and not alive(rec.reaper_pid):
+            problems.append(f"pid namespace init {rec.reaper_pid} is gone")
+        return namespaces, problems
 
     def list_all(self) -> list[GuestInfo]:
         require_root("list")  # STATE is 0700: anyone else would just see no guests
@@ -243,9 +249,9 @@ class Guests:
         from .nsexec import exec_in
         require_root("exec")
         rec = self.record(name)
-        info = self.info(name)
-        if "mnt" not in info.namespaces:
-            raise OperationError(f"guest {name} is broken: {'; '.join(info.problems)}")
+        namespaces, problems = self._held(rec)   # no /proc scan: exec needs no pid list
+        if "mnt" not in namespaces:
+            raise OperationError(f"guest {name} is broken: {'; '.join(problems)}")
         return exec_in(self.ns_files(rec), argv)
 
     def shell_for(self, name: str) -> str:
