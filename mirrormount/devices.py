@@ -23,6 +23,8 @@ import os
 import stat
 from typing import Any
 
+from .procfs import read_text
+
 SECTOR = 512                       # sysfs `size` counts 512-byte sectors, whatever the device
 UDEV_KEYS = ("ID_SERIAL", "ID_MODEL", "ID_FS_UUID", "ID_FS_LABEL")
 UDEVD_CONTROL = "/run/udev/control"  # udevd's control socket: present while udevd runs
@@ -114,14 +116,6 @@ def device_label(device: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- sysfs
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def sysfs_dir(major: int, minor: int, sys_root: str = "/sys") -> str | None:
     """/sys/dev/block/MAJ:MIN, resolved (None when the kernel has no such block device)."""
     link = f"{sys_root}/dev/block/{major}:{minor}"
@@ -142,17 +136,17 @@ def sysfs_facts(major: int, minor: int, sys_root: str = "/sys") -> dict[str, Any
     top = sysfs_dir(major, minor, sys_root)
     if top is None:
         return facts
-    uevent = parse_uevent(_read(f"{top}/uevent") or "")
+    uevent = parse_uevent(read_text(f"{top}/uevent") or "")
     if uevent.get("DEVNAME"):
         facts["devnode"] = "/dev/" + uevent["DEVNAME"]
-    facts["size"] = parse_size(_read(f"{top}/size"))
-    facts["readonly"] = parse_flag(_read(f"{top}/ro"))
+    facts["size"] = parse_size(read_text(f"{top}/size"))
+    facts["readonly"] = parse_flag(read_text(f"{top}/ro"))
     disk = os.path.dirname(top) if os.path.exists(f"{top}/partition") else top
     # loop/ exists only while a file is attached: its absence means "not bound".
-    facts["backing_file"] = parse_text(_read(f"{disk}/loop/backing_file"))
-    facts["autoclear"] = parse_flag(_read(f"{disk}/loop/autoclear"))
-    facts["model"] = parse_text(_read(f"{disk}/device/model"))
-    facts["serial"] = parse_text(_read(f"{disk}/serial") or _read(f"{disk}/device/serial"))
+    facts["backing_file"] = parse_text(read_text(f"{disk}/loop/backing_file"))
+    facts["autoclear"] = parse_flag(read_text(f"{disk}/loop/autoclear"))
+    facts["model"] = parse_text(read_text(f"{disk}/device/model"))
+    facts["serial"] = parse_text(read_text(f"{disk}/serial") or read_text(f"{disk}/device/serial"))
     return facts
 
 

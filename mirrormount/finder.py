@@ -48,7 +48,8 @@ from . import mountinfo
 from . import syscalls as sc
 from .errors import UsageError
 from .mountinfo import Mount, MountTable, is_under, unescape
-from .nsexec import run_in_child
+from . import devices
+from .nsexec import read_own_mountinfo, run_in_child
 from .plan import NAME_RE, Layout
 from .procfs import parse_nspid, read_text
 from .state import guest_names, load
@@ -363,22 +364,34 @@ class NsView:
         return f"mnt:[{self.ino}]"
 
 
+def _open_step(proc_fd: int, kind: str, path: str) -> int:
+    """("proc", rel) is opened relative to the host's /proc; ("root", path) where we are."""
+    if kind == "proc":
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd)
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _enter_steps(proc_fd: int, steps: Iterable[tuple[str, str]]) -> None:
+    """setns() into each mount namespace in turn; each step is opened from the previous one."""
+    for kind, path in steps:
+        fd = _open_step(proc_fd, kind, path)
+        try:
+            sc.setns(fd, sc.CLONE_NEWNS, path)
+        finally:
+            os.close(fd)
+
+
 def _read_tables(proc_fd: int, chains: list[tuple[tuple[str, str], ...]],
                  probes: list[str]) -> list[tuple[str | None, dict, str | None]]:
     """In a forked child: setns into each namespace in turn, read its mountinfo through the
     host's /proc (opened before any setns: a guest's /proc may be another pid namespace's)
     and stat the probe paths as that namespace sees them."""
 
-    def open_step(kind: str, path: str) -> int:
-        if kind == "proc":
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd)
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-
     # Every chain starts in the caller's namespace: open all first steps before moving.
     first: list[int | OSError] = []
     for chain in chains:
         try:
-            first.append(open_step(*chain[0]))
+            first.append(_open_step(proc_fd, *chain[0]))
         except OSError as exc:
             first.append(exc)
     out: list[tuple[str | None, dict, str | None]] = []
@@ -389,15 +402,8 @@ def _read_tables(proc_fd: int, chains: list[tuple[tuple[str, str], ...]],
         try:
             sc.setns(fd0, sc.CLONE_NEWNS, chain[0][1])
             os.close(fd0)
-            for step in chain[1:]:
-                fd = open_step(*step)
-                try:
-                    sc.setns(fd, sc.CLONE_NEWNS, step[1])
-                finally:
-                    os.close(fd)
-            fd = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd)
-            with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as f:
-                text = f.read()
+            _enter_steps(proc_fd, chain[1:])
+            text = read_own_mountinfo(proc_fd)
             stats = {p: _stat_key(p) for p in probes}
             out.append((text, stats, None))
         except OSError as exc:
@@ -935,26 +941,14 @@ def block_holders(major: int, minor: int, sys_root: str = "/sys") -> list[str]:
         return []
 
 
-def devnode(major: int, minor: int, source: str = "", sys_root: str = "/sys") -> str | None:
-    text = read_text(f"{sys_root}/dev/block/{major}:{minor}/uevent") if major else None
-    for line in (text or "").splitlines():
-        if line.startswith("DEVNAME="):
-            return "/dev/" + line.split("=", 1)[1]
-    return source if source.startswith("/dev/") else None
-
-
 def describe_device(major: int, minor: int, fstype: str, source: str) -> dict:
-    """Device identity from devices.py (udev/sysfs) when it is there; the basics otherwise."""
-    basic = {"devnode": devnode(major, minor, source), "majmin": f"{major}:{minor}",
-             "fstype": fstype}
+    """Device identity (devices.py: udev or sysfs). It is decoration: if reading it fails,
+    the pins must still be reported, so fall back to what mountinfo already told us."""
     try:
-        from .devices import describe_device as rich
-    except ImportError:
-        return basic
-    try:
-        return rich(major, minor, fstype, source)
-    except Exception:  # noqa: BLE001 - identity is decoration: the pins must still be reported
-        return basic
+        return devices.describe_device(major, minor, fstype, source)
+    except Exception:  # noqa: BLE001
+        return {"devnode": source if source.startswith("/dev/") else None,
+                "majmin": f"{major}:{minor}", "fstype": fstype}
 
 
 # ============================================================================ targets
@@ -989,9 +983,7 @@ def _resolve_in_guest(proc_fd: int, guest_path: str,
     """In a child inside the guest: its mountinfo, the mount id of guest_path (resolved with
     the guest's / as root, so a symlink the guest made cannot lead elsewhere), and the probe
     paths as the guest sees them."""
-    fd = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd)
-    with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as f:
-        text = f.read()
+    text = read_own_mountinfo(proc_fd)
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         pfd = sc.openat2(root, guest_path.lstrip("/") or ".", sc.O_PATH,
@@ -1081,13 +1073,7 @@ def _in_ns(chain: tuple[tuple[str, str], ...] | None,
         raise UsageError("that namespace cannot be entered")
 
     def body(proc_fd: int, *args: object) -> T:
-        for kind, path in chain:
-            fd = (os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd) if kind == "proc"
-                  else os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-            try:
-                sc.setns(fd, sc.CLONE_NEWNS, path)
-            finally:
-                os.close(fd)
+        _enter_steps(proc_fd, chain)
         return fn(proc_fd, *args)
 
     return body

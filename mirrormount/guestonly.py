@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 from . import syscalls as sc
 from .errors import OperationError, UsageError, describe
 from .mountinfo import Mount, MountTable
-from .nsexec import in_namespaces
+from .nsexec import in_namespaces, read_own_mountinfo
 from .state import GuestRecord, StateLock, load, write_atomic
 
 if TYPE_CHECKING:
@@ -103,11 +103,7 @@ def _mnt_id(fd: int) -> int:
 
 
 def _own_table(proc_fd: int) -> MountTable:
-    # Our /proc may be the guest's (another pid namespace, no "self"): read through the
-    # host's /proc fd opened before setns; "self" is still us, now in the guest's namespace.
-    fd = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd)
-    with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as f:
-        return MountTable.parse(f.read())
+    return MountTable.parse(read_own_mountinfo(proc_fd))
 
 
 def _attach_in_guest(proc_fd: int, tree_fd: int, target: str) -> Placed:
@@ -211,9 +207,7 @@ def _remove_self_bind_in_guest(proc_fd: int, target: str,
                 sc.umount2(f"self/fd/{fd}", sc.MNT_DETACH)
         finally:
             os.close(fd)
-    fd = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd)
-    with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as f:
-        return f.read()
+    return read_own_mountinfo(proc_fd)
 
 
 # ----------------------------------------------------------------------------- host side

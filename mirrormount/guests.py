@@ -24,7 +24,7 @@ from .health import Health, assess
 from .mountinfo import MountTable
 from .mountquery import cheap as mounts_cheap
 from .mountquery import mounts_at
-from .nsexec import in_namespaces
+from .nsexec import in_namespaces, read_own_mountinfo
 from .nursery import release_ns_file
 from .plan import CreateRequest, HostFacts, Layout, Op, plan_create, render, validate_name
 from .procfs import (alive, ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
@@ -96,15 +96,6 @@ class StatusReport:
 
 def host_table() -> MountTable:
     return MountTable.of(mountinfo.read())
-
-
-def _read_own_mountinfo(proc_fd: int) -> str:
-    # /proc inside the guest may belong to another pid namespace, where we have no "self":
-    # read through the host's /proc, opened before setns. "self" is still us, and mountinfo
-    # shows our (now the guest's) namespace relative to our (now the guest's) root.
-    fd = os.open("self/mountinfo", os.O_RDONLY, dir_fd=proc_fd)
-    with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as f:
-        return f.read()
 
 
 class Guests:
@@ -227,7 +218,7 @@ class Guests:
             return None
         proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         try:
-            text = in_namespaces({"mnt": holder}, _read_own_mountinfo, proc_fd)
+            text = in_namespaces({"mnt": holder}, read_own_mountinfo, proc_fd)
         except OSError:
             return None
         finally:

@@ -81,6 +81,17 @@ def run_in_child(fn: Callable[..., T], *args: Any) -> T:
     return value
 
 
+def read_own_mountinfo(proc_fd: int) -> str:
+    """Our mountinfo, from a child that setns()'d into another mount namespace.
+
+    /proc there may belong to another pid namespace, where we have no "self": read through
+    the host's /proc, opened (as proc_fd) before any setns. "self" is still us, and mountinfo
+    shows our namespace (now the guest's) relative to our root (now the guest's)."""
+    fd = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd)
+    with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as f:
+        return f.read()
+
+
 def open_ns_files(ns_files: Mapping[str, str]) -> dict[str, int]:
     return {kind: os.open(path, os.O_RDONLY | os.O_CLOEXEC) for kind, path in ns_files.items()}
 
