@@ -2,16 +2,19 @@
 without root. Usage errors go through typer's CliRunner; the entry point and the non-root
 refusal run `python -m mirrormount` as a real subprocess.
 
-Safety: these tests run as root in CI. Guests.create and the executor are replaced by traps,
-so even if validation regressed, no test could mount anything in this machine's namespace.
+Safety: these tests run as root in CI. In-process, Guests.create and the executor are
+replaced by traps, and tests/conftest.py makes every mount/namespace syscall raise. A real
+process never runs as root on the host: it runs as nobody, or inside a throwaway sandbox
+(mirrormount.sandbox), so even a regressed validation cannot mount anything here.
 """
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from typer.testing import CliRunner
 
 from mirrormount import __version__
 from mirrormount.cli import app
+from mirrormount.removal import remove_tree
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("create", "list", "status", "exec", "enter", "mount", "umount", "destroy", "doctor")
@@ -181,27 +185,67 @@ def test_create_help_shows_the_contract_options():
 # ----------------------------------------------------------------------------- real processes
 @pytest.fixture
 def shared_tmp():
-    """A directory anyone may write in (tmp_path is root-only), removed afterwards."""
+    """A directory anyone may write in (tmp_path is root-only), removed afterwards.
+    remove_tree refuses (and fails the teardown) if anything got mounted in it."""
     d = tempfile.mkdtemp(prefix="mirrormount-test-", dir="/tmp")
     os.chmod(d, 0o777)
     yield Path(d)
-    shutil.rmtree(d)
+    remove_tree(d)
 
 
-def run_cli(args: list[str], *, as_nobody: bool, cwd: Path) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "mirrormount", *args]
-    if as_nobody and os.geteuid() == 0:
-        # CI runs as root: drop to nobody (and no capabilities) for real.
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                "--inh-caps=-all", "--"] + argv
+# Inside the sandbox: BASE and STATE live under the sandbox's own fresh /tmp.
+SANDBOX_SCRATCH = "/tmp/mm-test"
+# Runs inside the sandbox: the CLI in SCRATCH, then what it left there, as one JSON line.
+INSIDE = """\
+import json, os, subprocess, sys
+where = sys.argv[1]
+os.mkdir(where, 0o777)
+cp = subprocess.run(sys.argv[2:], capture_output=True, text=True, cwd=where, timeout=60)
+print(json.dumps({"returncode": cp.returncode, "stdout": cp.stdout, "stderr": cp.stderr,
+                  "left": sorted(os.listdir(where))}))
+"""
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    left: list[str]      # what the command left in its scratch directory
+
+
+def run_cli(args: list[str], *, as_nobody: bool, scratch: Path, expect: int) -> Run:
+    """`python -m mirrormount --base DIR/base --state DIR/state ARGS` as a real process, and
+    assert its exit code is `expect`. Never as root on the host: as root it runs either as
+    nobody (setpriv, for real) or inside a throwaway sandbox (mirrormount.sandbox), where DIR
+    is the sandbox's own /tmp/mm-test; otherwise DIR is `scratch`."""
+    sandboxed = os.geteuid() == 0 and not as_nobody
+    where = SANDBOX_SCRATCH if sandboxed else str(scratch)
+    cli = [sys.executable, "-m", "mirrormount", "--base", f"{where}/base",
+           "--state", f"{where}/state", *args]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
-           "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "HOME": str(cwd)}
-    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=60)
+           "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "HOME": where}
+    if sandboxed:
+        argv = [sys.executable, "-m", "mirrormount.sandbox", "--",
+                sys.executable, "-c", INSIDE, where, *cli]
+        cp = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=90)
+        assert cp.returncode == 0 and cp.stdout.count("\n") == 1, \
+            f"sandbox failed ({cp.returncode}): {cp.stderr}{cp.stdout}"
+        r = Run(**json.loads(cp.stdout))
+    else:
+        if as_nobody and os.geteuid() == 0:
+            # drop to nobody (and no capabilities) for real
+            cli = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                   "--inh-caps=-all", "--"] + cli
+        cp = subprocess.run(cli, capture_output=True, text=True, cwd=scratch, env=env,
+                            timeout=60)
+        r = Run(cp.returncode, cp.stdout, cp.stderr, sorted(os.listdir(scratch)))
+    assert r.returncode == expect, (args, r.returncode, r.stderr, r.stdout)
+    return r
 
 
 def test_subprocess_really_drops_root(shared_tmp):
-    r = run_cli(["--version"], as_nobody=True, cwd=shared_tmp)
-    assert r.returncode == 0, r.stderr
+    run_cli(["--version"], as_nobody=True, scratch=shared_tmp, expect=0)
     probe = subprocess.run(
         (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
          if os.geteuid() == 0 else []) + ["sh", "-c", "id -u"],
@@ -219,21 +263,36 @@ def test_subprocess_really_drops_root(shared_tmp):
     ["status", "c1"],
 ])
 def test_non_root_is_refused_and_changes_nothing(shared_tmp, args):
-    base, state = shared_tmp / "base", shared_tmp / "state"
-    r = run_cli(["--base", str(base), "--state", str(state), *args], as_nobody=True,
-                cwd=shared_tmp)
-    assert r.returncode != 0
+    # require_root raises OperationError: an operation failure, exit 1 (README "Exit codes")
+    r = run_cli(args, as_nobody=True, scratch=shared_tmp, expect=1)
     assert "needs root" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1
-    assert list(shared_tmp.iterdir()) == []
+    assert r.left == []
 
 
 def test_entry_point_exit_code_for_a_bad_name(shared_tmp):
-    # Through `python -m mirrormount`, as root when we are root: 2, one line, no traceback.
-    base, state = shared_tmp / "base", shared_tmp / "state"
-    r = run_cli(["--base", str(base), "--state", str(state), "create", "bad/name"],
-                as_nobody=False, cwd=shared_tmp)
-    assert r.returncode == 2
+    # Through `python -m mirrormount` (as root: inside a sandbox): 2, one line, no traceback.
+    r = run_cli(["create", "bad/name"], as_nobody=False, scratch=shared_tmp, expect=2)
     assert r.stderr.startswith("mirrormount: invalid guest name") and "Traceback" not in r.stderr
+    assert r.left == []
     assert list(shared_tmp.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- the unit-test guard
+def test_unit_tests_cannot_change_mounts_or_namespaces(mount_guard):
+    """tests/conftest.py replaces every mutating syscall wrapper; read-only ones stay real."""
+    import mirrormount.guests
+    import mirrormount.syscalls as sc
+    names = ["mount", "umount2", "unshare", "setns", "pivot_root", "open_tree", "move_mount",
+             "mount_setattr"]
+    for name in names:
+        with pytest.raises(AssertionError, match="^unit tests must not change mounts or "
+                                                 f"namespaces: {name} called$"):
+            getattr(sc, name)("/", "/")
+    # product modules reach the same (guarded) functions through `sc`
+    with pytest.raises(AssertionError, match="mount called"):
+        mirrormount.guests.sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    assert mount_guard == names + ["mount"]
+    mount_guard.clear()   # seen and expected: not a swallowed call
+    assert sc.statx("/").mnt_id > 0

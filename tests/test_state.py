@@ -6,7 +6,6 @@ import json
 import os
 import select
 import stat
-import time
 
 import pytest
 
@@ -138,11 +137,9 @@ def test_statelock_excludes_another_process(tmp_path):
         children.append(b)
         # B must wait while A holds the lock ...
         assert not _readable(b_out_r, 0.3), "second process got the lock while the first held it"
-        # ... and get it as soon as A lets go.
-        released = time.monotonic()
+        # ... and get it once A lets go (5 s is a timeout, not a speed limit).
         os.write(a_rel_w, b"x")
         assert _readable(b_out_r, 5) and os.read(b_out_r, 2) == b"in"
-        assert time.monotonic() - released < 5
         for pid in children:
             assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
         children.clear()

@@ -79,8 +79,9 @@ def test_guests_do_not_see_each_other_or_state(sandbox):
         # BASE and STATE are tmpfs on the host: the directories beneath are empty (§5b)
         listing = guest_sh(sandbox, name, "ls -A /container /run/mirrormount").stdout
         assert "c1" not in listing and "c2" not in listing and "guest.json" not in listing
+        # exec exits with the command's status: test(1) says 1, "no such file"
         assert guest_sh(sandbox, name, "test -e /run/mirrormount/c1/ns/mnt",
-                        check=False).returncode != 0
+                        check=False).returncode == 1
 
 
 # ---------------------------------------------------------------- mirror vs mirror+host
@@ -281,7 +282,7 @@ def test_non_root_is_refused_and_changes_nothing(sandbox):
     before = sandbox.mountinfo()
     r = sandbox.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                      "python3", "-m", "mirrormount", "create", "c1"])
-    assert r.returncode != 0 and "needs root" in r.stderr, r.stderr
+    assert r.returncode == 1 and "needs root" in r.stderr, r.stderr   # an operation failure
     assert "Traceback" not in r.stderr
     assert sandbox.mountinfo() == before
 
@@ -298,40 +299,10 @@ def test_exists_and_unknown(sandbox):
 def test_concurrent_creates_leave_exactly_one_guest(sandbox):
     procs = [sandbox.popen("python3 -m mirrormount create c1") for _ in range(4)]
     codes = sorted(p.wait() for p in procs)
-    assert codes.count(0) == 1, codes
+    assert codes == [0, 2, 2, 2], codes        # the others: "already exists", a usage error
     guests = sandbox.mm("--json", "list").json
     assert [g["name"] for g in guests] == ["c1"] and guests[0]["state"] == "stopped"
     assert sandbox.mm("--json", "status", "c1").json["mirror_intact"] is True
-
-
-# ---------------------------------------------------------------- the nsfs quirk (§6)
-def test_no_flaky_nsfs_binds_in_20_runs(sandbox):
-    # Twenty fresh sandboxes would be the honest repeat of the first-create-in-a-new-namespace
-    # case; we get that by destroying STATE's nursery too between rounds.
-    for i in range(20):
-        r = sandbox.mm("create", f"r{i}", "--ns", "uts,pid")
-        assert r.returncode == 0, (i, r.stderr)
-        r = sandbox.mm("destroy", f"r{i}")
-        assert r.returncode == 0, (i, r.stderr)
-        sandbox.sh("umount /run/mirrormount/.nursery/mnt && rm /run/mirrormount/.nursery/mnt")
-
-
-# ---------------------------------------------------------------- rollback at every step
-def test_failed_create_undoes_every_step(sandbox):
-    plan = sandbox.mm("create", "c1", "--ns", "pid", "--hostname", "h", "--dry-run").stdout
-    steps = sum(1 for line in plan.splitlines() if line.startswith("# step "))
-    assert steps >= 12
-    before = sandbox.mountinfo()
-    for i in range(steps):
-        sandbox.env["MIRRORMOUNT_FAULT"] = str(i)
-        r = sandbox.mm("create", "c1", "--ns", "pid", "--hostname", "h")
-        assert r.returncode == 1 and "injected fault" in r.stderr, (i, r.stderr)
-        assert sandbox.mountinfo() == before, f"step {i} left mounts behind"
-        assert sandbox.sh("ls -A /container /run/mirrormount 2>/dev/null | grep -v : || true"
-                          ).stdout.strip() == "", f"step {i} left files behind"
-        assert not live_reapers(sandbox), f"step {i} left a reaper running"
-    del sandbox.env["MIRRORMOUNT_FAULT"]
-    create(sandbox, "c1")
 
 
 # ---------------------------------------------------------------- enter, --bind, doctor
@@ -349,7 +320,8 @@ def test_bind_host_dir_into_guest(sandbox):
     r = sandbox.mm("mount", "c1", "/srv/share", "/tmp/dst", "--bind", "-o", "ro")
     assert r.returncode == 0, r.stderr
     assert guest_sh(sandbox, "c1", "cat /tmp/dst/f").stdout == "shared\n"
-    assert guest_sh(sandbox, "c1", "touch /tmp/dst/g", check=False).returncode != 0  # ro
+    r = guest_sh(sandbox, "c1", "touch /tmp/dst/g", check=False)   # exec exits with touch's 1
+    assert r.returncode == 1 and "Read-only file system" in r.stderr, r.stderr
     r = sandbox.mm("mount", "c1", "/no/such/dir", "/tmp/dst", "--bind")
     assert r.returncode == 2
 
@@ -399,52 +371,6 @@ def test_recipe_mount_failure_leaves_no_guest(sandbox):
     # only BASE, STATE and the nursery may remain from the attempt
     extra = {f[4] for f in sandbox.mountinfo()} - {f[4] for f in before}
     assert extra <= {"/container", "/run/mirrormount", "/run/mirrormount/.nursery/mnt"}, extra
-
-
-# ---------------------------------------------------------------- killed midway
-def test_destroy_recovers_a_create_killed_at_every_step(sandbox):
-    create(sandbox, "warm")  # BASE, STATE and the nursery exist, as on a host in use
-    plan = sandbox.mm("create", "c1", "--ns", "pid", "--hostname", "h", "--dry-run").stdout
-    steps = sum(1 for line in plan.splitlines() if line.startswith("# step "))
-    before = sandbox.mountinfo()
-    for i in range(steps):
-        sandbox.env["MIRRORMOUNT_FAULT"] = f"{i}:kill"
-        r = sandbox.mm("create", "c1", "--ns", "pid", "--hostname", "h")
-        assert r.returncode == -9, (i, r.returncode, r.stderr)
-        del sandbox.env["MIRRORMOUNT_FAULT"]
-        listed = {g["name"]: g for g in sandbox.mm("--json", "list").json}
-        if "c1" in listed:                      # something was left: destroy cleans it up
-            assert listed["c1"]["state"] in ("broken", "stopped"), (i, listed["c1"])
-            r = sandbox.mm("destroy", "c1")
-            assert r.returncode == 0, (i, r.stderr)
-        assert sandbox.mountinfo() == before, f"step {i}: mounts left after destroy"
-        assert not live_reapers(sandbox), f"step {i}: a reaper was left running"
-        assert [g["name"] for g in sandbox.mm("--json", "list").json] == ["warm"], i
-    create(sandbox, "c1", "--ns", "pid", "--hostname", "h")
-    assert sandbox.mm("--json", "status", "c1").json["mirror_intact"] is True
-
-
-def test_first_create_killed_at_every_step_is_repaired_by_the_next(sandbox):
-    plan = sandbox.mm("create", "c1", "--ns", "pid", "--dry-run").stdout
-    steps = sum(1 for line in plan.splitlines() if line.startswith("# step "))
-    before = sorted(f[4] for f in sandbox.mountinfo())
-    setup = ["/container", "/run/mirrormount", "/run/mirrormount/.nursery/mnt"]
-    for i in range(steps):
-        sandbox.env["MIRRORMOUNT_FAULT"] = f"{i}:kill"
-        assert sandbox.mm("create", "c1", "--ns", "pid").returncode == -9, i
-        del sandbox.env["MIRRORMOUNT_FAULT"]
-        if "c1" in [g["name"] for g in sandbox.mm("--json", "list").json]:
-            assert sandbox.mm("destroy", "c1").returncode == 0, i
-        create(sandbox, "c1", "--ns", "pid")      # repairs a half-made BASE/STATE/nursery
-        st = sandbox.mm("--json", "status", "c1").json
-        assert st["mirror_intact"] is True, (i, st)
-        assert sandbox.mm("destroy", "c1").returncode == 0, i
-        after = sorted(f[4] for f in sandbox.mountinfo())
-        assert after == sorted(before + setup), (i, after)   # one of each, nothing stacked
-        assert not live_reapers(sandbox), i
-        # start the next round from scratch again
-        sandbox.sh("umount /run/mirrormount/.nursery/mnt; umount /run/mirrormount; "
-                   "umount /container; rmdir /container")
 
 
 # ---------------------------------------------------------------- kernels without statmount

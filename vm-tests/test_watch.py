@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -136,6 +135,9 @@ def test_watch_reports_pending_detach_then_detach_of_a_guest_mounted_loop(sandbo
         assert ev["device"]["majmin"] == majmin(dev) and ev["device"]["devnode"] == dev
         assert ev["device"]["fstype"] == "ext4"
         assert ev["device"]["backing_file"] == "/tmp/disk.img"
+        # no udevd in this sandbox (its /run is fresh): no udev record, no ID_* keys
+        assert ev["device"]["udev"] is False, ev["device"]
+        assert (ev["device"]["ID_FS_UUID"], ev["device"]["ID_FS_LABEL"]) == (None, None)
         assert ev["in_use"] is True and ev["guests"] == ["c1"]
         assert {c["guest"] for c in ev["copies"]} >= {"c1"}
         [pin] = [p for p in ev["pins"] if p["pid"] == camp_pid]
@@ -202,10 +204,9 @@ def test_watch_human_lines_and_ctrl_c(sandbox, free_loop):
 
 def test_watch_stops_at_timeout_and_rejects_bad_options(sandbox):
     sb = sandbox
-    t0 = time.monotonic()
+    # a watch that ignored --timeout would hit sb.mm's own 60 s timeout and fail
     r = sb.mm("watch", "--timeout", "0.5", "--device", "7:4095")
     assert r.returncode == 0 and r.stdout == "", r.stderr
-    assert time.monotonic() - t0 < 10
     assert sb.mm("watch", "--count", "0").returncode == 2
     assert sb.mm("watch", "--device", "/etc/passwd").returncode == 2
     assert sb.mm("watch", "--device", "/no/such").returncode == 2
