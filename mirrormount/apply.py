@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+from . import faults
 from . import syscalls as sc
-from .errors import OperationError
 from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
 from .plan import (MakeDir, MountTmpfs, Op, RBind, SetPropagation, SpawnGuest, StartNursery,
                    WriteRecord)
 from .state import StateLock, write_atomic
-
-# Tests set this to an operation's class name or index to fail just before that step,
-# proving that rollback leaves nothing behind whatever step fails. "N:kill" instead dies
-# by SIGKILL there, with no rollback at all: what a crash or an OOM kill leaves behind,
-# which `destroy` must then clean up.
-FAULT_ENV = "MIRRORMOUNT_FAULT"
 
 PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
                "unbindable": sc.MS_UNBINDABLE}
@@ -48,6 +41,10 @@ def remove_empty_dir(path: str) -> None:
             raise
 
 
+def _sub_point(step: int, point: int) -> None:
+    faults.at(f"{step}.{point}")
+
+
 @dataclass
 class Outcome:
     reaper_pid: int | None = None
@@ -63,19 +60,18 @@ class Executor:
     record_factory: Callable[[Outcome], dict] | None = None
 
     def run(self, ops: list[Op]) -> Outcome:
-        fault, _, how = (os.environ.get(FAULT_ENV) or "").partition(":")
+        """Do each step; on any failure (or Ctrl-C) undo the completed ones in reverse.
+        Fault points (faults.py): "0" before the first step, "N" after step N (numbered
+        from 1, as --dry-run numbers them), "N.M" inside step N."""
         try:
-            for index, op in enumerate(ops):
-                if fault in (type(op).__name__, str(index)):
-                    if how == "kill":
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    raise OperationError(f"injected fault before step {index} "
-                                         f"({type(op).__name__}) [{FAULT_ENV}]")
+            faults.at("0")
+            for number, op in enumerate(ops, start=1):
                 t0 = time.perf_counter()
-                self._do(op)
+                self._do(op, partial(_sub_point, number))
                 key = type(op).__name__
                 self.outcome.seconds[key] = (self.outcome.seconds.get(key, 0.0)
                                              + time.perf_counter() - t0)
+                faults.at(str(number))
         except BaseException:
             self.rollback()
             raise
@@ -83,14 +79,17 @@ class Executor:
         return self.outcome
 
     def rollback(self) -> None:
+        done = 0
         while self.undo:
             step = self.undo.pop()
             try:
                 step()
             except OSError:
                 pass  # best effort; the remaining steps still run
+            done += 1
+            faults.at(f"undo{done}")
 
-    def _do(self, op: Op) -> None:
+    def _do(self, op: Op, checkpoint: Callable[[int], None]) -> None:
         if isinstance(op, MakeDir):
             created = not os.path.isdir(op.path)
             os.makedirs(op.path, mode=0o700, exist_ok=True)
@@ -111,10 +110,10 @@ class Executor:
             sc.mount(op.source, op.target, None, sc.MS_BIND | sc.MS_REC)
             self.undo.append(partial(detach, op.target))
         elif isinstance(op, StartNursery):
-            start_nursery(op)
+            start_nursery(op, checkpoint)
             self.undo.append(partial(release_ns_file, op.holder))
         elif isinstance(op, SpawnGuest):
-            spawned = spawn_guest(op)
+            spawned = spawn_guest(op, checkpoint)
             self.outcome.reaper_pid = spawned.reaper_pid
             self.outcome.attempts = spawned.attempts
 

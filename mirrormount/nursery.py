@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from . import faults
 from . import syscalls as sc
 from .nsexec import NS_FLAGS, _recv, _send
 from .plan import SpawnGuest, StartNursery
@@ -77,13 +78,17 @@ def _nursery_child(root: str, ready_w: int, go_r: int) -> None:
     os.read(go_r, 1)
 
 
-def start_nursery(op: StartNursery) -> None:
-    """Create the nursery namespace and bind it at op.holder (in the host's table)."""
+def start_nursery(op: StartNursery, checkpoint: Callable[[int], None] = lambda m: None
+                  ) -> None:
+    """Create the nursery namespace and bind it at op.holder (in the host's table).
+    checkpoint(1): the namespace is built, nothing bound yet."""
 
     def body(status_w: int, go_r: int) -> None:
         _nursery_child(op.root, status_w, go_r)
 
     def hold(pid: int, _: list[str]) -> None:
+        checkpoint(1)
+        faults.nsfs_bind_fault()
         bind_ns_file(f"/proc/{pid}/ns/mnt", op.holder)
 
     build_and_hold(body, hold, lambda: None, cpu_hint(op.holder))
@@ -100,11 +105,16 @@ class Spawned:
     attempts: int
 
 
-def _reaper(ready_w: int) -> None:
+def _reaper(ready_w: int, commit_r: int) -> None:
     """PID 1 of a guest's pid namespace when the user gave no init: mount /proc, then reap.
 
     It exists only to keep the pid namespace alive (a pid namespace whose init has exited
     accepts no new processes) and to reap orphans, as an init must.
+
+    It outlives the child that forked it, so until the create has bound the guest's
+    namespace files it waits on commit_r, whose write end only the creating process holds:
+    a byte means "bound, stay"; EOF means the creator died (killed midway), and the reaper
+    exits, so no process is left that nothing records and `destroy` could not find.
     """
     os.setsid()
     sc.set_process_name("mm-reaper")
@@ -122,6 +132,8 @@ def _reaper(ready_w: int) -> None:
             os.dup2(null, fd)
     except OSError:
         null = -1
+    if os.read(commit_r, 1) != b"c":
+        os._exit(0)      # the creator is gone before binding us: leave nothing behind
     os.closerange(3, 65536)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
     while True:
@@ -137,7 +149,7 @@ def _reaper(ready_w: int) -> None:
                 break
 
 
-def _guest_child(op: SpawnGuest, status_w: int, go_r: int) -> None:
+def _guest_child(op: SpawnGuest, status_w: int, go_r: int, commit_r: int) -> None:
     # Copy the mirror before leaving the host's namespace: a detached tree whose mounts are
     # peers of the mirror's, which is what makes the guest and BASE/NAME one tree.
     tree = sc.open_tree(op.mirror, sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE)
@@ -175,7 +187,7 @@ def _guest_child(op: SpawnGuest, status_w: int, go_r: int) -> None:
         reaper = os.fork()  # PID 1 of the new pid namespace
         if reaper == 0:
             os.close(ready_r)
-            _reaper(ready_w)
+            _reaper(ready_w, commit_r)
             os._exit(0)
         os.close(ready_w)
         answer = os.read(ready_r, 2)
@@ -234,9 +246,12 @@ def build_and_hold(body: Callable[[int, int], None], hold: Callable[[int, list[s
             line = _read_status(status_r)
             try:
                 result = hold(pid, line.split()[1:])
-            except OSError as exc:
+            except BaseException as exc:
+                # Whatever went wrong (a kernel error, Ctrl-C, an injected fault), what this
+                # attempt bound is released: the caller's rollback never saw it.
                 undo()
-                if exc.errno == errno.EINVAL and attempt + 1 < max_attempts:
+                if isinstance(exc, OSError) and exc.errno == errno.EINVAL \
+                        and attempt + 1 < max_attempts:
                     continue
                 raise
             if cpu != hinted:
@@ -276,22 +291,34 @@ def _read_status(fd: int) -> str:
     return data.decode()
 
 
-def spawn_guest(op: SpawnGuest) -> Spawned:
-    """Build the guest's namespaces in a child and bind them under op.ns_dir."""
+def spawn_guest(op: SpawnGuest, checkpoint: Callable[[int], None] = lambda m: None
+                ) -> Spawned:
+    """Build the guest's namespaces in a child and bind them under op.ns_dir.
+
+    checkpoint(M) marks the points a kill may hit inside this step: 1 once the namespaces
+    (and the reaper) exist and nothing is bound, 2.. after each nsfs bind, and the last one
+    after the reaper was told to stay (commit)."""
     bound: list[str] = []
     reaper = [0]
+    # Only this process holds commit_w: the reaper exits on EOF unless told to stay.
+    commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
 
     def body(status_w: int, go_r: int) -> None:
-        _guest_child(op, status_w, go_r)
+        os.close(commit_w)
+        _guest_child(op, status_w, go_r, commit_r)
 
     def hold(pid: int, words: list[str]) -> int:
         reaper[0] = int(words[0])
+        checkpoint(1)
         # mnt first: it is the one the kernel's loop check can refuse.
-        for kind in ("mnt", *[k for k in op.kinds if k != "mnt"]):
+        for index, kind in enumerate(("mnt", *[k for k in op.kinds if k != "mnt"])):
             src = reaper[0] if kind == "pid" else pid
             holder = f"{op.ns_dir}/{kind}"
+            if kind == "mnt":
+                faults.nsfs_bind_fault()
             bind_ns_file(f"/proc/{src}/ns/{kind}", holder)
             bound.append(holder)
+            checkpoint(2 + index)
         return reaper[0]
 
     def undo() -> None:
@@ -301,7 +328,17 @@ def spawn_guest(op: SpawnGuest) -> Spawned:
             kill_and_wait(reaper[0])
             reaper[0] = 0
 
-    pid1, attempts = build_and_hold(body, hold, undo, cpu_hint(op.nursery))
+    try:
+        pid1, attempts = build_and_hold(body, hold, undo, cpu_hint(op.nursery))
+        if pid1:
+            os.write(commit_w, b"c")
+        checkpoint(len(op.kinds) + 2)
+    except BaseException:
+        undo()   # the executor registers its own undo only once this step has returned
+        raise
+    finally:
+        os.close(commit_r)
+        os.close(commit_w)
     return Spawned(pid1 or None, attempts)
 
 

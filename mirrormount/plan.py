@@ -221,8 +221,8 @@ class WriteRecord(Op):
 def render(ops: list[Op]) -> str:
     """The dry-run text: each operation's shell lines, the reason as a trailing comment."""
     out = []
-    for index, op in enumerate(ops):
-        out.append(f"# step {index}: {op.why}")
+    for number, op in enumerate(ops, start=1):
+        out.append(f"# step {number}: {op.why}")
         out.extend(op.shell())
     return "\n".join(out) + "\n"
 

@@ -289,8 +289,8 @@ def test_planning_touches_nothing(tmp_path):
 def test_render_is_every_ops_lines_in_order_each_with_its_reason():
     ops = plan("private-bare.host", "c1", hostname="h")
     want = []
-    for index, op in enumerate(ops):
-        want.append(f"# step {index}: {op.why}")
+    for number, op in enumerate(ops, start=1):
+        want.append(f"# step {number}: {op.why}")
         want.extend(op.shell())
     assert render(ops) == "\n".join(want) + "\n"
     assert all(op.why for op in ops)

@@ -1,0 +1,72 @@
+"""Fault injection, for tests: fail or die at a chosen point of a planned change.
+
+``MIRRORMOUNT_FAULT`` holds one or more points, comma-separated, each optionally ``:kill``:
+
+- ``N``      after step N of the plan (numbered as ``--dry-run`` numbers them, from 1;
+             ``0`` is before the first step);
+- ``N.M``    at point M inside step N, for steps that make several kernel calls (spawning a
+             guest: after its namespaces are built, after each nsfs bind, after the commit);
+- ``undoK``  after the K-th undo action of a rollback.
+
+Without ``:kill`` the point raises ``InjectedFault`` (exit 1), so the executor rolls back;
+with ``:kill`` the process sends itself SIGKILL, as a crash or the OOM killer would, and
+nothing is rolled back. Example: ``MIRRORMOUNT_FAULT=5,undo2:kill`` fails after step 5 and
+dies after the second undo action of the rollback that follows.
+
+``MIRRORMOUNT_FORCE_NSFS_EINVAL=K`` makes the first K binds of a new mount namespace's nsfs
+file fail with EINVAL, as the kernel's loop check sometimes does (kernel-findings §6), so
+tests can prove that the retry path runs.
+
+An unset variable costs one dictionary lookup per point.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+from .errors import OperationError
+
+FAULT_ENV = "MIRRORMOUNT_FAULT"
+NSFS_EINVAL_ENV = "MIRRORMOUNT_FORCE_NSFS_EINVAL"
+
+
+class InjectedFault(OperationError):
+    """Raised at a point named in MIRRORMOUNT_FAULT (without :kill)."""
+
+
+def _points() -> dict[str, bool]:
+    """{point: kill?} from the environment, read at each call so tests may change it."""
+    spec = os.environ.get(FAULT_ENV) or ""
+    out: dict[str, bool] = {}
+    for item in spec.split(","):
+        point, _, how = item.strip().partition(":")
+        if point:
+            out[point] = how == "kill"
+    return out
+
+
+def at(point: str) -> None:
+    """Fail or die here if MIRRORMOUNT_FAULT names this point."""
+    points = _points()
+    if point not in points:
+        return
+    if points[point]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise InjectedFault(f"injected fault at {point} [{FAULT_ENV}]")
+
+
+_nsfs_forced = 0
+
+
+def nsfs_bind_fault() -> None:
+    """Raise EINVAL for the first K mount-namespace nsfs binds (K from the environment)."""
+    global _nsfs_forced
+    try:
+        limit = int(os.environ.get(NSFS_EINVAL_ENV) or 0)
+    except ValueError:
+        limit = 0
+    if _nsfs_forced < limit:
+        _nsfs_forced += 1
+        raise OSError(errno.EINVAL, f"mount: {os.strerror(errno.EINVAL)} "
+                                    f"(forced by {NSFS_EINVAL_ENV})")
