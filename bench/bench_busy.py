@@ -274,8 +274,8 @@ def found(pids: set[int], needles: dict[str, int]) -> tuple[list[str], list[str]
 FINDER_ONLY = """
 import json, sys, time
 t0 = time.perf_counter()
-from mirrormount import finder
-from mirrormount.plan import Layout
+from mirrormount.busy import finder
+from mirrormount.guest.model import Layout
 rep = finder.find_pins(sys.argv[1], Layout("/container", "/run/mirrormount"))
 print(json.dumps(rep.to_json()))
 print(time.perf_counter() - t0, file=sys.stderr)

@@ -129,15 +129,15 @@ def startup_floor(samples: int, env: dict) -> dict:
             ("python -c pass", [py, "-c", "pass"], env),
             ("python -c 'import typer'", [py, "-c", "import typer"], env),
             ("python -c 'import pydantic'", [py, "-c", "import pydantic"], env),
-            ("python -c 'import mirrormount.cli'", [py, "-c", "import mirrormount.cli"], env),
-            ("python -c 'import mirrormount.cli', no bytecode cache for mirrormount/ "
+            ("python -c 'import mirrormount.cli.app'", [py, "-c", "import mirrormount.cli.app"], env),
+            ("python -c 'import mirrormount.cli.app', no bytecode cache for mirrormount/ "
              "(PYTHONDONTWRITEBYTECODE=1, as this workplace's shell sets)",
-             [py, "-c", "import mirrormount.cli"], inherited),
+             [py, "-c", "import mirrormount.cli.app"], inherited),
             ("mirrormount --version", cli_argv() + ["--version"], env),
             ("mirrormount --help", cli_argv() + ["--help"], env)):
         wall(argv, env=e)  # warm the page cache and the bytecode cache
         res[key] = med([wall(argv, env=e) for _ in range(max(samples, 5))])
-    res["importtime"] = importtime(["-c", "import mirrormount.cli"], env)
+    res["importtime"] = importtime(["-c", "import mirrormount.cli.app"], env)
     return res
 
 
@@ -181,7 +181,7 @@ def statmount_probe(path: str) -> dict | None:
 
 def components(layout, samples: int) -> dict:
     """The pieces create/list/destroy are made of, timed alone at the current population."""
-    from mirrormount import mountinfo, procfs, state
+    from mirrormount.kernel import mountinfo, procfs, state
 
     def t(fn) -> float:
         xs = []
@@ -211,7 +211,7 @@ def components(layout, samples: int) -> dict:
         "bytes": len(text),
     }
     try:
-        from mirrormount.mountquery import mounts_at
+        from mirrormount.kernel.mountquery import mounts_at
         out["mounts_at"] = t(lambda: mounts_at(probe_paths[:3]))
     except ImportError:
         pass
@@ -307,8 +307,9 @@ def profile_cli(env: dict, name: str) -> dict:
 
 
 def phase_mm(args: argparse.Namespace) -> dict:
-    from mirrormount.guests import Guests
-    from mirrormount.plan import CreateRequest, Layout
+    from mirrormount.guest.guests import Guests
+    from mirrormount.guest.model import Layout
+    from mirrormount.guest.plan import CreateRequest
 
     res: dict = {"phase": "mm", "points": {}, "series": [], "destroy_series": []}
     res["base_mounts"] = mount_count()
@@ -316,7 +317,7 @@ def phase_mm(args: argparse.Namespace) -> dict:
     env = cli_env()
     cli = cli_argv()
     import mirrormount
-    where = subprocess.run([sys.executable, "-c", "import mirrormount.cli as c; print(c.__file__)"],
+    where = subprocess.run([sys.executable, "-c", "import mirrormount.cli.app as c; print(c.__file__)"],
                            env=env, capture_output=True, text=True).stdout.strip()
     if not (mirrormount.__file__.startswith(SRC) and where.startswith(SRC)):
         raise RuntimeError(f"not measuring the snapshot: {mirrormount.__file__}, {where}")
@@ -713,7 +714,7 @@ def render(facts: dict, mm: dict, sh: dict, args: argparse.Namespace, elapsed: f
         if k != "importtime":
             cmd, _, note = k.partition(", ")
             out.append(f"- `{cmd}`{', ' + note if note else ''}: {ms(v)} ms")
-    out.append("\n`python -X importtime -c 'import mirrormount.cli'`, largest cumulative "
+    out.append("\n`python -X importtime -c 'import mirrormount.cli.app'`, largest cumulative "
                "(depth 0-1):\n")
     out.append("| module | depth | ms |\n|---|---:|---:|")
     for name, depth, sec in st["importtime"]:

@@ -19,7 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import syscalls as sc
+from .kernel import syscalls as sc
 
 # Host directories made visible, read-only, at the same path inside the sandbox.
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import mirrormount.syscalls as sc
+import mirrormount.kernel.syscalls as sc
 
 GUARDED = ("mount", "umount2", "unshare", "setns", "pivot_root", "open_tree", "move_mount",
            "mount_setattr")

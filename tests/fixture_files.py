@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mirrormount.mountinfo import MountTable
+from mirrormount.kernel.mountinfo import MountTable
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MOUNTINFO = FIXTURES / "mountinfo"

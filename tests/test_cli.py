@@ -21,8 +21,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mirrormount import __version__
-from mirrormount.cli import app
-from mirrormount.removal import remove_tree
+from mirrormount.cli.app import app
+from mirrormount.kernel.removal import remove_tree
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("create", "list", "status", "exec", "enter", "mount", "umount", "destroy", "doctor")
@@ -43,11 +43,11 @@ def calls(monkeypatch):
             raise Trap(f"{name} reached: validation let a bad request through")
         return refuse
 
-    import mirrormount.apply
-    import mirrormount.guests
-    monkeypatch.setattr(mirrormount.guests.Guests, "create", trap("Guests.create"))
-    monkeypatch.setattr(mirrormount.guests.Guests, "destroy", trap("Guests.destroy"))
-    monkeypatch.setattr(mirrormount.apply.Executor, "run", trap("Executor.run"))
+    import mirrormount.guest.apply
+    import mirrormount.guest.guests
+    monkeypatch.setattr(mirrormount.guest.guests.Guests, "create", trap("Guests.create"))
+    monkeypatch.setattr(mirrormount.guest.guests.Guests, "destroy", trap("Guests.destroy"))
+    monkeypatch.setattr(mirrormount.guest.apply.Executor, "run", trap("Executor.run"))
     return seen
 
 
@@ -282,8 +282,8 @@ def test_entry_point_exit_code_for_a_bad_name(shared_tmp):
 # ----------------------------------------------------------------------------- the unit-test guard
 def test_unit_tests_cannot_change_mounts_or_namespaces(mount_guard):
     """tests/conftest.py replaces every mutating syscall wrapper; read-only ones stay real."""
-    import mirrormount.guests
-    import mirrormount.syscalls as sc
+    import mirrormount.guest.guests
+    import mirrormount.kernel.syscalls as sc
     names = ["mount", "umount2", "unshare", "setns", "pivot_root", "open_tree", "move_mount",
              "mount_setattr"]
     for name in names:
@@ -292,7 +292,7 @@ def test_unit_tests_cannot_change_mounts_or_namespaces(mount_guard):
             getattr(sc, name)("/", "/")
     # product modules reach the same (guarded) functions through `sc`
     with pytest.raises(AssertionError, match="mount called"):
-        mirrormount.guests.sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        mirrormount.guest.guests.sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     assert mount_guard == names + ["mount"]
     mount_guard.clear()   # seen and expected: not a swallowed call
     assert sc.statx("/").mnt_id > 0

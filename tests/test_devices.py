@@ -1,4 +1,4 @@
-"""mirrormount.devices (sysfs/udev identity) and the pure parts of mirrormount.watch, on
+"""mirrormount.busy.devices (sysfs/udev identity) and the pure parts of mirrormount.busy.watch, on
 fixture text. The sysfs trees are built under tmp_path from text captured on this kind of
 machine (loop devices, a virtio disk, a SCSI stick); nothing here needs root or udevd, and
 nothing depends on whether udevd runs here (the real udevd is in vm-tests/test_watch.py)."""
@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from mirrormount.devices import (describe_device, device_label, human_size, parse_flag,
+from mirrormount.busy.devices import (describe_device, device_label, human_size, parse_flag,
                                  parse_majmin, parse_size, parse_text, parse_uevent,
                                  sysfs_facts, udevd_running)
-from mirrormount.watch import BlockEvent, classify, event_record, render_line
+from mirrormount.busy.watch import BlockEvent, classify, event_record, render_line
 
 # Captured from /sys/block/loop0 with /tmp/img (64 MiB) attached and `losetup -d` pending.
 LOOP0 = {
@@ -181,7 +181,7 @@ def test_describe_device_real_machine_is_complete():
 def fake_udev(monkeypatch, props, initialized):
     """udev_properties as libudev answers: without udevd a device has only the kernel's keys
     and is not initialized; with udevd its database record adds the ID_* keys."""
-    import mirrormount.devices as devices
+    import mirrormount.busy.devices as devices
     monkeypatch.setattr(devices, "udev_properties", lambda major, minor: (props, initialized))
 
 
@@ -206,7 +206,7 @@ def test_describe_device_with_udevd_database(sysroot, monkeypatch):
 
 
 def test_describe_device_without_libudev(sysroot, monkeypatch):
-    import mirrormount.devices as devices
+    import mirrormount.busy.devices as devices
     monkeypatch.setattr(devices, "udev_properties", lambda major, minor: None)
     d = describe_device(7, 0, "ext4", "/dev/loop0", sys_root=sysroot)
     assert d["udev"] is False and d["ID_FS_UUID"] is None and d["devnode"] == "/dev/loop0"

@@ -1,4 +1,4 @@
-"""mirrormount.finder: the pure parts, on captured text (fixtures/finder/, made by capture.sh).
+"""mirrormount.busy.finder: the pure parts, on captured text (fixtures/finder/, made by capture.sh).
 
 The scenario captured: guest c1 (own pid namespace) has an ext4 (loop, 7:0) at /mnt/x with a
 tmpfs at /mnt/x/sub; the host mirror has both at /container/c1/mnt/x{,/sub}. Three more
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from mirrormount import finder
+from mirrormount.busy import finder
 from mirrormount.errors import UsageError
-from mirrormount.finder import (BusyReport, Facts, Index, Judge, NsView, Pin, Scan, SwapEntry,
+from mirrormount.busy.finder import (BusyReport, Facts, Index, Judge, NsView, Pin, Scan, SwapEntry,
                                 Target, explain, fs_dentry, maps_on_devices, parse_exports,
                                 parse_swaps, parse_target, unpack_loop_info)
-from mirrormount.mountinfo import MountTable
+from mirrormount.kernel.mountinfo import MountTable
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "finder"
 HOST, GUEST, PRIVATE, SLAVE, DECOY = 1001, 1002, 1003, 1004, 1005

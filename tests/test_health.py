@@ -1,4 +1,4 @@
-"""mirrormount.health.assess on captured host and guest mount tables
+"""mirrormount.guest.health.assess on captured host and guest mount tables
 (fixtures/mountinfo/README.md): intact mirrors, a guest that made its / private, and mirrors
 tied to the host's own peer groups."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from fixture_files import mountinfo_table
-from mirrormount.health import RECREATE, assess, guest_to_host
-from mirrormount.mountinfo import MountTable
+from mirrormount.guest.health import RECREATE, assess, guest_to_host
+from mirrormount.kernel.mountinfo import MountTable
 
 BASE = "/container"
 

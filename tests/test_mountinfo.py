@@ -1,10 +1,10 @@
-"""mirrormount.mountinfo on captured /proc/PID/mountinfo files (fixtures/mountinfo/README.md)."""
+"""mirrormount.kernel.mountinfo on captured /proc/PID/mountinfo files (fixtures/mountinfo/README.md)."""
 from __future__ import annotations
 
 import pytest
 
 from fixture_files import mountinfo_names, mountinfo_table, mountinfo_text
-from mirrormount.mountinfo import (Mount, MountTable, ParseError, escape, is_under, parse,
+from mirrormount.kernel.mountinfo import (Mount, MountTable, ParseError, escape, is_under, parse,
                                    parse_line, read, unescape)
 
 

@@ -1,4 +1,4 @@
-"""mirrormount.plan: names, namespace kinds, and the ordered operations of a create, planned
+"""mirrormount.guest.plan: names, namespace kinds, and the ordered operations of a create, planned
 against captured host mount tables (fixtures/mountinfo/README.md). The planner is pure: these
 tests never touch the system."""
 from __future__ import annotations
@@ -10,10 +10,11 @@ import pytest
 
 from fixture_files import mountinfo_table
 from mirrormount.errors import EXIT_USAGE, UsageError
-from mirrormount.mountinfo import MountTable
-from mirrormount.plan import (CreateRequest, HostFacts, Layout, MakeDir, MountTmpfs, RBind,
-                              SetPropagation, SpawnGuest, StartNursery, WriteRecord, parse_kinds,
-                              plan_create, render, validate_name)
+from mirrormount.kernel.mountinfo import MountTable
+from mirrormount.guest.model import Layout, parse_kinds, validate_name
+from mirrormount.guest.plan import (CreateRequest, HostFacts, MakeDir, MountTmpfs, RBind,
+                                    SetPropagation, SpawnGuest, StartNursery, WriteRecord,
+                                    plan_create, render)
 
 LAYOUT = Layout()   # the captures used the defaults: /container and /run/mirrormount
 

@@ -1,4 +1,4 @@
-"""mirrormount.procfs: the pure /proc/PID/status parsers on captured files (fixtures/proc/, see
+"""mirrormount.kernel.procfs: the pure /proc/PID/status parsers on captured files (fixtures/proc/, see
 fixtures/mountinfo/README.md), and the /proc readers pointed at a fixture tree in tmp_path."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 
 from fixture_files import proc_text
-from mirrormount.procfs import (alive, ns_id, ns_inode, parse_nspid, parse_status, pids,
+from mirrormount.kernel.procfs import (alive, ns_id, ns_inode, parse_nspid, parse_status, pids,
                                 pids_by_mnt_ns, read_text)
 
 

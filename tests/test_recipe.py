@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mirrormount.cli import app
+from mirrormount.cli.app import app
 from mirrormount.errors import UsageError
-from mirrormount.recipe import RecipeMount, load_recipe, parse_recipe
+from mirrormount.guest.recipe import RecipeMount, load_recipe, parse_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from mirrormount import removal
-from mirrormount.mountinfo import Mount
-from mirrormount.removal import MountsInside, remove_tree
+from mirrormount.kernel import removal
+from mirrormount.kernel.mountinfo import Mount
+from mirrormount.kernel.removal import MountsInside, remove_tree
 
 
 def tree(root):

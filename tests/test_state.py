@@ -1,4 +1,4 @@
-"""mirrormount.state: atomic records, tolerant loading, guest discovery, and the flock that
+"""mirrormount.guest.state: atomic records, tolerant loading, guest discovery, and the flock that
 serializes changes (tested across real processes)."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import stat
 
 import pytest
 
-from mirrormount.plan import Layout
-from mirrormount.state import (RECORD_VERSION, GuestRecord, StateLock, guest_names, load,
+from mirrormount.guest.model import Layout
+from mirrormount.guest.state import (RECORD_VERSION, GuestRecord, StateLock, guest_names, load,
                                write_atomic)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-REMOVE = ("import sys\nfrom mirrormount.removal import remove_tree, MountsInside\n"
+REMOVE = ("import sys\nfrom mirrormount.kernel.removal import remove_tree, MountsInside\n"
           "try:\n    remove_tree(sys.argv[1])\nexcept MountsInside as e:\n"
           "    print(e); sys.exit(3)\n")
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 
-from .errors import UsageError
-from .plan import EXTRA_KINDS, PROPAGATION_MODES, CreateRequest
+from ..errors import UsageError
+from .model import DEFAULT_PROPAGATION, validate_hostname, validate_kinds, validate_propagation
+from .plan import CreateRequest
 
 GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation"}
 MOUNT_KEYS = {"source", "target", "type", "options", "bind", "guest_only"}
@@ -80,16 +81,17 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
     if not isinstance(guest, dict):
         raise UsageError(f"{origin}: [guest] must be a table")
     _unknown(guest, GUEST_KEYS, f"{origin} [guest]")
-    kinds = guest.get("namespaces", [])
-    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+    raw_kinds = guest.get("namespaces", [])
+    if not isinstance(raw_kinds, list) or not all(isinstance(k, str) for k in raw_kinds):
         raise UsageError(f"{origin} [guest]: namespaces must be a list of strings")
-    bad = sorted(set(kinds) - set(EXTRA_KINDS))
-    if bad:
-        raise UsageError(f"{origin} [guest]: unknown namespace kind(s) {', '.join(bad)}: "
-                         f"choose from {','.join(EXTRA_KINDS)}")
-    propagation = _str(guest, "propagation", f"{origin} [guest]", "mirror") or "mirror"
-    if propagation not in PROPAGATION_MODES:
-        raise UsageError(f"{origin} [guest]: propagation must be mirror or mirror+host")
+    hostname = _str(guest, "hostname", f"{origin} [guest]")
+    propagation = _str(guest, "propagation", f"{origin} [guest]", DEFAULT_PROPAGATION)
+    try:   # the one validation of each value (model.py), named with where it came from
+        kinds = validate_kinds(raw_kinds)
+        propagation = validate_propagation(propagation)
+        validate_hostname(hostname)
+    except UsageError as exc:
+        raise UsageError(f"{origin} [guest]: {exc}") from None
     mounts = []
     raw_mounts = data.get("mount", [])
     if not isinstance(raw_mounts, list):
@@ -111,8 +113,8 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
         mounts.append(RecipeMount(source, target, fstype, _str(m, "options", where), bind,
                                   _bool(m, "guest_only", where)))
     return Recipe(rootfs=_str(guest, "rootfs", f"{origin} [guest]", "/") or "/",
-                  hostname=_str(guest, "hostname", f"{origin} [guest]"),
-                  kinds=frozenset(kinds), propagation=propagation, mounts=tuple(mounts))
+                  hostname=hostname, kinds=kinds, propagation=propagation,
+                  mounts=tuple(mounts))
 
 
 def load_recipe(path: str) -> Recipe:

@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .plan import Layout
+from .model import Layout
 
 RECORD_VERSION = 1
 

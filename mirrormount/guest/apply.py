@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from . import faults
-from . import syscalls as sc
+from ..kernel import syscalls as sc
 from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
 from .plan import (MakeDir, MountTmpfs, Op, RBind, SetPropagation, SpawnGuest, StartNursery,
                    WriteRecord)

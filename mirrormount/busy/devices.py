@@ -23,7 +23,7 @@ import os
 import stat
 from typing import Any
 
-from .procfs import read_text
+from ..kernel.procfs import read_text
 
 SECTOR = 512                       # sysfs `size` counts 512-byte sectors, whatever the device
 UDEV_KEYS = ("ID_SERIAL", "ID_MODEL", "ID_FS_UUID", "ID_FS_LABEL")

@@ -16,23 +16,24 @@ from dataclasses import dataclass, field, replace
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import mountinfo
-from . import syscalls as sc
+from ..kernel import mountinfo
+from ..kernel import syscalls as sc
 from .apply import Executor, Outcome, detach, remove_empty_dir
-from .errors import BusyError, OperationError, UsageError, describe
+from ..errors import BusyError, OperationError, UsageError, describe
 from .health import Health, assess
-from .mountinfo import MountTable
-from .mountquery import cheap as mounts_cheap
-from .mountquery import mounts_at
+from ..kernel.mountinfo import MountTable
+from ..kernel.mountquery import cheap as mounts_cheap
+from ..kernel.mountquery import mounts_at
 from .nsexec import in_namespaces, read_own_mountinfo
 from .nursery import release_ns_file
-from .plan import CreateRequest, HostFacts, Layout, Op, plan_create, render, validate_name
-from .procfs import (alive, ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
+from .model import Layout, validate_hostname, validate_name
+from .plan import CreateRequest, HostFacts, Op, plan_create, render
+from ..kernel.procfs import (alive, ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
                      read_text, wait_gone)
 from .state import GuestRecord, StateLock, guest_names, load
 
 if TYPE_CHECKING:  # the finder itself is imported only when an unmount needs explaining
-    from .finder import BusyReport
+    from ..busy.finder import BusyReport
     from .recipe import RecipeMount
 
 # Directories tried, in order, for pivot_root's put_old (see nursery._guest_child).
@@ -134,8 +135,7 @@ class Guests:
         validate_name(req.name)
         if not os.path.isdir(req.rootfs):
             raise UsageError(f"rootfs {req.rootfs} is not a directory")
-        if req.hostname is not None and not (0 < len(req.hostname.encode()) <= 64):
-            raise UsageError("hostname must be 1-64 bytes")
+        validate_hostname(req.hostname)
         return CreateRequest(req.name, os.path.realpath(req.rootfs), req.hostname, req.kinds,
                              req.propagation)
 
@@ -326,7 +326,7 @@ class Guests:
         require_root("umount")
         rec = self.record(name)
         # The finder reads every namespace and /proc: import it only when asked to explain.
-        from . import finder
+        from ..busy import finder
         spec = f"{name}:{target}"
         identity = None
         if lazy:

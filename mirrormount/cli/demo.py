@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from .errors import OperationError
+from ..errors import OperationError
 
 MM = [sys.executable, "-m", "mirrormount"]
 

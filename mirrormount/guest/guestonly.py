@@ -39,9 +39,9 @@ import stat
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from . import syscalls as sc
-from .errors import OperationError, UsageError, describe
-from .mountinfo import Mount, MountTable
+from ..kernel import syscalls as sc
+from ..errors import OperationError, UsageError, describe
+from ..kernel.mountinfo import Mount, MountTable
 from .nsexec import in_namespaces, read_own_mountinfo
 from .state import GuestRecord, StateLock, load, write_atomic
 

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .cli import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
-from .errors import EXIT_BUSY, EXIT_OK, UsageError
+from .app import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
+from ..errors import EXIT_BUSY, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
-    from .finder import BusyReport
+    from ..busy.finder import BusyReport
 
 
 def _dash(v: object) -> str:
@@ -22,7 +22,7 @@ def _dash(v: object) -> str:
 
 def render_report(rep: BusyReport) -> str:
     """Human form: a summary line, the copies, the pins and one sentence per pin."""
-    from .finder import describe_pin, shown
+    from ..busy.finder import describe_pin, shown
     dev = rep.device
     ident = " ".join(shown(str(x)) for x in (dev.get("devnode"), dev.get("majmin"),
                                              dev.get("fstype")) if x)
@@ -64,7 +64,7 @@ def busy(ctx: typer.Context,
          json_local: bool = JSON_OPT) -> None:
     """Who pins a mount, in every mount namespace. Exits 0 not busy, 3 busy, 2 bad target."""
     # Imported here: every other command would otherwise pay for the finder (and psutil).
-    from .finder import audit_all, find_pins, shown
+    from ..busy.finder import audit_all, find_pins, shown
     s = settings(ctx)
     if all_ == (target is not None):
         raise UsageError("give either TARGET or --all")
@@ -108,6 +108,6 @@ def watch_cmd(
 ) -> None:
     """Stream block-device events (one line each): who still uses a device that changes or
     goes away. Ctrl-C stops (exit 0)."""
-    from .watch import watch
+    from ..busy.watch import watch
     raise typer.Exit(watch(settings(ctx).layout, want_json(ctx, json_local), count, timeout,
                            device))

@@ -44,15 +44,15 @@ from typing import TypeVar
 
 import psutil
 
-from . import mountinfo
-from . import syscalls as sc
-from .errors import UsageError
-from .mountinfo import Mount, MountTable, is_under, unescape
+from ..kernel import mountinfo
+from ..kernel import syscalls as sc
+from ..errors import UsageError
+from ..kernel.mountinfo import Mount, MountTable, is_under, unescape
 from . import devices
-from .nsexec import read_own_mountinfo, run_in_child
-from .plan import NAME_RE, Layout
-from .procfs import parse_nspid, read_text
-from .state import guest_names, load
+from ..guest.nsexec import read_own_mountinfo, run_in_child
+from ..guest.model import Layout, is_valid_name
+from ..kernel.procfs import parse_nspid, read_text
+from ..guest.state import guest_names, load
 
 PROCESS_KINDS = ("cwd", "root", "exe", "fd", "mmap")
 PIN_KINDS = (*PROCESS_KINDS, "submount", "leaked-copy", "detached", "swap", "loop", "nfsd-export",
@@ -160,7 +160,7 @@ def parse_target(text: str) -> TargetSpec:
         return TargetSpec(text, "majmin", major=int(m.group(1)), minor=int(m.group(2)))
     if not text.startswith("/") and ":" in text:
         name, _, gpath = text.partition(":")
-        if not NAME_RE.fullmatch(name):
+        if not is_valid_name(name):
             raise UsageError(f"bad target {text!r}: {name!r} is not a guest name")
         if not gpath.startswith("/"):
             raise UsageError(f"bad target {text!r}: the guest path must be absolute "

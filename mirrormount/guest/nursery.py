@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from . import faults
-from . import syscalls as sc
-from .nsexec import NS_FLAGS, _recv, _send
+from ..kernel import syscalls as sc
+from .model import clone_flags
+from .nsexec import _recv, _send
 from .plan import SpawnGuest, StartNursery
-from .procfs import wait_gone
+from ..kernel.procfs import wait_gone
 
 NEWROOT = "/newroot"
 T = TypeVar("T")
@@ -156,10 +157,7 @@ def _guest_child(op: SpawnGuest, status_w: int, go_r: int, commit_r: int) -> Non
     nursery = os.open(op.nursery, os.O_RDONLY | os.O_CLOEXEC)
     sc.setns(nursery, sc.CLONE_NEWNS, op.nursery)
     os.close(nursery)
-    flags = 0
-    for kind in op.kinds:
-        flags |= NS_FLAGS[kind]
-    sc.unshare(flags)  # a copy of the nursery: one private tmpfs, nothing of the host
+    sc.unshare(clone_flags(op.kinds))  # a copy of the nursery: one private tmpfs, nothing of the host
     sc.move_mount(tree, "", sc.AT_FDCWD, NEWROOT, sc.MOVE_MOUNT_F_EMPTY_PATH,
                   f"{op.mirror} (detached copy)")
     os.close(tree)

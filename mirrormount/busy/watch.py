@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .devices import describe_device, device_label, parse_majmin, udevd_running
-from .errors import MirrormountError, UsageError
-from .plan import Layout
+from ..errors import MirrormountError, UsageError
+from ..guest.model import Layout
 
 # A burst of events arrives while the finder scans /proc for an earlier one: a roomy socket
 # buffer keeps the kernel from dropping them (ENOBUFS).

@@ -25,7 +25,7 @@ import errno
 import os
 import signal
 
-from .errors import OperationError
+from ..errors import OperationError
 
 FAULT_ENV = "MIRRORMOUNT_FAULT"
 NSFS_EINVAL_ENV = "MIRRORMOUNT_FORCE_NSFS_EINVAL"

@@ -12,10 +12,10 @@ import platform
 import sys
 from dataclasses import dataclass
 
-from . import mountinfo
-from . import syscalls as sc
-from .mountinfo import MountTable
-from .plan import Layout
+from ..kernel import mountinfo
+from ..kernel import syscalls as sc
+from ..kernel.mountinfo import MountTable
+from ..guest.model import Layout
 
 CAP_SYS_ADMIN = 21
 

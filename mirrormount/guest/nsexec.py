@@ -17,14 +17,11 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from . import syscalls as sc
+from ..kernel import syscalls as sc
+from .model import KIND, SETNS_ORDER
 
 T = TypeVar("T")
 
-NS_FLAGS = {"mnt": sc.CLONE_NEWNS, "uts": sc.CLONE_NEWUTS, "ipc": sc.CLONE_NEWIPC,
-            "net": sc.CLONE_NEWNET, "pid": sc.CLONE_NEWPID, "cgroup": sc.CLONE_NEWCGROUP}
-# setns order: everything before the mount namespace, whose change also moves root and cwd.
-SETNS_ORDER = ("uts", "ipc", "net", "pid", "cgroup", "mnt")
 
 
 class ChildFailed(RuntimeError):
@@ -100,7 +97,7 @@ def enter(ns_fds: Mapping[str, int]) -> None:
     """setns into each namespace (mnt last). For pid, only children made after this are in it."""
     for kind in SETNS_ORDER:
         if kind in ns_fds:
-            sc.setns(ns_fds[kind], NS_FLAGS[kind], kind)
+            sc.setns(ns_fds[kind], KIND[kind].clone_flag, kind)
             os.close(ns_fds[kind])
 
 
@@ -132,7 +129,7 @@ def exec_in(ns_files: Mapping[str, str], argv: list[str], env: Mapping[str, str]
             if "pid" in fds:
                 # setns(pid) only applies to children. Enter it alone, fork, and let only the
                 # command enter the rest: this waiting parent never shows up in the guest.
-                sc.setns(fds.pop("pid"), NS_FLAGS["pid"], "pid")
+                sc.setns(fds.pop("pid"), KIND["pid"].clone_flag, "pid")
                 inner = os.fork()
                 if inner:
                     os.close(w)

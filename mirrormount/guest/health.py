@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .mountinfo import Mount, MountTable, is_under
+from ..kernel.mountinfo import Mount, MountTable, is_under
 
 RECREATE = "destroy and re-create the guest to rebuild the mirror"
 

@@ -16,12 +16,12 @@ from typing import Any, List, Optional, TypeVar
 
 import typer
 
-from . import __version__
-from .errors import EXIT_FAILED, MirrormountError, UsageError, describe
-from .guests import Guests
-from .mountinfo import ParseError
-from .plan import PROPAGATION_MODES, Layout, parse_kinds, validate_name
-from .recipe import Recipe, RecipeMount, load_recipe
+from .. import __version__
+from ..errors import EXIT_FAILED, MirrormountError, UsageError, describe
+from ..guest.guests import Guests
+from ..kernel.mountinfo import ParseError
+from ..guest.model import Layout, parse_kinds, validate_name, validate_propagation
+from ..guest.recipe import Recipe, RecipeMount, load_recipe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -138,9 +138,8 @@ def create(
             raise UsageError("give either --recipe or --rootfs/--hostname/--ns/--propagation")
         recipe = load_recipe(recipe_file)
     else:
-        if propagation is not None and propagation not in PROPAGATION_MODES:
-            raise UsageError(f"unknown propagation {propagation!r}: choose mirror or mirror+host")
-        recipe = Recipe(rootfs or "/", hostname, parse_kinds(ns), propagation or "mirror")
+        recipe = Recipe(rootfs or "/", hostname, parse_kinds(ns),
+                        validate_propagation(propagation))
     reqs = [s.guests.validate_create(recipe.request(n)) for n in names]
     if dry_run:
         typer.echo(s.guests.dry_run(reqs), nl=False)
@@ -244,7 +243,7 @@ def mount(ctx: typer.Context, name: str = typer.Argument(...),
     """Mount into a guest through its mirror. TARGET is resolved inside the guest's root."""
     g = settings(ctx).guests
     if guest_only:
-        from .guestonly import mount_guest_only
+        from ..guest.guestonly import mount_guest_only
         mount_guest_only(g, name, source, target, fstype, options, bind)
     else:
         g.mount(name, source, target, fstype, options, bind)
@@ -266,7 +265,7 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
     report = g.umount(name, target, lazy=lazy, wait=wait)
     if not lazy:
         return
-    from .finder import explain
+    from ..busy.finder import explain
     if settings(ctx).json:
         emit_json(report.to_json() if report is not None else None)
     elif report is not None and report.pins:
@@ -323,4 +322,4 @@ def run() -> None:
 
 
 # Commands that live in their own modules register themselves on `app` when imported.
-from . import cli_busy  # noqa: E402,F401
+from . import busy as cli_busy  # noqa: E402,F401

@@ -6,73 +6,12 @@ Nothing here touches the system.
 """
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass, field
 
-from .errors import UsageError
-from .mountinfo import MountTable, is_under
-
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-
-# Namespace kinds a guest may have beyond mnt, in the order setns() enters them.
-# (util-linux nsenter's order: the mount namespace last, so /proc paths stay valid until then.)
-NS_KINDS = ("uts", "ipc", "net", "pid", "cgroup", "mnt")
-EXTRA_KINDS = ("uts", "ipc", "net", "pid", "cgroup")
-NS_UNSHARE_FLAG_NAMES = {"mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net",
-                         "pid": "--pid --fork", "cgroup": "--cgroup"}
-PROPAGATION_MODES = ("mirror", "mirror+host")
-
-
-def validate_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name or ""):
-        raise UsageError(f"invalid guest name {name!r}: use 1-63 of [A-Za-z0-9_.-], "
-                         "starting with a letter or digit")
-    return name
-
-
-def parse_kinds(spec: str | None) -> frozenset[str]:
-    """'uts,net' -> {'uts','net'}; unknown kinds are a usage error."""
-    if not spec:
-        return frozenset()
-    kinds = {k.strip() for k in spec.split(",") if k.strip()}
-    bad = sorted(kinds - set(EXTRA_KINDS) - {"mnt"})
-    if bad:
-        raise UsageError(f"unknown namespace kind(s) {', '.join(bad)}: "
-                         f"choose from {','.join(EXTRA_KINDS)}")
-    return frozenset(kinds - {"mnt"})
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where everything lives. BASE holds the mirrors; STATE holds records and nsfs binds."""
-
-    base: str = "/container"
-    state: str = "/run/mirrormount"
-
-    def mirror(self, name: str) -> str:
-        return f"{self.base.rstrip('/')}/{name}"
-
-    def guest_dir(self, name: str) -> str:
-        return f"{self.state.rstrip('/')}/{name}"
-
-    def record(self, name: str) -> str:
-        return f"{self.guest_dir(name)}/guest.json"
-
-    def ns_dir(self, name: str) -> str:
-        return f"{self.guest_dir(name)}/ns"
-
-    def ns_file(self, name: str, kind: str) -> str:
-        return f"{self.ns_dir(name)}/{kind}"
-
-    @property
-    def nursery_dir(self) -> str:
-        return f"{self.state.rstrip('/')}/.nursery"
-
-    @property
-    def nursery_file(self) -> str:
-        return f"{self.nursery_dir}/mnt"
-
+from ..errors import UsageError
+from ..kernel.mountinfo import MountTable, is_under
+from .model import KIND, Layout, ordered_kinds, validate_name, validate_propagation
 
 @dataclass(frozen=True)
 class CreateRequest:
@@ -84,8 +23,7 @@ class CreateRequest:
 
     @property
     def all_kinds(self) -> tuple[str, ...]:
-        kinds = set(self.kinds) | ({"uts"} if self.hostname else set())
-        return tuple(k for k in NS_KINDS if k in kinds or k == "mnt")
+        return ordered_kinds(set(self.kinds) | ({"uts"} if self.hostname else set()))
 
 
 # ----------------------------------------------------------------------------- operations
@@ -174,7 +112,7 @@ class SpawnGuest(Op):
 
     def shell(self) -> list[str]:
         q = shlex.quote
-        flags = " ".join(NS_UNSHARE_FLAG_NAMES[k] for k in self.kinds)
+        flags = " ".join(KIND[k].unshare_opt for k in self.kinds)
         old = f"/{self.put_old}"
         steps = [
             "# open_tree(MIRROR, OPEN_TREE_CLONE|AT_RECURSIVE) then move_mount(tree -> /newroot):",
@@ -275,8 +213,7 @@ def plan_base(layout: Layout, table: MountTable) -> list[Op]:
 
 def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts) -> list[Op]:
     validate_name(req.name)
-    if req.propagation not in PROPAGATION_MODES:
-        raise UsageError(f"unknown propagation {req.propagation!r}: choose mirror or mirror+host")
+    validate_propagation(req.propagation)
     if req.name in facts.existing:
         raise UsageError(f"guest {req.name} already exists")
     for top, what in ((layout.base, "BASE"), (layout.state, "STATE")):

@@ -1,0 +1,165 @@
+"""The guest vocabulary, defined and validated in one place: guest names (with reserved
+words), namespace kinds (one table), the Layout of BASE and STATE, and propagation modes.
+
+The planner, the recipe parser, the CLI and the busy finder all take these from here, so a
+name or a kind is checked by one function whichever way it arrives. Validation raises
+UsageError (exit 2: bad input, nothing changed).
+
+Pure: nothing here touches the system.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import UsageError
+from ..kernel import syscalls as sc
+
+# ----------------------------------------------------------------------------- names
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+# Words a guest may not be called: busy reports and watch events name the host "host".
+RESERVED_NAMES = frozenset({"host"})
+
+
+def validate_name(name: str) -> str:
+    """Return name if it is a valid guest name; raise UsageError otherwise.
+    1-63 of [A-Za-z0-9_.-], starting with a letter or digit, not a reserved word."""
+    if not NAME_RE.fullmatch(name or ""):
+        raise UsageError(f"invalid guest name {name!r}: use 1-63 of [A-Za-z0-9_.-], "
+                         "starting with a letter or digit")
+    if name in RESERVED_NAMES:
+        raise UsageError(f"invalid guest name {name!r}: it is reserved "
+                         f"({', '.join(sorted(RESERVED_NAMES))})")
+    return name
+
+
+def is_valid_name(name: str) -> bool:
+    try:
+        validate_name(name)
+    except UsageError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- namespaces
+@dataclass(frozen=True)
+class NsKind:
+    """One kind of namespace (namespaces(7)). ``proc`` is its /proc/PID/ns name;
+    ``unshare_opt`` is unshare(1)'s option, for --dry-run's shell lines."""
+
+    name: str
+    clone_flag: int
+    proc: str
+    unshare_opt: str
+
+
+# In setns order (util-linux nsenter's): the mount namespace last, since entering it also
+# moves root and cwd, and /proc paths must stay valid until then. pid applies to children.
+NS_KINDS: tuple[NsKind, ...] = (
+    NsKind("uts", sc.CLONE_NEWUTS, "uts", "--uts"),
+    NsKind("ipc", sc.CLONE_NEWIPC, "ipc", "--ipc"),
+    NsKind("net", sc.CLONE_NEWNET, "net", "--net"),
+    NsKind("pid", sc.CLONE_NEWPID, "pid", "--pid --fork"),
+    NsKind("cgroup", sc.CLONE_NEWCGROUP, "cgroup", "--cgroup"),
+    NsKind("mnt", sc.CLONE_NEWNS, "mnt", "--mount"),
+)
+KIND = {k.name: k for k in NS_KINDS}
+SETNS_ORDER = tuple(k.name for k in NS_KINDS)
+# What --ns accepts: every kind but mnt, which every guest has.
+EXTRA_KINDS = tuple(k for k in SETNS_ORDER if k != "mnt")
+
+
+def parse_kinds(spec: str | None) -> frozenset[str]:
+    """'uts,net' -> {'uts','net'}. mnt is implied and dropped; unknown kinds are a
+    UsageError naming them."""
+    if not spec:
+        return frozenset()
+    return validate_kinds(k.strip() for k in spec.split(",") if k.strip())
+
+
+def validate_kinds(kinds: object) -> frozenset[str]:
+    """An iterable of kind names -> a frozenset of the extra kinds; UsageError if unknown."""
+    try:
+        given = {str(k) for k in kinds}  # type: ignore[attr-defined]
+    except TypeError:
+        raise UsageError("namespaces must be a list of kinds") from None
+    bad = sorted(given - set(EXTRA_KINDS) - {"mnt"})
+    if bad:
+        raise UsageError(f"unknown namespace kind(s) {', '.join(bad)}: "
+                         f"choose from {','.join(EXTRA_KINDS)}")
+    return frozenset(given - {"mnt"})
+
+
+def ordered_kinds(kinds: object) -> tuple[str, ...]:
+    """The given kinds plus mnt, in setns order."""
+    wanted = set(kinds) | {"mnt"}  # type: ignore[call-overload]
+    return tuple(k for k in SETNS_ORDER if k in wanted)
+
+
+def clone_flags(kinds: object) -> int:
+    flags = 0
+    for k in kinds:  # type: ignore[attr-defined]
+        flags |= KIND[k].clone_flag
+    return flags
+
+
+# ----------------------------------------------------------------------------- propagation
+# mirror:      the mirror and the guest are one peer group per mount, tied to nothing on
+#              the host (rprivate, then rshared).
+# mirror+host: the same, and the mirror is also a slave of the host's mounts under the
+#              rootfs, so host mounts arrive in the guest (rslave, then rshared).
+PROPAGATION_MODES = ("mirror", "mirror+host")
+DEFAULT_PROPAGATION = "mirror"
+
+
+def validate_propagation(mode: str | None) -> str:
+    if mode is None:
+        return DEFAULT_PROPAGATION
+    if mode not in PROPAGATION_MODES:
+        raise UsageError(f"unknown propagation {mode!r}: choose "
+                         f"{' or '.join(PROPAGATION_MODES)}")
+    return mode
+
+
+def validate_hostname(hostname: str | None) -> str | None:
+    """None, or 1-64 bytes (the kernel's __NEW_UTS_LEN)."""
+    if hostname is not None and not 0 < len(hostname.encode()) <= 64:
+        raise UsageError("hostname must be 1-64 bytes")
+    return hostname
+
+
+# ----------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class Layout:
+    """Where everything lives. BASE holds the mirrors; STATE holds records and nsfs binds."""
+
+    base: str = "/container"
+    state: str = "/run/mirrormount"
+
+    def mirror(self, name: str) -> str:
+        return f"{self.base.rstrip('/')}/{name}"
+
+    def guest_dir(self, name: str) -> str:
+        return f"{self.state.rstrip('/')}/{name}"
+
+    def record(self, name: str) -> str:
+        return f"{self.guest_dir(name)}/guest.json"
+
+    def ns_dir(self, name: str) -> str:
+        return f"{self.guest_dir(name)}/ns"
+
+    def ns_file(self, name: str, kind: str) -> str:
+        return f"{self.ns_dir(name)}/{kind}"
+
+    @property
+    def nursery_dir(self) -> str:
+        return f"{self.state.rstrip('/')}/.nursery"
+
+    @property
+    def nursery_file(self) -> str:
+        return f"{self.nursery_dir}/mnt"
+
+    def host_path(self, name: str, guest_path: str) -> str:
+        """Where a guest path shows on the host, through the mirror."""
+        mirror = self.mirror(name)
+        return mirror if guest_path in ("", "/") else mirror + "/" + guest_path.lstrip("/")
