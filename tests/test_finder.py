@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mirrormount.busy import finder
+from mirrormount.busy import judge as judging
 from mirrormount.errors import UsageError
 from mirrormount.busy.finder import (BusyReport, Facts, Index, Judge, NsView, Pin, Scan, SwapEntry,
                                 Target, explain, fs_dentry, maps_on_devices, parse_exports,
@@ -61,10 +62,11 @@ class StubWorld:
 @pytest.fixture
 def judge(monkeypatch):
     # Device identity and holders come from this machine's /sys; the fixture's 7:0 is not ours.
-    monkeypatch.setattr(finder, "describe_device",
+    # Patched where Judge looks them up: mirrormount.busy.judge.
+    monkeypatch.setattr(judging, "describe_device",
                         lambda ma, mi, fs, src: {"devnode": None, "majmin": f"{ma}:{mi}",
                                                  "fstype": fs})
-    monkeypatch.setattr(finder, "block_holders", lambda ma, mi: [])
+    monkeypatch.setattr(judging, "block_holders", lambda ma, mi: [])
 
     def make(facts: Facts = Facts((), (), ()), vs: list[NsView] | None = None) -> Judge:
         return Judge(StubWorld(vs or views()), Scan(), facts, full=False)

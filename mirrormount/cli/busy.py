@@ -13,7 +13,7 @@ from .app import JSON_OPT, app, emit_json, reports_errors, settings, table, want
 from ..errors import EXIT_BUSY, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
-    from ..busy.finder import BusyReport
+    from ..busy.report import BusyReport
 
 
 def _dash(v: object) -> str:
@@ -22,7 +22,7 @@ def _dash(v: object) -> str:
 
 def render_report(rep: BusyReport) -> str:
     """Human form: a summary line, the copies, the pins and one sentence per pin."""
-    from ..busy.finder import describe_pin, shown
+    from ..busy.report import describe_pin, shown
     dev = rep.device
     ident = " ".join(shown(str(x)) for x in (dev.get("devnode"), dev.get("majmin"),
                                              dev.get("fstype")) if x)
@@ -64,7 +64,8 @@ def busy(ctx: typer.Context,
          json_local: bool = JSON_OPT) -> None:
     """Who pins a mount, in every mount namespace. Exits 0 not busy, 3 busy, 2 bad target."""
     # Imported here: every other command would otherwise pay for the finder (and psutil).
-    from ..busy.finder import audit_all, find_pins, shown
+    from ..busy.finder import audit_all, find_pins
+    from ..busy.report import shown
     s = settings(ctx)
     if all_ == (target is not None):
         raise UsageError("give either TARGET or --all")
