@@ -128,7 +128,16 @@ def run_checks(layout: Layout) -> list[Check]:
     checks.append(Check("privilege", "ok" if root_ok else "fail",
                         "root with CAP_SYS_ADMIN" if root_ok else
                         "not root / no CAP_SYS_ADMIN: every change needs it"))
-    py = sys.version_info
-    checks.append(Check("python", "ok" if py >= (3, 10) else "fail",
-                        f"{py.major}.{py.minor}.{py.micro} (3.10+; setns/unshare via ctypes)"))
+    checks.append(python_check(tuple(sys.version_info[:3])))
     return checks
+
+
+MIN_PYTHON = (3, 11)   # tomllib (recipes); pyproject's requires-python says the same
+
+
+def python_check(version: tuple[int, ...]) -> Check:
+    """ok from 3.11 (the code imports tomllib), fail below."""
+    ok = tuple(version[:2]) >= MIN_PYTHON
+    return Check("python", "ok" if ok else "fail",
+                 f"{'.'.join(str(v) for v in version[:3])} (needs 3.11+: tomllib for "
+                 "recipes; setns/unshare via ctypes)")

@@ -1,81 +1,36 @@
-"""Forked, single-threaded children that change namespaces and report back.
+"""Running code in a guest's namespaces: in a forked, single-threaded child (kernel/child.py).
 
 The CLI process never calls setns/unshare itself: setns(CLONE_NEWNS) needs a single-threaded
 caller with an unshared fs_struct, and a process that moved would see the wrong /proc and paths
-afterwards. A child does the work and sends its result, or its exception, through a pipe
-(the pyroute2 netns pattern).
+afterwards. A child does the work and its result, or its exception (a KernelError keeps its
+errno, op and paths), comes back through kernel.child.
 
 Privilege: root.
 """
 from __future__ import annotations
 
+import errno
 import os
-import pickle
 import signal
 import sys
-import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from ..kernel import child
 from ..kernel import syscalls as sc
+from ..kernel.child import ChildFailed
 from .model import KIND, SETNS_ORDER
 
 T = TypeVar("T")
 
-
-
-class ChildFailed(RuntimeError):
-    """The child died without reporting (killed, or crashed before it could pickle)."""
-
-
-def _send(fd: int, payload: tuple[str, Any]) -> None:
-    try:
-        data = pickle.dumps(payload)
-    except Exception:  # noqa: BLE001 - an unpicklable result/exception still gets reported
-        data = pickle.dumps(("err", RuntimeError(repr(payload[1]))))
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _recv(fd: int) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+__all__ = ["ChildFailed", "enter", "exec_in", "in_namespaces", "open_ns_files",
+           "read_own_mountinfo", "run_in_child"]
 
 
 def run_in_child(fn: Callable[..., T], *args: Any) -> T:
-    """Run fn(*args) in a forked child; return its result or re-raise its exception here."""
-    r, w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            result: tuple[str, Any] = ("ok", fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-            result = ("err", exc)
-        try:
-            _send(w, result)
-        finally:
-            os._exit(0)
-    os.close(w)
-    try:
-        data = _recv(r)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    if not data:
-        raise ChildFailed("namespace helper died without reporting")
-    status, value = pickle.loads(data)
-    if status == "err":
-        raise value
-    return value
+    """Run fn(*args) in a forked child; return its result or re-raise its exception here
+    (kernel.child.run)."""
+    return child.run(fn, *args)
 
 
 def read_own_mountinfo(proc_fd: int) -> str:
@@ -108,58 +63,72 @@ def in_namespaces(ns_files: Mapping[str, str], fn: Callable[..., T], *args: Any)
         enter(open_ns_files(ns_files))
         return fn(*args)
 
-    return run_in_child(body)
+    return child.run(body)
+
+
+def _exec_child(fds: dict[str, int], argv: list[str], env: Mapping[str, str] | None,
+                cwd: str) -> None:
+    """In the child of exec_in: enter the namespaces and exec argv. Returns only by raising
+    (the exception reaches the parent); a successful exec closes the channel (close-on-exec),
+    which the parent sees as an outcome of None."""
+    if "pid" in fds:
+        # setns(pid) only applies to children. Enter it alone, fork, and let only the
+        # command enter the rest: this waiting parent never shows up in the guest. The
+        # command (or its failure, through the inherited channel) reports; we only wait.
+        sc.setns(fds.pop("pid"), KIND["pid"].clone_flag, "pid")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        inner = os.fork()
+        if inner:
+            child.close_channel()
+            for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
+                signal.signal(sig, signal.SIG_IGN)
+            _, st = os.waitpid(inner, 0)
+            os._exit(_exit_code(st))
+    enter(fds)
+    os.chdir(cwd)
+    os.execvpe(argv[0], argv, dict(env if env is not None else os.environ))
 
 
 def exec_in(ns_files: Mapping[str, str], argv: list[str], env: Mapping[str, str] | None = None,
             cwd: str = "/") -> int:
-    """Run argv in the namespaces and return its exit status (128+N when killed by signal N).
+    """Run argv in the namespaces and return its exit status (128+N when killed by signal N;
+    127 when the command, or anything on the way to it, was not found; 126 for any other
+    failure before the exec, reported on stderr).
 
     The CLI waits; Ctrl-C and friends go to the foreground process group, which the command is
     part of, so the waiting parent ignores them rather than dying before the command does.
     """
     fds = open_ns_files(ns_files)  # open in the host's view, before anything moves
-    r, w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            if "pid" in fds:
-                # setns(pid) only applies to children. Enter it alone, fork, and let only the
-                # command enter the rest: this waiting parent never shows up in the guest.
-                sc.setns(fds.pop("pid"), KIND["pid"].clone_flag, "pid")
-                inner = os.fork()
-                if inner:
-                    os.close(w)
-                    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
-                        signal.signal(sig, signal.SIG_IGN)
-                    _, st = os.waitpid(inner, 0)
-                    os._exit(_exit_code(st))
-            enter(fds)
-            os.chdir(cwd)
-            os.execvpe(argv[0], argv, dict(env if env is not None else os.environ))
-        except OSError as exc:
-            os.write(w, f"{argv[0]}: {exc.strerror}".encode())
-            os._exit(127 if exc.errno == 2 else 126)
-        except BaseException:  # noqa: BLE001
-            os.write(w, traceback.format_exc().encode())
-            os._exit(126)
-    os.close(w)
-    for fd in fds.values():
-        os.close(fd)
+    try:
+        proc = child.Child.start(_exec_child, fds, argv, env, cwd)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
     try:
-        _, st = os.waitpid(pid, 0)
+        # None: the exec happened (the channel closed on exec); ("err", exc): it did not.
+        outcome = proc.outcome()
     finally:
+        proc.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    msg = _recv(r).decode(errors="replace")
-    os.close(r)
-    if msg:
-        print(f"mirrormount: exec {msg}", file=sys.stderr)
-    return _exit_code(st)
+    if outcome is None:
+        return _exit_code(proc.wait())
+    kind, value = outcome
+    if kind == "err":
+        print(f"mirrormount: exec {argv[0]}: {_reason(value)}", file=sys.stderr)
+        return 127 if isinstance(value, OSError) and value.errno == errno.ENOENT else 126
+    return 126  # pragma: no cover - _exec_child never returns normally
+
+
+def _reason(exc: BaseException) -> str:
+    """Why the command could not be started, in a few words (exec prints it like a shell)."""
+    if isinstance(exc, OSError):
+        op = getattr(exc, "op", None)
+        text = exc.strerror or str(exc)
+        return f"{op} {exc.filename or ''}: {text}".replace(" :", ":") if op else text
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _exit_code(status: int) -> int:

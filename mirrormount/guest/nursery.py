@@ -6,9 +6,10 @@ than the last. The nursery is a namespace whose only mount is a tiny tmpfs; a gu
 is unshared from it (one mount copied) and the guest's tree is brought in as a detached copy of
 its mirror made with open_tree(OPEN_TREE_CLONE|AT_RECURSIVE), then attached with move_mount.
 
-Everything that unshares or setns()es runs in a forked child; the parent (in the host's mount
-namespace) binds the child's /proc/PID/ns/* files under STATE, which keeps the namespaces alive
-after the child exits.
+Everything that unshares or setns()es runs in a forked child (kernel.child.Child): it builds
+the namespaces, reports ready and waits; the parent (in the host's mount namespace) binds the
+child's /proc/PID/ns/* files under STATE, which keeps the namespaces alive after the child
+exits, then releases it.
 
 Privilege: root.
 """
@@ -23,9 +24,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from . import faults
+from ..kernel import child
 from ..kernel import syscalls as sc
+from ..kernel.child import Child
 from .model import clone_flags
-from .nsexec import _recv, _send
 from .plan import SpawnGuest, StartNursery
 from ..kernel.procfs import wait_gone
 
@@ -61,7 +63,7 @@ def cpu_hint(nursery_holder: str) -> str:
 
 
 # ------------------------------------------------------------------------------ nursery
-def _nursery_child(root: str, ready_w: int, go_r: int) -> None:
+def _nursery_child(root: str) -> None:
     sc.unshare(sc.CLONE_NEWNS)
     # Private first: the tmpfs below, and everything we detach, must never reach the host.
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
@@ -75,8 +77,7 @@ def _nursery_child(root: str, ready_w: int, go_r: int) -> None:
     os.chdir("/")
     sc.umount2("/old", sc.MNT_DETACH)  # already private: the detach propagates nowhere
     os.rmdir("/old")
-    os.write(ready_w, b"ok\n")
-    os.read(go_r, 1)
+    child.report_ready([])  # and stay until the parent has bound our namespace
 
 
 def start_nursery(op: StartNursery, checkpoint: Callable[[int], None] = lambda m: None
@@ -84,8 +85,8 @@ def start_nursery(op: StartNursery, checkpoint: Callable[[int], None] = lambda m
     """Create the nursery namespace and bind it at op.holder (in the host's table).
     checkpoint(1): the namespace is built, nothing bound yet."""
 
-    def body(status_w: int, go_r: int) -> None:
-        _nursery_child(op.root, status_w, go_r)
+    def body() -> None:
+        _nursery_child(op.root)
 
     def hold(pid: int, _: list[str]) -> None:
         checkpoint(1)
@@ -106,26 +107,24 @@ class Spawned:
     attempts: int
 
 
-def _reaper(ready_w: int, commit_r: int) -> None:
+def _reaper(commit_r: int) -> None:
     """PID 1 of a guest's pid namespace when the user gave no init: mount /proc, then reap.
 
     It exists only to keep the pid namespace alive (a pid namespace whose init has exited
     accepts no new processes) and to reap orphans, as an init must.
 
-    It outlives the child that forked it, so until the create has bound the guest's
-    namespace files it waits on commit_r, whose write end only the creating process holds:
+    It is started with Child.start by the guest's child, reports ready once /proc is
+    mounted (a failure reaches the creator as the guest child's exception) and goes on when
+    released. It outlives the child that forked it, so until the create has bound the
+    guest's namespace files it waits on commit_r, whose write end only the creating process holds:
     a byte means "bound, stay"; EOF means the creator died (killed midway), and the reaper
     exits, so no process is left that nothing records and `destroy` could not find.
     """
     os.setsid()
     sc.set_process_name("mm-reaper")
     # The guest's own /proc, for its own pid namespace. The mount propagates to BASE/NAME/proc.
-    try:
-        sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-        os.write(ready_w, b"ok")
-    except OSError as exc:
-        _send(ready_w, ("err", exc))
-        os._exit(1)
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    child.report_ready()
     # Hold nothing of the caller's: an inherited pipe would keep `$(mirrormount create)` waiting.
     try:
         null = os.open("/dev/null", os.O_RDWR)
@@ -150,7 +149,7 @@ def _reaper(ready_w: int, commit_r: int) -> None:
                 break
 
 
-def _guest_child(op: SpawnGuest, status_w: int, go_r: int, commit_r: int) -> None:
+def _guest_child(op: SpawnGuest, commit_r: int) -> None:
     # Copy the mirror before leaving the host's namespace: a detached tree whose mounts are
     # peers of the mirror's, which is what makes the guest and BASE/NAME one tree.
     tree = sc.open_tree(op.mirror, sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE)
@@ -181,33 +180,18 @@ def _guest_child(op: SpawnGuest, status_w: int, go_r: int, commit_r: int) -> Non
         socket.sethostname(op.hostname)
     reaper = 0
     if "pid" in op.kinds:
-        ready_r, ready_w = os.pipe()
-        reaper = os.fork()  # PID 1 of the new pid namespace
-        if reaper == 0:
-            os.close(ready_r)
-            _reaper(ready_w, commit_r)
-            os._exit(0)
-        os.close(ready_w)
-        answer = os.read(ready_r, 2)
-        if answer != b"ok":
-            _raise_child_error(answer + _recv(ready_r))
-    os.write(status_w, f"ok {reaper}\n".encode())
-    os.read(go_r, 1)  # stay until the parent has bound our namespace files
+        pid1 = Child.start(_reaper, commit_r)  # PID 1 of the new pid namespace
+        pid1.ready()      # /proc is mounted; or the reaper's exception, raised here
+        pid1.release()    # it goes on to wait for the commit; nobody here waits for it
+        reaper = pid1.pid
+    child.report_ready([str(reaper)])  # stay until the parent has bound our namespace files
 
 
-def _raise_child_error(data: bytes) -> None:
-    import pickle
-    try:
-        status, exc = pickle.loads(data)
-    except Exception:  # noqa: BLE001
-        raise RuntimeError(f"namespace helper failed: {data[:200]!r}") from None
-    raise exc
-
-
-def build_and_hold(body: Callable[[int, int], None], hold: Callable[[int, list[str]], T],
+def build_and_hold(body: Callable[[], None], hold: Callable[[int, list[str]], T],
                    undo: Callable[[], None], cpu_hint: str | None = None) -> tuple[T, int]:
-    """Fork a child that builds namespaces (body writes "ok [words]\\n" then waits), let the
-    parent hold them with nsfs binds (hold), then let the child go.
+    """Start a child that builds namespaces (body calls child.report_ready(words), which
+    waits), let the parent hold them with nsfs binds (hold(pid, words)), then let the child
+    go (release, and its result: an exception it raised after all is raised here).
 
     kernel-findings §6, and seen here on the first create in a fresh sandbox: binding a mount
     namespace's nsfs file from a non-initial namespace can fail with EINVAL, because the
@@ -226,24 +210,13 @@ def build_and_hold(body: Callable[[int, int], None], hold: Callable[[int, list[s
     max_attempts = 4 * len(cpus) + 2
     for attempt in range(max_attempts):
         cpu = cpus[attempt % len(cpus)]
-        status_r, status_w = os.pipe()
-        go_r, go_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(status_r)
-            os.close(go_w)
-            try:
-                os.sched_setaffinity(0, {cpu})
-                body(status_w, go_r)
-            except BaseException as exc:  # noqa: BLE001 - the parent re-raises it
-                _send(status_w, ("err", exc))
-            os._exit(0)
-        os.close(status_w)
-        os.close(go_r)
+        proc = Child.start(body, cpu=cpu)
         try:
-            line = _read_status(status_r)
+            words = proc.ready()      # the child's exception, if it failed, is raised here
             try:
-                result = hold(pid, line.split()[1:])
+                result = hold(proc.pid, list(words))
+                proc.release()
+                proc.result()
             except BaseException as exc:
                 # Whatever went wrong (a kernel error, Ctrl-C, an injected fault), what this
                 # attempt bound is released: the caller's rollback never saw it.
@@ -256,9 +229,7 @@ def build_and_hold(body: Callable[[int, int], None], hold: Callable[[int, list[s
                 _write_hint(cpu_hint, cpu)
             return result, attempt + 1
         finally:
-            os.close(go_w)  # the child's read returns: it exits
-            os.close(status_r)
-            os.waitpid(pid, 0)
+            proc.close()  # release it, and kill and reap it if it is still there
     raise AssertionError("unreachable")
 
 
@@ -279,16 +250,6 @@ def _write_hint(path: str | None, cpu: int) -> None:
             pass  # only a hint
 
 
-def _read_status(fd: int) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = os.read(fd, 4096)
-        if not chunk or not (data + chunk).startswith(b"ok"):
-            _raise_child_error(data + chunk + _recv(fd))
-        data += chunk
-    return data.decode()
-
-
 def spawn_guest(op: SpawnGuest, checkpoint: Callable[[int], None] = lambda m: None
                 ) -> Spawned:
     """Build the guest's namespaces in a child and bind them under op.ns_dir.
@@ -301,9 +262,9 @@ def spawn_guest(op: SpawnGuest, checkpoint: Callable[[int], None] = lambda m: No
     # Only this process holds commit_w: the reaper exits on EOF unless told to stay.
     commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
 
-    def body(status_w: int, go_r: int) -> None:
+    def body() -> None:
         os.close(commit_w)
-        _guest_child(op, status_w, go_r, commit_r)
+        _guest_child(op, commit_r)
 
     def hold(pid: int, words: list[str]) -> int:
         reaper[0] = int(words[0])

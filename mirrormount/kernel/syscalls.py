@@ -1,8 +1,10 @@
 """The only module that touches ctypes: thin wrappers over the mount and namespace syscalls.
 
-Every wrapper returns a plain result or raises ``OSError(errno, strerror, path[, path2])`` whose
-message names the operation, so one place (``errors.describe``) can turn it into a one-line
-message for the user. Nothing here decides policy; it only speaks to the kernel.
+Every wrapper returns a plain result or raises ``errors.KernelError``: an OSError with
+``errno``, ``op`` (the syscall), ``filename``/``filename2`` (the paths) and the plain strerror,
+so nothing has to be parsed back out of a message, and the error survives a pickle from a
+forked child intact. Only the CLI turns it into text (``errors.describe``). Nothing here
+decides policy; it only speaks to the kernel.
 
 Python 3.11 has no os.setns / os.unshare / os.statx, and glibc may lack wrappers for the new
 mount API, so everything goes through ``syscall(2)`` with numbers from a per-architecture table.
@@ -12,8 +14,11 @@ Privilege: every call except statx and openat2 needs CAP_SYS_ADMIN in the initia
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from dataclasses import dataclass
+
+from ..errors import KernelError
 
 # The running program's own symbols include libc's. (ctypes.util.find_library would import
 # subprocess and shell out: ~10 ms of start-up for every command.)
@@ -90,17 +95,14 @@ def _nr(name: str) -> int:
     try:
         return _NR[name]
     except KeyError:
-        raise OSError(38, f"{name}: no syscall number known for architecture {MACHINE}") from None
+        raise KernelError(errno.ENOSYS, name,
+                          where=f"(no syscall number known for {MACHINE})") from None
 
 
 def _check(ret: int, op: str, *paths: str) -> int:
-    """Raise OSError naming the operation and path(s) when a libc/syscall call returned -1."""
+    """Raise KernelError(errno, op, path[, path2]) when a libc/syscall call returned -1."""
     if ret == -1:
-        err = ctypes.get_errno()
-        msg = f"{op}: {os.strerror(err)}"
-        if len(paths) >= 2:
-            raise OSError(err, msg, paths[0], None, paths[1])
-        raise OSError(err, msg, paths[0] if paths else None)
+        raise KernelError(ctypes.get_errno(), op, *(p or None for p in paths[:2]))
     return ret
 
 
@@ -115,9 +117,10 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
           data: str | None = None) -> None:
-    """mount(2). Used both for new mounts and for propagation changes (source/fstype None)."""
+    """mount(2). Used both for new mounts and for propagation changes (source/fstype None).
+    A failure names source and target, or only the target when there is no source."""
     _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount",
-           source or target, target)
+           *((source, target) if source is not None else (target,)))
 
 
 def umount2(target: str, flags: int = 0) -> None:
