@@ -227,3 +227,19 @@ def test_creating_and_destroying_guest_n_leaves_the_others_intact(sandbox):
         sandbox.sh(f"mkdir -p /container/{n}/srv/h && mount -t tmpfs h-{n} /container/{n}/srv/h")
         r = sandbox.mm("exec", n, "--", "findmnt", "-n", "-o", "SOURCE", "/srv/h")
         assert r.returncode == 0 and r.stdout.strip() == f"h-{n}", (n, r.stdout, r.stderr)
+
+
+def test_destroy_detaches_privately_so_shared_copies_elsewhere_survive(sandbox):
+    """destroy makes the mirror private before detaching it (findings §3). A host view that
+    shares the mirror's peer groups (an rbind of part of it elsewhere) keeps its mounts;
+    a shared detach would propagate the unmount into that view too."""
+    assert sandbox.mm("create", "c1").returncode == 0
+    r = sandbox.mm("exec", "c1", "--", "/bin/sh", "-c",
+                   "mkdir -p /srv/own && mount -t tmpfs own /srv/own && echo x > /srv/own/f")
+    assert r.returncode == 0, r.stderr
+    sandbox.sh("mkdir -p /mnt/view && mount --rbind /container/c1/srv /mnt/view")
+    assert sandbox.sh("cat /mnt/view/own/f").stdout == "x\n"
+    assert sandbox.mm("destroy", "c1").returncode == 0
+    assert "/mnt/view/own" in sandbox.mountpoints(), "destroy's unmount propagated out"
+    assert sandbox.sh("cat /mnt/view/own/f").stdout == "x\n"
+    sandbox.sh("umount -R /mnt/view")

@@ -17,8 +17,9 @@ from typing import Any, List, Optional, TypeVar
 import typer
 
 from .. import __version__
-from ..errors import EXIT_FAILED, MirrormountError, UsageError, describe
-from ..guest.guests import Guests
+from ..errors import EXIT_FAILED, BusyError, MirrormountError, UsageError, describe
+from ..guest.guests import Guests, UmountBusy
+from ..guest.plan import render
 from ..kernel.mountinfo import ParseError
 from ..guest.model import Layout, parse_kinds, validate_name, validate_propagation
 from ..guest.recipe import Recipe, RecipeMount, load_recipe
@@ -46,7 +47,12 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def reports_errors(fn: F) -> F:
-    """Turn domain and kernel errors into one stderr line and the documented exit code."""
+    """Turn domain and kernel errors into one stderr line and the documented exit code.
+
+    MirrormountError: its exit_code. Any OSError (a KernelError from a syscall wrapper,
+    also one raised in a forked child and re-raised here by kernel.child; an OSError from
+    Python itself): exit 1, described by errors.describe, the only caller of it. Ctrl-C
+    (here, or in a child that reported it): "interrupted", exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -231,6 +237,10 @@ def enter(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
     raise typer.Exit(g.exec(name, [g.shell_for(name)]))
 
 
+DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan as numbered shell steps; "
+                                                 "change nothing.")
+
+
 @app.command()
 @reports_errors
 def mount(ctx: typer.Context, name: str = typer.Argument(...),
@@ -239,14 +249,15 @@ def mount(ctx: typer.Context, name: str = typer.Argument(...),
           options: Optional[str] = typer.Option(None, "-o", "--options"),
           bind: bool = typer.Option(False, "--bind", help="Bind a host path."),
           guest_only: bool = typer.Option(False, "--guest-only",
-                                          help="Keep the mount out of the host mirror.")) -> None:
+                                          help="Keep the mount out of the host mirror."),
+          dry_run: bool = DRY_RUN) -> None:
     """Mount into a guest through its mirror. TARGET is resolved inside the guest's root."""
     g = settings(ctx).guests
-    if guest_only:
-        from ..guest.guestonly import mount_guest_only
-        mount_guest_only(g, name, source, target, fstype, options, bind)
-    else:
-        g.mount(name, source, target, fstype, options, bind)
+    if dry_run:
+        typer.echo(render(g.plan_mount(name, source, target, fstype, options, bind,
+                                       guest_only)), nl=False)
+        return
+    g.mount(name, source, target, fstype, options, bind, guest_only)
 
 
 @app.command()
@@ -255,22 +266,51 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
            target: str = typer.Argument(...),
            lazy: bool = typer.Option(False, "--lazy", help="Detach now; report who holds it."),
            wait: float = typer.Option(0.0, "--wait", metavar="SECONDS",
-                                      help="Retry until free or the time runs out.")) -> None:
+                                      help="Retry until free or the time runs out."),
+           dry_run: bool = DRY_RUN) -> None:
     """Unmount a guest path (on both sides). Exits 3 when busy, saying who holds it.
 
     With --wait and --lazy together: wait for a clean unmount, then detach what is left."""
-    g = settings(ctx).guests
+    s = settings(ctx)
+    g = s.guests
     if wait < 0:
         raise UsageError("--wait must be 0 or more seconds")
-    report = g.umount(name, target, lazy=lazy, wait=wait)
+    if dry_run:
+        typer.echo(render(g.plan_umount(name, target, lazy)), nl=False)
+        return
+    # The busy finder reads every namespace and /proc: imported only when it must explain.
+    from ..busy import finder
+    identity = None
+    if lazy:
+        g.record(name)
+        # Resolved before the detach: afterwards the path names nothing in the guest, and
+        # the device and fs root are what we follow to the leftovers.
+        try:
+            identity = finder.resolve_target(f"{name}:{target}", s.layout)
+        except UsageError:
+            identity = None   # not a path in the guest: umount says so below
+    try:
+        g.umount(name, target, lazy=lazy, wait=wait)
+    except UmountBusy as busy:
+        try:
+            report = finder.find_pins(f"{name}:{target}", s.layout)
+        except UsageError:
+            report = None     # it went away meanwhile: nothing left to explain
+        text = finder.explain(report, name, target, busy.lead) if report else ""
+        if not text:
+            text = (f"{busy.lead}: target is busy (EBUSY), but no holder was found"
+                    + (f" ({report.uninspected} process(es) could not be inspected)"
+                       if report and report.uninspected else ""))
+        raise BusyError(text) from None
     if not lazy:
         return
-    from ..busy.finder import explain
-    if settings(ctx).json:
+    report = finder.find_residue(identity, s.layout) if identity is not None else None
+    if s.json:
         emit_json(report.to_json() if report is not None else None)
     elif report is not None and report.pins:
-        typer.echo(explain(report, name, target,
-                           f"detached {target} in {name}, but the filesystem is still held"))
+        typer.echo(finder.explain(report, name, target,
+                                  f"detached {target} in {name}, but the filesystem is "
+                                  "still held"))
     else:
         typer.echo(f"detached {target} in {name}; nothing holds the filesystem any more")
 
@@ -279,11 +319,15 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
 @reports_errors
 def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="NAME..."),
             force: bool = typer.Option(False, "--force", help="TERM, wait, then KILL."),
-            grace: float = typer.Option(5.0, "--grace", metavar="SECONDS")) -> None:
+            grace: float = typer.Option(5.0, "--grace", metavar="SECONDS"),
+            dry_run: bool = DRY_RUN) -> None:
     """Unmount a guest's mirror and remove its state; refuses while processes are inside."""
     g = settings(ctx).guests
     for n in names:
         validate_name(n)
+    if dry_run:
+        typer.echo("".join(render(g.plan_destroy(n, force, grace)) for n in names), nl=False)
+        return
     for n in names:
         g.destroy(n, force=force, grace=grace)
         if not settings(ctx).json:

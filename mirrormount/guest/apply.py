@@ -1,8 +1,16 @@
-"""Carry out a plan, step by step; on failure undo the completed steps in reverse order.
+"""The one executor: every change mirrormount makes to mounts and namespaces (create,
+destroy, mount, mount --guest-only, umount) is a plan from plan.py carried out here, step by
+step. On a failure, or Ctrl-C, the completed steps are undone in reverse order.
 
-Each operation type from plan.py has one do-function here and, where it changes something,
-an undo. The undo of a mount is always "make it private, then detach": the detach must not
-propagate into any peer (kernel-findings §3).
+Each operation type has one do-function here. A step that makes several kernel calls pushes
+an undo action after each, so whatever point a failure hits, rollback finds exactly what
+was made. The undo of a mirror or set-up mount is "make it private, then detach", so the
+detach propagates into no peer (kernel-findings §3); the undo of a mount made *through* the
+mirror is a plain detach, which must reach the guest's copy. Teardown steps (destroy,
+umount) have no undo: they are idempotent, and planning them again completes them.
+
+Fault points (faults.py) are checked before the first step, after each step and at each
+point inside a step, so tests can fail or kill the run anywhere.
 
 Privilege: root.
 """
@@ -10,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +26,14 @@ from functools import partial
 
 from . import faults
 from ..kernel import syscalls as sc
+from ..errors import BusyError, OperationError
+from ..kernel.procfs import wait_gone
+from . import guestonly
+from .nsexec import in_namespaces
 from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
-from .plan import (MakeDir, MountTmpfs, Op, RBind, SetPropagation, SpawnGuest, StartNursery,
-                   WriteRecord)
+from .plan import (Detach, DropSelfBind, MakeDir, MountGuestOnly, MountInto, MountTmpfs, Op,
+                   RBind, ReleaseNsFile, RemoveDir, RemoveFile, SetPropagation, SpawnGuest,
+                   StartNursery, StopProcesses, UmountIn, WriteRecord)
 from .state import StateLock, write_atomic
 
 PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
@@ -57,7 +71,6 @@ class Executor:
     lock: StateLock | None = None
     outcome: Outcome = field(default_factory=Outcome)
     undo: list[Callable[[], None]] = field(default_factory=list)
-    record_factory: Callable[[Outcome], dict] | None = None
 
     def run(self, ops: list[Op]) -> Outcome:
         """Do each step; on any failure (or Ctrl-C) undo the completed ones in reverse.
@@ -124,9 +137,150 @@ class Executor:
                     release_ns_file(f"{op.ns_dir}/{kind}")
             self.undo.append(undo_spawn)
         elif isinstance(op, WriteRecord):
-            record = (self.record_factory(self.outcome) if self.record_factory is not None
-                      else dict(op.record))
-            write_atomic(op.path, record)
-            self.undo.append(partial(os.unlink, op.path))
+            write_atomic(op.path, op.record)
+            if op.previous is None:
+                self.undo.append(partial(_unlink, op.path))
+            else:
+                self.undo.append(partial(write_atomic, op.path, op.previous))
+        elif isinstance(op, StopProcesses):
+            stop_processes(list(op.pids), op.grace)
+        elif isinstance(op, ReleaseNsFile):
+            release_ns_file(op.path)
+        elif isinstance(op, Detach):
+            detach(op.path)
+        elif isinstance(op, RemoveDir):
+            remove_empty_dir(op.path)
+        elif isinstance(op, RemoveFile):
+            _unlink(op.path)
+        elif isinstance(op, MountInto):
+            self._mount_into(op, checkpoint)
+        elif isinstance(op, MountGuestOnly):
+            self._mount_guest_only(op, checkpoint)
+        elif isinstance(op, UmountIn):
+            umount_in(op)
+        elif isinstance(op, DropSelfBind):
+            guestonly.drop_self_bind(op.holder, op.target)
         else:  # pragma: no cover - a planner bug
             raise TypeError(f"no executor for {type(op).__name__}")
+
+    def _mount_into(self, op: MountInto, checkpoint: Callable[[int], None]) -> None:
+        fd = open_in_root(op.mirror, op.target)
+        try:
+            try:
+                if op.bind:
+                    bind_at(op.source, fd, op.flags, checkpoint)
+                else:
+                    # Onto the resolved fd, never onto a path string that could be swapped
+                    # for a symlink afterwards.
+                    sc.mount(op.source, f"/proc/self/fd/{fd}", op.fstype, op.flags, op.data)
+            except OSError as exc:
+                exc.filename, exc.filename2 = op.source, f"{op.target} (in the guest)"
+                raise
+        finally:
+            os.close(fd)
+        self.undo.append(partial(unmount_through_mirror, op.mirror, op.target))
+
+    def _mount_guest_only(self, op: MountGuestOnly, checkpoint: Callable[[int], None]) -> None:
+        try:
+            tree = guestonly.detached_tree(op.scratch, op.source, op.fstype, op.flags,
+                                           op.data, op.bind)
+        except OSError as exc:
+            exc.filename, exc.filename2 = op.source, f"{op.target} (guest-only)"
+            raise
+        try:
+            checkpoint(1)
+            before = guestonly.host_mount_ids()
+            placed = guestonly.attach_in_guest(op.holder, tree, op.target)
+        finally:
+            os.close(tree)
+        self.undo.append(partial(guestonly.undo_in_guest, op.holder, placed))
+        if placed.guest_path != op.target:
+            raise OperationError(f"mount --guest-only: {op.target} now resolves to "
+                                 f"{placed.guest_path} in {op.name}; nothing was mounted")
+        checkpoint(2)
+        guestonly.detach_host_copy(op.mirror, placed.guest_path, before)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def open_in_root(root_dir: str, path: str) -> int:
+    """An O_PATH fd for `path` resolved with `root_dir` as / (openat2 RESOLVE_IN_ROOT): a
+    symlink the guest made, even an absolute one or '..', cannot lead outside it."""
+    root = os.open(root_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return sc.openat2(root, path.lstrip("/") or ".", sc.O_PATH,
+                          sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+    finally:
+        os.close(root)
+
+
+def bind_at(source: str, target_fd: int, flags: int,
+            checkpoint: Callable[[int], None] = lambda m: None) -> None:
+    """Bind source onto target_fd. Flags like ro go on the detached copy *before* it is
+    attached: a later remount would change the host's copy only, since per-mount flags
+    are not propagated to the guest's copy."""
+    tree = sc.open_tree(source, sc.OPEN_TREE_CLONE)
+    try:
+        checkpoint(1)
+        attrs = sc.mount_attrs(flags)
+        if attrs:
+            sc.mount_setattr("", 0, recursive=False, dirfd=tree, flags=sc.AT_EMPTY_PATH,
+                             attr_set=attrs)
+        sc.move_mount(tree, "", target_fd, "",
+                      sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH, source)
+    finally:
+        os.close(tree)
+
+
+def unmount_through_mirror(mirror: str, target: str) -> None:
+    """Undo of MountInto: detach the top mount at target. Not made private first: the
+    unmount must propagate to the guest's copy, its peer."""
+    fd = open_in_root(mirror, target)
+    try:
+        sc.umount2(f"/proc/self/fd/{fd}", sc.MNT_DETACH)
+    finally:
+        os.close(fd)
+
+
+def _umount_in_guest(target: str, flags: int) -> None:
+    """Runs in a child that entered the guest's mount namespace, whose root is now the guest's
+    root: any symlink in target resolves inside the guest, so a plain path is safe here.
+    (Going through an O_PATH fd, as mount does, would itself pin the mount: EBUSY.)"""
+    try:
+        sc.umount2(target, flags)
+    except OSError as exc:
+        exc.filename = target
+        raise
+
+
+def umount_in(op: UmountIn) -> None:
+    try:
+        in_namespaces({"mnt": op.holder}, _umount_in_guest, op.target,
+                      sc.MNT_DETACH if op.lazy else 0)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise BusyError(f"cannot unmount {op.target} in {op.name}: target is busy "
+                            "(EBUSY)") from exc
+        if exc.errno == errno.EINVAL:
+            raise OperationError(f"umount {op.target} in {op.name} failed: not a mount "
+                                 "point (EINVAL)") from exc
+        exc.filename = f"{op.target} in {op.name}"
+        raise
+
+
+def stop_processes(pids: list[int], grace: float) -> None:
+    """TERM, wait up to `grace` seconds, then KILL whatever is left and wait for it."""
+    for sig in ((signal.SIGTERM, signal.SIGKILL) if grace > 0 else (signal.SIGKILL,)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        pids = wait_gone(pids, grace if sig == signal.SIGTERM else 5.0)
+        if not pids:
+            return

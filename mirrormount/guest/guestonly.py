@@ -36,17 +36,13 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from ..kernel import syscalls as sc
-from ..errors import OperationError, UsageError, describe
+from ..errors import OperationError, UsageError
+from ..kernel import mountinfo
 from ..kernel.mountinfo import Mount, MountTable
 from .nsexec import in_namespaces, read_own_mountinfo
-from .state import GuestRecord, StateLock, load, write_atomic
-
-if TYPE_CHECKING:
-    from .guests import Guests
 
 RESOLVE = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
 
@@ -211,16 +207,16 @@ def _remove_self_bind_in_guest(proc_fd: int, target: str,
 
 
 # ----------------------------------------------------------------------------- host side
-def _detached_tree(guests: Guests, source: str, fstype: str | None, flags: int,
-                   data: str | None, bind: bool) -> int:
-    """Step 1: the mount as a detached, private tree made in the host's namespace."""
+def detached_tree(scratch: str, source: str, fstype: str | None, flags: int,
+                  data: str | None, bind: bool) -> int:
+    """Step 1: the mount as a detached, private tree made in the host's namespace. A new
+    filesystem is mounted for a moment on `scratch`, a directory inside STATE (private, so
+    the mount propagates nowhere), cloned, and detached at once. Returns the tree's fd."""
     if bind:
         tree = sc.open_tree(source, sc.OPEN_TREE_CLONE)
     else:
-        scratch = f"{guests.layout.state.rstrip('/')}/.guest-only.{os.getpid()}"
         os.mkdir(scratch, 0o700)
         try:
-            # STATE is private: this mount propagates nowhere, and lives for a moment only.
             sc.mount(source, scratch, fstype, flags, data)
             try:
                 tree = sc.open_tree(scratch, sc.OPEN_TREE_CLONE)
@@ -229,7 +225,8 @@ def _detached_tree(guests: Guests, source: str, fstype: str | None, flags: int,
         finally:
             os.rmdir(scratch)
     # A bind ignores MS_RDONLY and friends; set them on the detached copy, which is the only
-    # copy there will ever be.
+    # copy there will ever be. Private: a bind of a shared host mount would otherwise stay a
+    # peer of it, and the guest's submounts would flow back out to the host.
     attrs = sc.mount_attrs(flags) if bind else 0
     try:
         sc.mount_setattr("", sc.MS_PRIVATE, recursive=False, dirfd=tree,
@@ -240,19 +237,52 @@ def _detached_tree(guests: Guests, source: str, fstype: str | None, flags: int,
     return tree
 
 
-def _detach_host_copy(guests: Guests, rec: GuestRecord, guest_path: str,
-                      before: set[int]) -> bool:
+def attach_in_guest(holder: str, tree_fd: int, target: str) -> Placed:
+    """Step 2, run in a child inside the guest's mount namespace (held at `holder`)."""
+    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return in_namespaces({"mnt": holder}, _attach_in_guest, proc_fd, tree_fd, target)
+    finally:
+        os.close(proc_fd)
+
+
+def undo_in_guest(holder: str, placed: Placed) -> None:
+    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        in_namespaces({"mnt": holder}, _undo_in_guest, proc_fd, placed)
+    finally:
+        os.close(proc_fd)
+
+
+def drop_self_bind(holder: str, target: str) -> None:
+    """After an umount of a guest-only path: remove the private self-bind it stood on when
+    a kernel left it (step 3)."""
+    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        in_namespaces({"mnt": holder}, _remove_self_bind_in_guest, proc_fd, target, (target,))
+    finally:
+        os.close(proc_fd)
+
+
+def host_mount_ids() -> set[int]:
+    return {m.mount_id for m in MountTable.of(mountinfo.read())}
+
+
+def detach_host_copy(mirror: str, guest_path: str, before: set[int]) -> bool:
     """Step 3: detach B', the copy of the guest's self-bind that propagated to the mirror.
     Returns False when there was none (TARGET's parent in the guest was not shared)."""
-    from .guests import host_table
-    where = rec.mirror if guest_path == "/" else rec.mirror.rstrip("/") + guest_path
-    table = host_table()
+    where = mirror if guest_path == "/" else mirror.rstrip("/") + guest_path
+    table = MountTable.of(mountinfo.read())
     # B' is still in the peer group B had before it was made private: no propagation test.
     new = [m for m in table if m.mountpoint == where and m.mount_id not in before
            and shows_own_directory(m, table.by_id.get(m.parent_id))]
     if not new:
         return False
-    fd = guests.open_guest_path(rec, guest_path)
+    root = os.open(mirror, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _open(root, guest_path)
+    finally:
+        os.close(root)
     try:
         if _mnt_id(fd) != new[-1].mount_id:
             raise OperationError(f"mount --guest-only: {where} changed on the host while "
@@ -265,73 +295,23 @@ def _detach_host_copy(guests: Guests, rec: GuestRecord, guest_path: str,
     return True
 
 
-def _record_paths(guests: Guests, name: str, add: str | None = None,
-                  keep: set[str] | None = None) -> None:
-    """Rewrite the record's guest_only list (under the state lock, atomically)."""
-    rec = load(guests.layout, name)
-    if rec is None:
-        return
-    paths = [p for p in rec.guest_only if keep is None or p in keep]
-    if add is not None and add not in paths:
-        paths.append(add)
-    if tuple(paths) != rec.guest_only:
-        write_atomic(guests.layout.record(name),
-                     replace(rec, guest_only=tuple(sorted(paths))).to_json())
-
-
-def mount_guest_only(guests: Guests, name: str, source: str, target: str,
-                     fstype: str | None = None, options: str | None = None,
-                     bind: bool = False) -> None:
-    """Mount SOURCE at TARGET in the guest only (see the module docstring)."""
-    from .guests import host_table, mount_options, require_root
-    require_root("mount")
-    rec = guests.record(name)
-    flags, data = mount_options(options)
-    if bind and not os.path.exists(source):
-        raise UsageError(f"bind source {source} does not exist")
-    holder = guests.layout.ns_file(name, "mnt")
-    if not os.path.exists(holder):
-        raise OperationError(f"guest {name} is broken: its mount namespace is not held "
-                             f"({holder})")
-    with StateLock(guests.layout.state):
-        try:
-            tree = _detached_tree(guests, source, fstype, flags, data, bind)
-        except OSError as exc:
-            exc.filename, exc.filename2 = source, f"{target} in {name} (guest-only)"
-            raise OperationError(describe(exc, "mount")) from exc
-        proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            before = {m.mount_id for m in host_table()}
-            try:
-                placed = in_namespaces({"mnt": holder}, _attach_in_guest, proc_fd, tree,
-                                       target)
-            except OSError as exc:
-                exc.filename, exc.filename2 = source, f"{target} in {name} (guest-only)"
-                raise OperationError(describe(exc, "mount")) from exc
-            try:
-                _detach_host_copy(guests, rec, placed.guest_path, before)
-            except BaseException:
-                in_namespaces({"mnt": holder}, _undo_in_guest, proc_fd, placed)
-                raise
-            _record_paths(guests, name, add=placed.guest_path)
-        finally:
-            os.close(proc_fd)
-            os.close(tree)
-
-
-def forget_unmounted(guests: Guests, rec: GuestRecord, target: str) -> None:
-    """Called after a successful umount in a guest that has guest-only paths: remove the
-    private self-bind a guest-only mount may have left at target (kernels that do not
-    reparent, step 3), and drop record entries that are no longer guest-only mounts."""
-    from .guests import host_table
-    holder = guests.layout.ns_file(rec.name, "mnt")
+def resolve_in_guest(holder: str, target: str) -> str:
+    """TARGET as the kernel resolves it inside the guest (symlinks followed, inside the
+    guest's root), for the record. Read-only: a child enters the guest and reads a link."""
     proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        text = in_namespaces({"mnt": holder}, _remove_self_bind_in_guest, proc_fd, target,
-                             rec.guest_only)
+        return in_namespaces({"mnt": holder}, _resolved_path, proc_fd, target)
     finally:
         os.close(proc_fd)
-    guest, host = MountTable.parse(text), host_table()
-    with StateLock(guests.layout.state):
-        keep = {p for p in rec.guest_only if still_guest_only(p, rec.mirror, guest, host)}
-        _record_paths(guests, rec.name, keep=keep)
+
+
+def _resolved_path(proc_fd: int, target: str) -> str:
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _open(root, target)
+    finally:
+        os.close(root)
+    try:
+        return os.readlink(f"self/fd/{fd}", dir_fd=proc_fd)
+    finally:
+        os.close(fd)

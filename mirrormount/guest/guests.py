@@ -18,22 +18,23 @@ from typing import TYPE_CHECKING
 
 from ..kernel import mountinfo
 from ..kernel import syscalls as sc
-from .apply import Executor, Outcome, detach, remove_empty_dir
-from ..errors import BusyError, OperationError, UsageError, describe
+from .apply import Executor, Outcome, open_in_root
+from ..errors import BusyError, OperationError, UsageError
 from .health import Health, assess
 from ..kernel.mountinfo import MountTable
 from ..kernel.mountquery import cheap as mounts_cheap
 from ..kernel.mountquery import mounts_at
 from .nsexec import in_namespaces, read_own_mountinfo
-from .nursery import release_ns_file
+from . import guestonly
 from .model import Layout, validate_hostname, validate_name
-from .plan import CreateRequest, HostFacts, Op, plan_create, render
+from .plan import (CreateRequest, HostFacts, Op, Teardown, plan_create, plan_destroy,
+                   plan_mount, plan_umount, render)
 from ..kernel.procfs import (alive, ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
                      read_text, wait_gone)
+from .plan import StopProcesses, WriteRecord
 from .state import GuestRecord, StateLock, guest_names, load
 
-if TYPE_CHECKING:  # the finder itself is imported only when an unmount needs explaining
-    from ..busy.finder import BusyReport
+if TYPE_CHECKING:
     from .recipe import RecipeMount
 
 # Directories tried, in order, for pivot_root's put_old (see nursery._guest_child).
@@ -140,25 +141,26 @@ class Guests:
                              req.propagation)
 
     def plan(self, req: CreateRequest) -> list[Op]:
-        return plan_create(req, self.layout, self.facts(req))
+        return plan_create(req, self.layout, self.facts(req), created=time.time())
 
     def dry_run(self, reqs: list[CreateRequest]) -> str:
         return "".join(render(self.plan(req)) for req in reqs)
 
+    def half_made(self, name: str) -> bool:
+        """Traces of a guest but no record: a create that was killed midway (the record is
+        written last). The next create of that name cleans it up and starts again."""
+        return load(self.layout, name) is None and name in guest_names(self.layout)
+
     def create(self, req: CreateRequest) -> tuple[GuestInfo, Outcome]:
         require_root("create")
         with StateLock(self.layout.state) as lock:
+            if self.half_made(req.name):
+                Executor(lock=lock).run(plan_destroy(self.teardown(req.name, 0.0),
+                                                     self.layout))
             ops = self.plan(req)
-            rec = GuestRecord(name=req.name, mirror=self.layout.mirror(req.name),
-                              rootfs=req.rootfs, kinds=req.all_kinds,
-                              propagation=req.propagation, hostname=req.hostname,
-                              created=time.time())
-
-            # The record is written last, with what only the run knows (the reaper's pid).
-            outcome = Executor(lock=lock, record_factory=lambda o: replace(
-                rec, reaper_pid=o.reaper_pid).to_json()).run(ops)
+            outcome = Executor(lock=lock).run(ops)
+        rec = GuestRecord.from_json(next(op.record for op in ops if isinstance(op, WriteRecord)))
         # Described from what we just made, not from a scan of the (large) host table.
-        rec = replace(rec, reaper_pid=outcome.reaper_pid)
         namespaces = {k: ns_id(p) or "?" for k, p in self.ns_files(rec).items()}
         pids = [outcome.reaper_pid] if outcome.reaper_pid else []
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, "stopped", namespaces, pids,
@@ -179,7 +181,10 @@ class Guests:
                 by_ns = pids_by_mnt_ns()
             ino = int(mnt.split("[")[1].rstrip("]"))
             pids = sorted(by_ns.get(ino, []))
-        others = [p for p in pids if p != rec.reaper_pid]
+        reapers = [p for p in pids if is_our_reaper(p)]
+        if "pid" in rec.kinds and "pid" in namespaces and mnt and not reapers:
+            problems.append("the pid namespace's init (mirrormount reaper) is gone")
+        others = [p for p in pids if p not in reapers]
         state = "broken" if problems else ("running" if others else "stopped")
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, state, namespaces, pids,
                          rec.propagation, rec.hostname, list(rec.guest_only), problems)
@@ -200,8 +205,6 @@ class Guests:
             namespaces[kind] = ns_id(path) or "?"
         if table.at(rec.mirror) is None:
             problems.append(f"mirror {rec.mirror} is not mounted")
-        if rec.reaper_pid and not alive(rec.reaper_pid):
-            problems.append(f"pid namespace init {rec.reaper_pid} is gone")
         return namespaces, problems
 
     def list_all(self) -> list[GuestInfo]:
@@ -254,94 +257,76 @@ class Guests:
 
     def add_mounts(self, name: str, mounts: Sequence[RecipeMount]) -> None:
         """A recipe's mounts, in order, each as `mirrormount mount` would make it."""
-        from .guestonly import mount_guest_only
         for m in mounts:
-            if m.guest_only:
-                mount_guest_only(self, name, m.source, m.target, m.fstype, m.options, m.bind)
-            else:
-                self.mount(name, m.source, m.target, m.fstype, m.options, m.bind)
+            self.mount(name, m.source, m.target, m.fstype, m.options, m.bind, m.guest_only)
 
     # ------------------------------------------------------------------ mount / umount
-    def open_guest_path(self, rec: GuestRecord, guest_path: str) -> int:
-        """An O_PATH fd for guest_path, resolved with the mirror as root: a symlink the guest
-        made (even an absolute one, or '..') cannot lead outside the guest."""
-        root = os.open(rec.mirror, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            return sc.openat2(root, guest_path.lstrip("/") or ".", sc.O_PATH,
-                              sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
-        except OSError as exc:
-            exc.filename, exc.filename2 = f"{guest_path} in {rec.name}", None
-            raise OperationError(describe(exc, "resolve")) from exc
-        finally:
-            os.close(root)
-
-    def mount(self, name: str, source: str, target: str, fstype: str | None = None,
-              options: str | None = None, bind: bool = False) -> None:
-        require_root("mount")
+    def plan_mount(self, name: str, source: str, target: str, fstype: str | None = None,
+                   options: str | None = None, bind: bool = False,
+                   guest_only: bool = False) -> list[Op]:
+        """The plan of `mirrormount mount`; raises UsageError for bad input, before any
+        change."""
         rec = self.record(name)
         flags, data = mount_options(options)
-        if bind:
-            if not os.path.exists(source):
-                raise UsageError(f"bind source {source} does not exist")
-        with StateLock(self.layout.state):
-            fd = self.open_guest_path(rec, target)
+        if bind and not os.path.exists(source):
+            raise UsageError(f"bind source {source} does not exist")
+        resolved = None
+        if guest_only:
+            holder = self.layout.ns_file(name, "mnt")
+            if not os.path.exists(holder):
+                raise OperationError(f"guest {name} is broken: its mount namespace is not "
+                                     f"held ({holder})")
             try:
-                if bind:
-                    self._bind_at(source, fd, flags)
-                else:
-                    # Mount onto the resolved fd, never onto a path string that could be
-                    # swapped for a symlink afterwards. The mirror is shared with the guest,
-                    # so the mount appears there at `target`.
-                    sc.mount(source, f"/proc/self/fd/{fd}", fstype, flags, data)
+                resolved = guestonly.resolve_in_guest(holder, target)
             except OSError as exc:
-                exc.filename, exc.filename2 = source, f"{target} in {name}"
-                raise OperationError(describe(exc, "mount")) from exc
-            finally:
-                os.close(fd)
+                exc.filename, exc.filename2 = f"{target} in {name}", None
+                raise
+            if resolved == "/":
+                raise UsageError("mount --guest-only: not on the guest's / (it would cut "
+                                 "the mirror)")
+        else:
+            try:     # the target must resolve inside the guest before anything changes
+                os.close(open_in_root(rec.mirror, target))
+            except OSError as exc:
+                exc.filename, exc.filename2 = f"{target} in {name}", None
+                raise
+        return plan_mount(rec, self.layout, source, target, fstype, flags, data, bind,
+                          options, guest_only, resolved)
 
-    @staticmethod
-    def _bind_at(source: str, target_fd: int, flags: int) -> None:
-        """Bind source onto target_fd. Flags like ro go on the detached copy *before* it is
-        attached: a later remount would change the host's copy only, since per-mount flags
-        are not propagated to the guest's copy."""
-        tree = sc.open_tree(source, sc.OPEN_TREE_CLONE)
-        try:
-            attrs = sc.mount_attrs(flags)
-            if attrs:
-                sc.mount_setattr("", 0, recursive=False, dirfd=tree, flags=sc.AT_EMPTY_PATH,
-                                 attr_set=attrs)
-            sc.move_mount(tree, "", target_fd, "",
-                          sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH, source)
-        finally:
-            os.close(tree)
+    def mount(self, name: str, source: str, target: str, fstype: str | None = None,
+              options: str | None = None, bind: bool = False,
+              guest_only: bool = False) -> None:
+        require_root("mount")
+        with StateLock(self.layout.state) as lock:
+            Executor(lock=lock).run(self.plan_mount(name, source, target, fstype, options,
+                                                    bind, guest_only))
 
-    def umount(self, name: str, target: str, lazy: bool = False,
-               wait: float = 0.0) -> BusyReport | None:
+    def plan_umount(self, name: str, target: str, lazy: bool = False) -> list[Op]:
+        rec = self.record(name)
+        resolved = None
+        if rec.guest_only:
+            try:
+                resolved = guestonly.resolve_in_guest(self.layout.ns_file(name, "mnt"),
+                                                      target)
+            except OSError:
+                resolved = None      # gone already: the umount step says so
+        return plan_umount(rec, self.layout, target, lazy, resolved)
+
+    def umount(self, name: str, target: str, lazy: bool = False, wait: float = 0.0) -> None:
         """Unmount a guest path (the mirror follows by propagation).
 
-        EBUSY is explained by the finder, one sentence per holder (BusyError, exit 3).
-        wait > 0 retries a plain umount until the mount is free or the time is up; with lazy,
-        whatever is still busy then is detached (MNT_DETACH) and the finder's report of who
-        still holds the detached filesystem is returned."""
+        Raises UmountBusy (exit 3) on EBUSY; the CLI asks the busy finder who holds it.
+        wait > 0 retries a plain umount until the mount is free or the time is up; with
+        lazy, whatever is still busy then is detached (MNT_DETACH)."""
         require_root("umount")
-        rec = self.record(name)
-        # The finder reads every namespace and /proc: import it only when asked to explain.
-        from ..busy import finder
-        spec = f"{name}:{target}"
-        identity = None
-        if lazy:
-            # Resolved before the detach: afterwards the path names nothing in the guest, and
-            # the device and fs root are what we follow to the leftovers.
-            try:
-                identity = finder.resolve_target(spec, self.layout)
-            except UsageError:
-                identity = None   # not a path in the guest: _umount_once says so below
         deadline = time.monotonic() + max(wait, 0.0)
         delay = 0.05
         while True:
             try:
-                self._umount_once(name, target, 0 if (wait > 0 or not lazy) else sc.MNT_DETACH)
-                break
+                with StateLock(self.layout.state) as lock:
+                    Executor(lock=lock).run(self.plan_umount(name, target,
+                                                             lazy and wait <= 0))
+                return
             except BusyError:
                 remaining = deadline - time.monotonic()
                 if remaining > 0:
@@ -349,28 +334,10 @@ class Guests:
                     delay = min(delay * 2, 0.5)
                     continue
                 if lazy:
-                    self._umount_once(name, target, sc.MNT_DETACH)
-                    break
-                lead = f"cannot unmount {target} in {name}" + (
-                    f" after waiting {wait:g}s" if wait > 0 else "")
-                try:
-                    report = finder.find_pins(spec, self.layout)
-                except UsageError:
-                    report = None     # it went away meanwhile: nothing left to explain
-                text = finder.explain(report, name, target, lead) if report else ""
-                if not text:
-                    text = (f"{lead}: target is busy (EBUSY), but no holder was found"
-                            + (f" ({report.uninspected} process(es) could not be inspected)"
-                               if report and report.uninspected else ""))
-                raise BusyError(text) from None
-        if rec.guest_only:
-            # A guest-only mount may leave the private self-bind it stood on, and its path
-            # stays in the record until someone notices it is gone (guestonly.py).
-            from .guestonly import forget_unmounted
-            forget_unmounted(self, rec, target)
-        if lazy and identity is not None:
-            return finder.find_residue(identity, self.layout)
-        return None
+                    with StateLock(self.layout.state) as lock:
+                        Executor(lock=lock).run(self.plan_umount(name, target, True))
+                    return
+                raise UmountBusy(name, target, wait) from None
 
     def _pids_in(self, name: str) -> list[int]:
         """Processes in the guest's mount namespace (none if it is not held any more)."""
@@ -381,73 +348,57 @@ class Guests:
         ino = ns_inode(holder)
         return sorted(pids_by_mnt_ns().get(ino, [])) if ino else []
 
-    def _umount_once(self, name: str, target: str, flags: int) -> None:
-        try:
-            in_namespaces({"mnt": self.layout.ns_file(name, "mnt")}, _umount_in_guest,
-                          target, flags)
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                raise BusyError(f"cannot unmount {target} in {name}: target is busy "
-                                "(EBUSY)") from exc
-            if exc.errno == errno.EINVAL:
-                raise OperationError(f"umount {target} in {name} failed: not a mount point "
-                                     "(EINVAL)") from exc
-            exc.filename = f"{target} in {name}"
-            raise OperationError(describe(exc, "umount")) from exc
-
     # ------------------------------------------------------------------ destroy
+    def teardown(self, name: str, grace: float) -> Teardown:
+        """What destroy must undo, read from the system itself, not from the record: a
+        create killed before writing its record leaves a reaper nobody recorded."""
+        pids = self._pids_in(name)
+        reapers = tuple(p for p in pids if is_our_reaper(p))
+        inside = tuple(p for p in pids if p not in reapers)
+        ns_dir = self.layout.ns_dir(name)
+        try:
+            with os.scandir(ns_dir) as it:
+                held = tuple(sorted(e.path for e in it))
+        except (FileNotFoundError, NotADirectoryError):
+            held = ()
+        mirror = self.layout.mirror(name)
+        mounted = mounts_at([mirror]).at(mirror) is not None
+        return Teardown(name, inside, reapers, held, mounted,
+                        os.path.isdir(mirror) and not os.path.islink(mirror),
+                        os.path.lexists(self.layout.record(name)), grace)
+
+    def plan_destroy(self, name: str, force: bool = False, grace: float = 5.0) -> list[Op]:
+        validate_name(name)
+        if name not in guest_names(self.layout):
+            raise UsageError(f"no such guest: {name}")
+        t = self.teardown(name, grace)
+        if t.inside and not force:
+            raise BusyError(f"guest {name} still has {len(t.inside)} process(es) inside "
+                            f"(pids {' '.join(map(str, t.inside[:10]))}); "
+                            "use --force to stop them")
+        return plan_destroy(t, self.layout)
+
     def destroy(self, name: str, force: bool = False, grace: float = 5.0) -> list[int]:
         """Tear a guest down; returns the pids that were signalled. Never removes a file
         through a mount: mirrors are detached first, then only empty directories go."""
         require_root("destroy")
-        validate_name(name)
-        if name not in guest_names(self.layout):
-            raise UsageError(f"no such guest: {name}")
-        with StateLock(self.layout.state):
-            # Who is inside comes from the held mount namespace itself, not from the record:
-            # a create killed before writing its record leaves a reaper nobody recorded.
-            pids = self._pids_in(name)
-            reapers = [p for p in pids if is_our_reaper(p)]
-            inside = [p for p in pids if p not in reapers]
-            if inside and not force:
-                raise BusyError(f"guest {name} still has {len(inside)} process(es) inside "
-                                f"(pids {' '.join(map(str, inside[:10]))}); "
-                                "use --force to stop them")
-            if inside:
-                stop_processes(inside, grace)
-            if reapers:
-                stop_processes(reapers, 0)
-            ns_dir = self.layout.ns_dir(name)
-            for kind in ("mnt", "uts", "ipc", "net", "pid", "cgroup"):
-                release_ns_file(f"{ns_dir}/{kind}")
-            mirror = self.layout.mirror(name)
-            if mounts_at([mirror]).at(mirror) is not None:
-                # Private first: detaching a shared tree would propagate the unmount into
-                # every peer (kernel-findings §3).
-                detach(mirror)
-            base_dev = os.stat(self.layout.base).st_dev
-            if os.path.isdir(mirror) and os.stat(mirror).st_dev == base_dev \
-                    and not os.path.ismount(mirror):
-                remove_empty_dir(mirror)
-            for leftover in (self.layout.record(name),):
-                try:
-                    os.unlink(leftover)
-                except FileNotFoundError:
-                    pass
-            remove_empty_dir(ns_dir)
-            remove_empty_dir(self.layout.guest_dir(name))
-            return inside
+        with StateLock(self.layout.state) as lock:
+            ops = self.plan_destroy(name, force, grace)
+            Executor(lock=lock).run(ops)
+        return [p for op in ops if isinstance(op, StopProcesses) for p in op.pids]
 
 
-def _umount_in_guest(target: str, flags: int) -> None:
-    """Runs in a child that entered the guest's mount namespace, whose root is now the guest's
-    root: any symlink in target resolves inside the guest, so a plain path is safe here.
-    (Going through an O_PATH fd, as mount does, would itself pin the mount: EBUSY.)"""
-    try:
-        sc.umount2(target, flags)
-    except OSError as exc:
-        exc.filename = target
-        raise
+class UmountBusy(BusyError):
+    """umount met EBUSY (exit 3). Carries what the CLI needs to ask who holds the mount."""
+
+    def __init__(self, name: str, target: str, waited: float) -> None:
+        self.name, self.target, self.waited = name, target, waited
+        super().__init__(f"{self.lead}: target is busy (EBUSY)")
+
+    @property
+    def lead(self) -> str:
+        return f"cannot unmount {self.target} in {self.name}" + (
+            f" after waiting {self.waited:g}s" if self.waited > 0 else "")
 
 
 def is_our_reaper(pid: int) -> bool:
@@ -456,19 +407,6 @@ def is_our_reaper(pid: int) -> bool:
     status = read_text(f"/proc/{pid}/status") or ""
     fields = parse_status(status)
     return fields.get("Name") == "mm-reaper" and parse_nspid(status)[-1:] == (1,)
-
-
-def stop_processes(pids: list[int], grace: float) -> None:
-    """TERM, wait up to `grace` seconds, then KILL whatever is left and wait for it."""
-    for sig in ((signal.SIGTERM, signal.SIGKILL) if grace > 0 else (signal.SIGKILL,)):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        pids = wait_gone(pids, grace if sig == signal.SIGTERM else 5.0)
-        if not pids:
-            return
 
 
 _FLAG_OPTS = {"ro": sc.MS_RDONLY, "nosuid": sc.MS_NOSUID, "nodev": sc.MS_NODEV,

@@ -6,12 +6,14 @@ Nothing here touches the system.
 """
 from __future__ import annotations
 
+import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import UsageError
 from ..kernel.mountinfo import MountTable, is_under
 from .model import KIND, Layout, ordered_kinds, validate_name, validate_propagation
+from .state import GuestRecord
 
 @dataclass(frozen=True)
 class CreateRequest:
@@ -148,12 +150,158 @@ class SpawnGuest(Op):
 
 @dataclass(frozen=True)
 class WriteRecord(Op):
+    """The guest's record, whole: everything it holds is known when planning, so it travels
+    here and nothing fills it in later. ``previous`` is what to restore on rollback (None:
+    there was no record, so rollback removes it)."""
+
     path: str = ""
     record: dict = field(default_factory=dict, hash=False, compare=False)
+    previous: dict | None = field(default=None, hash=False, compare=False)
 
     def shell(self) -> list[str]:
-        return [f"echo '<guest record>' > {shlex.quote(self.path)}.tmp && "
-                f"mv {shlex.quote(self.path)}.tmp {shlex.quote(self.path)}"]
+        q = shlex.quote
+        text = json.dumps(self.record, sort_keys=True)
+        return [f"printf '%s\\n' {q(text)} > {q(self.path)}.tmp && "
+                f"mv {q(self.path)}.tmp {q(self.path)}"]
+
+
+# ----------------------------------------------------------------------------- teardown
+# destroy's steps undo nothing: a detached mirror cannot be put back. Each is idempotent
+# instead, so a destroy that failed or was killed midway is completed by the next one.
+@dataclass(frozen=True)
+class StopProcesses(Op):
+    pids: tuple[int, ...] = ()
+    grace: float = 0.0          # seconds between TERM and KILL; 0: KILL at once
+
+    def shell(self) -> list[str]:
+        pids = " ".join(map(str, self.pids))
+        if self.grace > 0:
+            return [f"kill -TERM {pids}; sleep {self.grace:g}; kill -KILL {pids}"]
+        return [f"kill -KILL {pids}"]
+
+
+@dataclass(frozen=True)
+class ReleaseNsFile(Op):
+    path: str = ""
+
+    def shell(self) -> list[str]:
+        return [f"umount -l {shlex.quote(self.path)}; rm -f {shlex.quote(self.path)}"]
+
+
+@dataclass(frozen=True)
+class Detach(Op):
+    """Private first, then detach: a detach of a shared tree would propagate the unmount
+    into every peer (kernel-findings §3), i.e. into the guest."""
+
+    path: str = ""
+
+    def shell(self) -> list[str]:
+        q = shlex.quote(self.path)
+        return [f"mount --make-rprivate {q}", f"umount -l {q}"]
+
+
+@dataclass(frozen=True)
+class RemoveDir(Op):
+    """rmdir, never rm -r: a directory that still holds files (or a mount) stays."""
+
+    path: str = ""
+
+    def shell(self) -> list[str]:
+        return [f"rmdir {shlex.quote(self.path)}"]
+
+
+@dataclass(frozen=True)
+class RemoveFile(Op):
+    path: str = ""
+
+    def shell(self) -> list[str]:
+        return [f"rm -f {shlex.quote(self.path)}"]
+
+
+# ----------------------------------------------------------------------------- mounts
+@dataclass(frozen=True)
+class MountInto(Op):
+    """A mount on the host side of the mirror, at TARGET resolved inside the guest's root
+    (openat2 RESOLVE_IN_ROOT, so a guest symlink cannot lead out). The mirror's mounts are
+    shared with the guest's, so it appears in the guest at TARGET; its undo detaches it
+    without making it private first, so the unmount reaches the guest's copy too."""
+
+    mirror: str = ""
+    target: str = ""            # guest path
+    source: str = ""
+    fstype: str | None = None
+    flags: int = 0
+    data: str | None = None
+    bind: bool = False
+    options: str | None = None  # as typed, for the shell line
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        where = q(self.mirror.rstrip("/") + "/" + self.target.lstrip("/"))
+        opts = f" -o {q(self.options)}" if self.options else ""
+        kind = "--bind" if self.bind else f"-t {q(self.fstype or 'auto')}"
+        return [f"# TARGET is resolved inside the guest's root: guest symlinks stay inside",
+                f"mount {kind}{opts} {q(self.source)} {where}"]
+
+
+@dataclass(frozen=True)
+class MountGuestOnly(Op):
+    """A mount the host mirror never sees (guest/guestonly.py explains each step)."""
+
+    name: str = ""
+    mirror: str = ""
+    holder: str = ""            # the guest's mnt nsfs file
+    scratch: str = ""           # a private scratch dir inside STATE for a new filesystem
+    target: str = ""            # guest path, as resolved in the guest
+    source: str = ""
+    fstype: str | None = None
+    flags: int = 0
+    data: str | None = None
+    bind: bool = False
+    options: str | None = None
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        t = q(self.target)
+        opts = f" -o {q(self.options)}" if self.options else ""
+        made = (f"mount --bind{opts} {q(self.source)}" if self.bind
+                else f"mount -t {q(self.fstype or 'auto')}{opts} {q(self.source)}")
+        host = q(self.mirror.rstrip("/") + self.target)
+        return [f"# 1. host: the filesystem as a detached, private tree ({made})",
+                f"nsenter --mount={q(self.holder)} sh -e -c "
+                + q(f"mount --bind {t} {t}; mount --make-private {t}; "
+                    f"# 2. attach the tree on the private self-bind: nothing propagates"),
+                f"umount -l {host}    # 3. its copy on the host; the guest keeps the mount"]
+
+
+@dataclass(frozen=True)
+class UmountIn(Op):
+    """Unmount a guest path from inside the guest's namespace; the mirror follows by
+    propagation. EBUSY is reported as busy (exit 3)."""
+
+    name: str = ""
+    holder: str = ""
+    target: str = ""
+    lazy: bool = False
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        return [f"nsenter --mount={q(self.holder)} umount {'-l ' if self.lazy else ''}"
+                f"{q(self.target)}"]
+
+
+@dataclass(frozen=True)
+class DropSelfBind(Op):
+    """After unmounting a guest-only mount: remove the private self-bind it stood on, if a
+    kernel left it (guestonly.py, step 3)."""
+
+    holder: str = ""
+    target: str = ""
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        return [f"nsenter --mount={q(self.holder)} umount -l {q(self.target)}"
+                "   # only if the top mount there is the private self-bind"]
 
 
 def render(ops: list[Op]) -> str:
@@ -211,7 +359,8 @@ def plan_base(layout: Layout, table: MountTable) -> list[Op]:
     return ops
 
 
-def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts) -> list[Op]:
+def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
+                created: float = 0.0) -> list[Op]:
     validate_name(req.name)
     validate_propagation(req.propagation)
     if req.name in facts.existing:
@@ -268,6 +417,93 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts) -> list[Op
         "kept alive by nsfs binds, so the guest needs no process",
         req.name, mirror, layout.nursery_file, layout.ns_dir(req.name), req.all_kinds,
         req.hostname, facts.put_old))
-    ops.append(WriteRecord("the guest's record, written atomically (temp file + rename)",
-                           layout.record(req.name)))
+    record = GuestRecord(name=req.name, mirror=mirror, rootfs=req.rootfs,
+                         kinds=req.all_kinds, propagation=req.propagation,
+                         hostname=req.hostname, created=created)
+    ops.append(WriteRecord("the guest's record, written atomically (temp file + rename), "
+                           "last: a guest with a record is a complete guest",
+                           layout.record(req.name), record.to_json()))
+    return ops
+
+
+# ----------------------------------------------------------------------------- destroy
+@dataclass(frozen=True)
+class Teardown:
+    """What destroy needs to know, gathered by the caller (guests.py)."""
+
+    name: str
+    inside: tuple[int, ...] = ()        # processes in the guest other than its reaper
+    reapers: tuple[int, ...] = ()       # mirrormount's PID 1 of the guest's pid namespace
+    held: tuple[str, ...] = ()          # nsfs files under STATE/NAME/ns that exist
+    mirror_mounted: bool = False
+    mirror_dir: bool = False            # BASE/NAME exists as a plain directory in BASE
+    record: bool = False
+    grace: float = 5.0
+
+
+def plan_destroy(t: Teardown, layout: Layout) -> list[Op]:
+    """Tear a guest down, the processes first, the mirror detached privately, and only empty
+    directories removed. Steps whose target is already gone are left out, so a destroy
+    that was interrupted is completed by planning it again."""
+    ops: list[Op] = []
+    if t.inside:
+        ops.append(StopProcesses("the guest's processes: TERM, a grace period, then KILL",
+                                 t.inside, t.grace))
+    if t.reapers:
+        ops.append(StopProcesses("the guest's PID 1 (mirrormount's reaper): the kernel then "
+                                 "ends its pid namespace", t.reapers, 0.0))
+    for holder in t.held:
+        ops.append(ReleaseNsFile("release a namespace held by its nsfs bind", holder))
+    mirror = layout.mirror(t.name)
+    if t.mirror_mounted:
+        ops.append(Detach("the mirror, made private first so that its unmount propagates "
+                          "into no peer (findings §3)", mirror))
+    if t.mirror_mounted or t.mirror_dir:
+        ops.append(RemoveDir("the mirror's empty mountpoint in BASE", mirror))
+    if t.record:
+        ops.append(RemoveFile("the guest's record", layout.record(t.name)))
+    ops.append(RemoveDir("the guest's nsfs directory, once empty", layout.ns_dir(t.name)))
+    ops.append(RemoveDir("the guest's state directory, once empty", layout.guest_dir(t.name)))
+    return ops
+
+
+# ----------------------------------------------------------------------------- mount/umount
+def plan_mount(rec: GuestRecord, layout: Layout, source: str, target: str,
+               fstype: str | None, flags: int, data: str | None, bind: bool,
+               options: str | None, guest_only: bool = False,
+               resolved: str | None = None) -> list[Op]:
+    """One mount into a guest. A guest-only mount also records its path, as resolved in the
+    guest (``resolved``), in the guest's record."""
+    if not guest_only:
+        return [MountInto("mount through the mirror: BASE/NAME and the guest are one peer "
+                          "group, so the mount appears on both sides", rec.mirror, target,
+                          source, fstype, flags, data, bind, options)]
+    path = resolved or target
+    holder = layout.ns_file(rec.name, "mnt")
+    scratch = f"{layout.state.rstrip('/')}/.guest-only.{rec.name}"
+    new = replace(rec, guest_only=tuple(sorted({*rec.guest_only, path})))
+    return [
+        MountGuestOnly("a mount in the guest only: on a private self-bind, so nothing "
+                       "propagates to the host, which keeps nothing to pin",
+                       rec.name, rec.mirror, holder, scratch, path, source, fstype, flags,
+                       data, bind, options),
+        WriteRecord("remember the guest-only path in the record", layout.record(rec.name),
+                    new.to_json(), rec.to_json()),
+    ]
+
+
+def plan_umount(rec: GuestRecord, layout: Layout, target: str, lazy: bool,
+                resolved: str | None = None) -> list[Op]:
+    """Unmount in the guest (the mirror follows). For a guest-only path, also drop the
+    self-bind it stood on and the record's entry."""
+    holder = layout.ns_file(rec.name, "mnt")
+    ops: list[Op] = [UmountIn("unmount inside the guest; the mirror's copy follows by "
+                              "propagation", rec.name, holder, target, lazy)]
+    path = resolved or target
+    if path in rec.guest_only:
+        ops.append(DropSelfBind("a guest-only mount's private self-bind, if the kernel left "
+                                "it", holder, path))
+        new = replace(rec, guest_only=tuple(p for p in rec.guest_only if p != path))
+        ops.append(WriteRecord("forget the guest-only path", layout.record(rec.name),
+                               new.to_json(), rec.to_json()))
     return ops
