@@ -91,7 +91,7 @@ def run_demo(propagation: str = "private") -> int:
         raise OperationError("demo needs root (CAP_SYS_ADMIN) to create namespaces; "
                              "nothing was changed")
     cp = subprocess.run([sys.executable, "-m", "mirrormount.sandbox", "--propagation",
-                         propagation, "--", sys.executable, "-m", "mirrormount.demo",
+                         propagation, "--", sys.executable, "-m", "mirrormount.cli.demo",
                          "--inside"])
     return cp.returncode
 
