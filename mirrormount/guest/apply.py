@@ -174,7 +174,7 @@ class Executor:
                     # for a symlink afterwards.
                     sc.mount(op.source, f"/proc/self/fd/{fd}", op.fstype, op.flags, op.data)
             except OSError as exc:
-                exc.filename, exc.filename2 = op.source, f"{op.target} (in the guest)"
+                exc.filename, exc.filename2 = op.source, f"{op.target} in {op.name}"
                 raise
         finally:
             os.close(fd)
@@ -185,7 +185,7 @@ class Executor:
             tree = guestonly.detached_tree(op.scratch, op.source, op.fstype, op.flags,
                                            op.data, op.bind)
         except OSError as exc:
-            exc.filename, exc.filename2 = op.source, f"{op.target} (guest-only)"
+            exc.filename, exc.filename2 = op.source, f"{op.target} in {op.name} (guest-only)"
             raise
         try:
             checkpoint(1)

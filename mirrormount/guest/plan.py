@@ -226,6 +226,7 @@ class MountInto(Op):
     shared with the guest's, so it appears in the guest at TARGET; its undo detaches it
     without making it private first, so the unmount reaches the guest's copy too."""
 
+    name: str = ""
     mirror: str = ""
     target: str = ""            # guest path
     source: str = ""
@@ -476,8 +477,8 @@ def plan_mount(rec: GuestRecord, layout: Layout, source: str, target: str,
     guest (``resolved``), in the guest's record."""
     if not guest_only:
         return [MountInto("mount through the mirror: BASE/NAME and the guest are one peer "
-                          "group, so the mount appears on both sides", rec.mirror, target,
-                          source, fstype, flags, data, bind, options)]
+                          "group, so the mount appears on both sides", rec.name, rec.mirror,
+                          target, source, fstype, flags, data, bind, options)]
     path = resolved or target
     holder = layout.ns_file(rec.name, "mnt")
     scratch = f"{layout.state.rstrip('/')}/.guest-only.{rec.name}"
