@@ -124,17 +124,59 @@ def sandbox(request):
 LOOP_CTL_ADD = 0x4C80
 LOOP_CTL_REMOVE = 0x4C81
 
+# The guardian: a process of its own session, told on stdin each loop device a test uses
+# ("own N": made by the test, detach and delete it; "attached N": detach only) and "done"
+# when the test cleaned up itself. If stdin closes without "done", the test process died
+# (SIGKILL, a timeout, Ctrl-C twice): the guardian then detaches and deletes what it was
+# told, retrying for a minute while the dead test's sandbox, and its mounts, go away.
+# Loop devices are global to the machine; a killed test must not leave them behind.
+_GUARDIAN = r"""
+import fcntl, os, subprocess, sys, time
+own, attached = [], []
+for line in sys.stdin:
+    word, _, n = line.strip().partition(" ")
+    if word == "done":
+        sys.exit(0)
+    (own if word == "own" else attached).append(int(n))
+ctl = os.open("/dev/loop-control", os.O_RDWR)
+left = set(own) | set(attached)
+deadline = time.monotonic() + 60
+while left and time.monotonic() < deadline:
+    for n in sorted(left):
+        subprocess.run(["losetup", "-d", f"/dev/loop{n}"], capture_output=True)
+        try:
+            if n in own:
+                fcntl.ioctl(ctl, 0x4C81, n)
+            elif os.path.exists(f"/sys/block/loop{n}/loop"):
+                continue
+            left.discard(n)
+        except OSError:
+            pass
+    time.sleep(0.2)
+"""
+
 
 class OwnLoops:
     """Loop devices made for one test alone (LOOP_CTL_ADD, numbers drawn from [lo, hi) so
     that test modules never collide), detached and deleted by close(). Loop devices are global
     to the machine: the sandbox dies with the test, they do not. Tear down after the sandbox,
-    so no namespace mounts them any more."""
+    so no namespace mounts them any more. A guardian process does the same if the test
+    process is killed before close() (see _GUARDIAN). `attached(dev)` registers a device the
+    test attached with `losetup --find`: detached (not deleted) on a kill as well."""
 
-    def __init__(self, lo: int, hi: int) -> None:
+    def __init__(self, lo: int = 0, hi: int = 0) -> None:
         self.lo, self.hi = lo, hi
         self.ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
         self.made: list[int] = []
+        self.found: list[str] = []
+        self.guardian = subprocess.Popen([sys.executable, "-c", _GUARDIAN],
+                                         stdin=subprocess.PIPE, text=True,
+                                         start_new_session=True)
+
+    def _tell(self, line: str) -> None:
+        assert self.guardian.stdin is not None
+        self.guardian.stdin.write(line + "\n")
+        self.guardian.stdin.flush()
 
     def add(self) -> str:
         import random
@@ -148,12 +190,22 @@ class OwnLoops:
         else:
             pytest.fail("could not create a loop device")
         self.made.append(n)
+        self._tell(f"own {n}")
         dev = f"/dev/loop{n}"
         assert wait_for(lambda: os.path.exists(dev)), dev
         return dev
 
+    def attached(self, dev: str) -> str:
+        """A device attached by `losetup --find` in the test: detached at close (if still
+        mounted, that only sets autoclear, and it goes with the sandbox)."""
+        self._tell(f"attached {int(dev.removeprefix('/dev/loop'))}")
+        self.found.append(dev)
+        return dev
+
     def close(self) -> None:
         try:
+            for dev in self.found:
+                subprocess.run(["losetup", "-d", dev], capture_output=True)
             for n in self.made:
                 subprocess.run(["losetup", "-d", f"/dev/loop{n}"], capture_output=True)
                 # The sandbox's namespaces (and their mounts of it) die asynchronously.
@@ -168,6 +220,10 @@ class OwnLoops:
                         time.sleep(0.1)
         finally:
             os.close(self.ctl)
+            self._tell("done")
+            assert self.guardian.stdin is not None
+            self.guardian.stdin.close()
+            self.guardian.wait()
 
 
 def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):

@@ -8,11 +8,10 @@ here and always detached in a finally (they are global to the machine).
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
-from conftest import q, wait_for
+from conftest import OwnLoops, q, wait_for
 
 MIRROR = "/container/c1"
 
@@ -46,16 +45,18 @@ def majmin(dev):
 
 @pytest.fixture
 def loop_ext4(sandbox):
-    """An ext4 filesystem on a loop device of its own (image in the sandbox's /tmp)."""
-    dev = sandbox.sh("truncate -s 16M /tmp/disk.img && mkfs.ext4 -q /tmp/disk.img && "
-                     "losetup --find --show /tmp/disk.img").stdout.strip()
-    assert dev.startswith("/dev/loop"), dev
+    """An ext4 filesystem on a loop device of its own (image in the sandbox's /tmp),
+    detached afterwards even if the test process is killed (OwnLoops' guardian). Still
+    mounted somewhere (a failed test)? Then detaching only sets autoclear, and the device
+    is freed when the sandbox's namespaces die with it."""
+    own = OwnLoops()
     try:
-        yield dev
+        dev = sandbox.sh("truncate -s 16M /tmp/disk.img && mkfs.ext4 -q /tmp/disk.img && "
+                         "losetup --find --show /tmp/disk.img").stdout.strip()
+        assert dev.startswith("/dev/loop"), dev
+        yield own.attached(dev)
     finally:
-        # Still mounted somewhere (a failed test)? Then this only sets autoclear, and the
-        # device is freed when the sandbox's namespaces die with it.
-        subprocess.run(["losetup", "-d", dev], capture_output=True)
+        own.close()
 
 
 def camper(sb, path):

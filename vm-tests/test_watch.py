@@ -45,12 +45,14 @@ def make_ext4(sb, dev=None):
 
 @pytest.fixture
 def free_loop():
-    """Collects the loop devices a test attaches; detaches them afterwards, whatever happened.
+    """Collects the loop devices a test attaches (`free_loop.attached(dev)`); detaches them
+    afterwards, whatever happened, even if the test process is killed (OwnLoops' guardian).
     (If one is still mounted, detaching only sets autoclear: it goes with the sandbox.)"""
-    attached: list[str] = []
-    yield attached
-    for dev in attached:
-        subprocess.run(["losetup", "-d", dev], capture_output=True)
+    own = OwnLoops()
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 @pytest.fixture
@@ -118,7 +120,7 @@ def end(sb, proc, pid):
 def test_watch_reports_pending_detach_then_detach_of_a_guest_mounted_loop(sandbox, free_loop):
     sb = sandbox
     dev = make_ext4(sb)
-    free_loop.append(dev)
+    free_loop.attached(dev)
     assert sb.mm("create", "c1").returncode == 0
     sb.sh("mkdir -p /mnt/x")
     r = sb.mm("mount", "c1", dev, "/mnt/x", "-t", "ext4")
@@ -188,7 +190,7 @@ def test_watch_reports_hot_removal_of_a_device_a_guest_still_uses(own_loop, sand
 def test_watch_human_lines_and_ctrl_c(sandbox, free_loop):
     sb = sandbox
     dev = make_ext4(sb)
-    free_loop.append(dev)
+    free_loop.attached(dev)
     watch = Watch(sb, "--device", majmin(dev), "--timeout", "60")
     try:
         sb.sh(f"truncate -s 32M /tmp/disk.img && losetup -c {dev}")
@@ -262,7 +264,7 @@ def test_with_udevd_reports_carry_uuid_and_label(sandbox, free_loop, udevd_files
     out = sb.sh("truncate -s 16M /tmp/disk.img && mkfs.ext4 -q -L mm-test /tmp/disk.img && "
                 "blkid -s UUID -o value /tmp/disk.img && losetup --find --show /tmp/disk.img")
     uuid, dev = out.stdout.split()
-    free_loop.append(dev)
+    free_loop.attached(dev)
     udevd, udevd_pid = start_udevd(sb, udevd_files, dev)
     try:
         assert sb.mm("create", "c1").returncode == 0
