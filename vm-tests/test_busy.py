@@ -18,7 +18,6 @@ import os
 import random
 import select
 import subprocess
-import time
 
 import pytest
 

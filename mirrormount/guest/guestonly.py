@@ -25,9 +25,11 @@ The recipe, each step for a propagation reason:
    nothing new at all, not even the self-bind. A kernel that skips B instead leaves B
    (private, the filesystem on top) in the guest only, which `umount` removes afterwards.
 
-The guest path is recorded in the guest's record (``guest_only``), so `list` and `status`
-show it and health checks do not count it as a broken mirror. `umount` of such a path calls
-``forget_unmounted``, which removes a leftover self-bind and the record entry.
+The guest path, as resolved in the guest, is recorded in the guest's record
+(``guest_only``), so `list` and `status` show it and health checks do not count it as a
+broken mirror. These steps are the executor's MountGuestOnly operation (apply.py), each
+undone on failure; `umount` of such a path plans DropSelfBind (a leftover self-bind) and a
+record rewrite after the unmount (plan.plan_umount).
 
 Privilege: root.
 """
@@ -74,17 +76,6 @@ def shows_own_directory(m: Mount, parent: Mount | None) -> bool:
 def is_self_bind(m: Mount, parent: Mount | None) -> bool:
     """The private self-bind a guest-only mount stands on (B in the module docstring)."""
     return m.shared is None and m.master is None and shows_own_directory(m, parent)
-
-
-def still_guest_only(path: str, mirror: str, guest: MountTable, host: MountTable) -> bool:
-    """Whether the guest's top mount at `path` is one the host mirror does not show. (The
-    host may have mounted something of its own there since: in the guest that lands beneath
-    the guest-only mount, which stays on top.)"""
-    mine = guest.at(path)
-    if mine is None:
-        return False
-    theirs = host.at(mirror if path == "/" else mirror.rstrip("/") + path)
-    return theirs is None or (theirs.dev, theirs.root) != (mine.dev, mine.root)
 
 
 # ----------------------------------------------------------------------------- guest side

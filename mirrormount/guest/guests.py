@@ -8,11 +8,9 @@ Privilege: root for everything except reading records.
 """
 from __future__ import annotations
 
-import errno
 import os
-import signal
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -29,8 +27,8 @@ from . import guestonly
 from .model import Layout, validate_hostname, validate_name
 from .plan import (CreateRequest, HostFacts, Op, Teardown, plan_create, plan_destroy,
                    plan_mount, plan_umount, render)
-from ..kernel.procfs import (alive, ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
-                     read_text, wait_gone)
+from ..kernel.procfs import (ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
+                     read_text)
 from .plan import StopProcesses, WriteRecord
 from .state import GuestRecord, StateLock, guest_names, load
 

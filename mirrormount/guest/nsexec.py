@@ -24,13 +24,7 @@ from .model import KIND, SETNS_ORDER
 T = TypeVar("T")
 
 __all__ = ["ChildFailed", "enter", "exec_in", "in_namespaces", "open_ns_files",
-           "read_own_mountinfo", "run_in_child"]
-
-
-def run_in_child(fn: Callable[..., T], *args: Any) -> T:
-    """Run fn(*args) in a forked child; return its result or re-raise its exception here
-    (kernel.child.run)."""
-    return child.run(fn, *args)
+           "read_own_mountinfo"]
 
 
 def read_own_mountinfo(proc_fd: int) -> str:
