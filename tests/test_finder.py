@@ -8,6 +8,7 @@ made a slave, with a tmpfs of its own at .../own: propagation skips it, a leak) 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -422,3 +423,19 @@ def test_scan_counts_what_it_may_not_read_and_skips_the_gone(tmp_path, monkeypat
     assert not any(r.pid == 4243 and r.how == "fd" for r in scan.records)
     assert scan.denied == {4243}                         # counted, not fatal
     assert 4244 not in scan.ns_of_pid and scan.processes == 2
+
+
+@pytest.mark.parametrize("err, usage", [(errno.ENOENT, True), (errno.ENOTDIR, True),
+                                        (errno.ELOOP, True), (errno.EPERM, False),
+                                        (errno.EACCES, False), (errno.EIO, False)])
+def test_a_target_that_does_not_resolve_is_bad_input_other_kernel_errors_are_not(err, usage):
+    """ENOENT and friends: the user typed a path that names nothing (exit 2). EPERM from a
+    setns in the resolving child, EIO, ...: a failure (exit 1), never "bad input"."""
+    from mirrormount.busy.target import _bad_path
+    from mirrormount.errors import KernelError
+    exc = KernelError(err, "openat2", "/mnt/x")
+    got = _bad_path(exc, "c1:/mnt/x")
+    if usage:
+        assert isinstance(got, UsageError) and got.exit_code == 2 and "c1:/mnt/x" in str(got)
+    else:
+        assert got is exc

@@ -10,6 +10,7 @@ Privilege: root for guest paths (setns); host paths and devices need none.
 """
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import re
@@ -105,6 +106,18 @@ def _resolve_in_guest(proc_fd: int, guest_path: str,
     return text, st.mnt_id, {p: stat_key(p) for p in probes}
 
 
+# errnos meaning "the path typed names nothing usable": bad input (exit 2). Any other errno
+# (EPERM from setns, EACCES, EIO, ...) is a real failure and stays an OSError (exit 1).
+_BAD_PATH = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG})
+
+
+def _bad_path(exc: OSError, what: str) -> Exception:
+    """The exception to raise for a target path that failed to resolve with `exc`."""
+    if exc.errno in _BAD_PATH:
+        return UsageError(f"{what}: {os.strerror(exc.errno or 0)}")
+    return exc
+
+
 def resolve(spec: TargetSpec, world: World) -> Target:
     """Turn a parsed target into a mount or a device. UsageError (exit 2) when it names
     nothing: a missing path, an unknown guest, a file that is neither."""
@@ -121,8 +134,7 @@ def resolve(spec: TargetSpec, world: World) -> Target:
             text, mnt_id, probes = run(in_ns(v.chain, _resolve_in_guest), world.proc_fd,
                                        spec.path, world.probes)
         except OSError as exc:
-            raise UsageError(f"{spec.path} in {spec.name}: "
-                             f"{(exc.strerror or '').split(': ')[-1]}") from None
+            raise _bad_path(exc, f"{spec.path} in {spec.name}") from None
         v.table = MountTable.parse(text)
         v.probes = probes
         m = v.table.by_id.get(mnt_id)
@@ -135,7 +147,7 @@ def resolve(spec: TargetSpec, world: World) -> Target:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise UsageError(f"{spec.text}: {exc.strerror}") from None
+        raise _bad_path(exc, spec.text) from None
     if stat.S_ISBLK(st.st_mode):
         return _device_target(spec.text, os.major(st.st_rdev), os.minor(st.st_rdev), world)
     if stat.S_ISCHR(st.st_mode):
@@ -145,7 +157,7 @@ def resolve(spec: TargetSpec, world: World) -> Target:
     try:
         mnt_id = sc.statx(path).mnt_id
     except OSError as exc:
-        raise UsageError(f"{spec.text}: {exc.strerror}") from None
+        raise _bad_path(exc, spec.text) from None
     m = own.table.by_id.get(mnt_id)
     if m is None:
         # Reached through another namespace (e.g. /proc/PID/root/...): a device question.

@@ -25,7 +25,7 @@ import errno
 import os
 import signal
 
-from ..errors import OperationError
+from ..errors import KernelError, OperationError
 
 FAULT_ENV = "MIRRORMOUNT_FAULT"
 NSFS_EINVAL_ENV = "MIRRORMOUNT_FORCE_NSFS_EINVAL"
@@ -68,5 +68,5 @@ def nsfs_bind_fault() -> None:
         limit = 0
     if _nsfs_forced < limit:
         _nsfs_forced += 1
-        raise OSError(errno.EINVAL, f"mount: {os.strerror(errno.EINVAL)} "
-                                    f"(forced by {NSFS_EINVAL_ENV})")
+        # The same error the kernel's loop check gives: KernelError from mount(2).
+        raise KernelError(errno.EINVAL, "mount", where=f"(forced by {NSFS_EINVAL_ENV})")
