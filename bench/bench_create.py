@@ -129,15 +129,15 @@ def startup_floor(samples: int, env: dict) -> dict:
             ("python -c pass", [py, "-c", "pass"], env),
             ("python -c 'import typer'", [py, "-c", "import typer"], env),
             ("python -c 'import pydantic'", [py, "-c", "import pydantic"], env),
-            ("python -c 'import mirrormount.cli.app'", [py, "-c", "import mirrormount.cli.app"], env),
-            ("python -c 'import mirrormount.cli.app', no bytecode cache for mirrormount/ "
+            ("python -c 'import mirrormount.cli.guests'", [py, "-c", "import mirrormount.cli.guests"], env),
+            ("python -c 'import mirrormount.cli.guests', no bytecode cache for mirrormount/ "
              "(PYTHONDONTWRITEBYTECODE=1, as this workplace's shell sets)",
-             [py, "-c", "import mirrormount.cli.app"], inherited),
+             [py, "-c", "import mirrormount.cli.guests"], inherited),
             ("mirrormount --version", cli_argv() + ["--version"], env),
             ("mirrormount --help", cli_argv() + ["--help"], env)):
         wall(argv, env=e)  # warm the page cache and the bytecode cache
         res[key] = med([wall(argv, env=e) for _ in range(max(samples, 5))])
-    res["importtime"] = importtime(["-c", "import mirrormount.cli.app"], env)
+    res["importtime"] = importtime(["-c", "import mirrormount.cli.guests"], env)
     return res
 
 
@@ -242,7 +242,7 @@ def summarize_profile(stats: pstats.Stats, total: float) -> dict:
         ("procfs.py", "pids_by_mnt_ns"), ("nursery.py", "spawn_guest"),
         ("nursery.py", "build_and_hold"), ("nursery.py", "bind_ns_file"),
         ("child.py", "ready"), ("apply.py", "run"), ("plan.py", "plan_create"),
-        ("plan.py", "plan_base"), ("app.py", "create"), ("guests.py", "validate_create"),
+        ("plan.py", "plan_base"), ("guests.py", "create"), ("guests.py", "validate_create"),
         ("~", "<built-in method posix.fork>"), ("~", "<built-in method posix.waitpid>"),
         ("~", "<built-in method posix.read>"), ("~", "<built-in method posix.fsync>"),
         ("mountquery.py", "mounts_at"), ("mountquery.py", "_via_statmount"),
@@ -317,10 +317,13 @@ def phase_mm(args: argparse.Namespace) -> dict:
     env = cli_env()
     cli = cli_argv()
     import mirrormount
-    where = subprocess.run([sys.executable, "-c", "import mirrormount.cli.app as c; print(c.__file__)"],
-                           env=env, capture_output=True, text=True).stdout.strip()
+    probe = subprocess.run([sys.executable, "-c",
+                            "import mirrormount.cli.guests as c; print(c.__file__)"],
+                           env=env, capture_output=True, text=True)
+    where = probe.stdout.strip()
     if not (mirrormount.__file__.startswith(SRC) and where.startswith(SRC)):
-        raise RuntimeError(f"not measuring the snapshot: {mirrormount.__file__}, {where}")
+        raise RuntimeError(f"not measuring the snapshot: {mirrormount.__file__}, {where}: "
+                           f"{probe.stderr.strip()[-500:]}")
     log(f"mm: sandbox host has {res['host_mounts']} mounts; measuring start-up floors")
     res["startup"] = startup_floor(args.samples, env)
 
@@ -714,7 +717,7 @@ def render(facts: dict, mm: dict, sh: dict, args: argparse.Namespace, elapsed: f
         if k != "importtime":
             cmd, _, note = k.partition(", ")
             out.append(f"- `{cmd}`{', ' + note if note else ''}: {ms(v)} ms")
-    out.append("\n`python -X importtime -c 'import mirrormount.cli.app'`, largest cumulative "
+    out.append("\n`python -X importtime -c 'import mirrormount.cli.guests'`, largest cumulative "
                "(depth 0-1):\n")
     out.append("| module | depth | ms |\n|---|---:|---:|")
     for name, depth, sec in st["importtime"]:

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mirrormount import __version__
-from mirrormount.cli.app import app
+from mirrormount.cli import app
 from mirrormount.kernel.removal import remove_tree
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pickle
 import pytest
 from typer.testing import CliRunner
 
-from mirrormount.cli.app import app
+from mirrormount.cli import app
 from mirrormount.errors import (EXIT_FAILED, KernelError, MirrormountError, OperationError,
                                 describe)
 from mirrormount.guest.guests import Guests

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mirrormount.cli.app import app
+from mirrormount.cli import app
 from mirrormount.errors import UsageError
 from mirrormount.guest.recipe import RecipeMount, load_recipe, parse_recipe
 

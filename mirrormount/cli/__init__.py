@@ -1,4 +1,19 @@
-"""The command line (typer): commands parse, call the library, render. One error handler."""
-from .app import app, run
+"""The command line (typer): commands parse, call the library, render. common.py holds the
+app and the one error handler; guests.py and busy.py register their commands on it when
+imported here."""
+from __future__ import annotations
+
+import sys
+
+# Importing a command module registers its commands; --help lists them in this order.
+from . import guests  # noqa: F401
+from . import busy  # noqa: F401, I001
+from .common import app
+
+
+def run() -> None:
+    """Console entry point."""
+    sys.exit(app())
+
 
 __all__ = ["app", "run"]

@@ -1,4 +1,4 @@
-"""CLI commands for the busy-mount detector (busy, watch). Registered on cli.app at import.
+"""CLI commands for the busy-mount detector (busy, watch). Registered on the app (common.py) when cli/__init__ imports this.
 
 Thin on purpose: finder.py does the work; here we only render a report as tables or JSON and
 map it to the exit codes of the contract (0 not busy, 3 busy, 2 bad target).
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .app import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
+from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
 from ..errors import EXIT_BUSY, EXIT_OK, UsageError
 
 if TYPE_CHECKING:

@@ -1,0 +1,113 @@
+"""What every CLI command shares: the typer app and its global options (--base, --state,
+--json, --version), the one error handler that turns domain and kernel errors into one
+stderr line and an exit code (0 ok, 1 failed, 2 usage with nothing changed, 3 busy), and the
+util-linux style rendering helpers. Command modules (guests.py, busy.py) import this; it
+imports none of them.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from .. import __version__
+from ..errors import EXIT_FAILED, MirrormountError, describe
+from ..guest.guests import Guests
+from ..guest.model import Layout
+from ..kernel.mountinfo import ParseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
+                  help="Mirror each guest's mount tree on the host with shared subtrees.")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Settings:
+    def __init__(self, base: str, state: str, json_out: bool) -> None:
+        self.layout = Layout(os.path.abspath(base), os.path.abspath(state))
+        self.json = json_out
+
+    @property
+    def guests(self) -> Guests:
+        return Guests(self.layout)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"mirrormount: {message}", err=True)
+    return typer.Exit(code)
+
+
+def reports_errors(fn: F) -> F:
+    """Turn domain and kernel errors into one stderr line and the documented exit code.
+
+    MirrormountError: its exit_code. Any OSError (a KernelError from a syscall wrapper,
+    also one raised in a forked child and re-raised here by kernel.child; an OSError from
+    Python itself): exit 1, described by errors.describe, the only caller of it. Ctrl-C
+    (here, or in a child that reported it): "interrupted", exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MirrormountError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except OSError as exc:
+            raise fail(describe(exc), EXIT_FAILED) from None
+        except ParseError as exc:
+            raise fail(f"cannot read the mount table: {exc}", EXIT_FAILED) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+def want_json(ctx: typer.Context, local: bool) -> bool:
+    return local or settings(ctx).json
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """util-linux style columns: upper-case headers, left-aligned, two spaces apart."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mirrormount {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    base: str = typer.Option("/container", "--base", envvar="MIRRORMOUNT_BASE",
+                             help="Where the mirrors live."),
+    state: str = typer.Option("/run/mirrormount", "--state", envvar="MIRRORMOUNT_STATE",
+                              help="Records and nsfs binds."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    ctx.obj = Settings(base, state, json_out)
+
+
+JSON_OPT = typer.Option(False, "--json", help="Machine-readable output on stdout.")

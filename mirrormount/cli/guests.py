@@ -1,0 +1,260 @@
+"""The guest commands: create, list, status, exec, enter, mount, umount, destroy, doctor,
+demo. Each parses, calls the library (guest/), and renders a table or JSON; errors become
+exit codes in common.reports_errors, the one place that does it.
+"""
+from __future__ import annotations
+
+import shlex
+from typing import List, Optional
+
+import typer
+
+from ..errors import EXIT_FAILED, BusyError, UsageError
+from ..guest.guests import UmountBusy
+from ..guest.plan import render
+from ..guest.model import parse_kinds, validate_name, validate_propagation
+from ..guest.recipe import Recipe, RecipeMount, load_recipe
+from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
+
+
+@app.command()
+@reports_errors
+def create(
+    ctx: typer.Context,
+    names: List[str] = typer.Argument(..., metavar="NAME...", help="Guest name(s)."),
+    rootfs: Optional[str] = typer.Option(None, "--rootfs",
+                                         help="Directory to mirror as the guest's / [/]."),
+    hostname: Optional[str] = typer.Option(None, "--hostname",
+                                           help="Own UTS namespace with this hostname."),
+    ns: Optional[str] = typer.Option(None, "--ns", help="More namespaces: uts,ipc,net,pid,cgroup"),
+    propagation: Optional[str] = typer.Option(
+        None, "--propagation", help="mirror [default], or mirror+host to also receive host mounts."),
+    recipe_file: Optional[str] = typer.Option(None, "--recipe", metavar="FILE",
+                                              help="A TOML recipe instead of the flags above "
+                                                   "(see recipes/)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
+    json_local: bool = JSON_OPT,
+) -> None:
+    """Create guests: BASE/NAME mirrors the guest's whole mount tree, both ways."""
+    s = settings(ctx)
+    if len(set(names)) != len(names):
+        raise UsageError("a name is given twice")
+    if recipe_file is not None:
+        if any(v is not None for v in (rootfs, hostname, ns, propagation)):
+            raise UsageError("give either --recipe or --rootfs/--hostname/--ns/--propagation")
+        recipe = load_recipe(recipe_file)
+    else:
+        recipe = Recipe(rootfs or "/", hostname, parse_kinds(ns),
+                        validate_propagation(propagation))
+    reqs = [s.guests.validate_create(recipe.request(n)) for n in names]
+    if dry_run:
+        typer.echo(s.guests.dry_run(reqs), nl=False)
+        for n in names:
+            for m in recipe.mounts:
+                typer.echo(f"# then, from the recipe:\n{mount_command(n, m)}")
+        return
+    out = []
+    for req in reqs:
+        info, outcome = s.guests.create(req)
+        if recipe.mounts:
+            try:
+                s.guests.add_mounts(req.name, recipe.mounts)
+            except BaseException:
+                # A recipe is all or nothing: a guest without its mounts is not what was asked.
+                s.guests.destroy(req.name, force=True, grace=0)
+                raise
+        out.append(info)
+        if not want_json(ctx, json_local):
+            ns_list = ",".join(info.namespaces)
+            typer.echo(f"created {info.name}: {info.mirror} (namespaces {ns_list})")
+    if want_json(ctx, json_local):
+        emit_json([i.to_json() for i in out])
+
+
+def mount_command(name: str, m: RecipeMount) -> str:
+    """The `mirrormount mount` line a recipe mount stands for (shown by --dry-run)."""
+    words = ["mirrormount", "mount", name, m.source, m.target]
+    if m.bind:
+        words.append("--bind")
+    if m.fstype:
+        words += ["-t", m.fstype]
+    if m.options:
+        words += ["-o", m.options]
+    if m.guest_only:
+        words.append("--guest-only")
+    return shlex.join(words)
+
+
+@app.command("list")
+@reports_errors
+def list_(ctx: typer.Context, json_local: bool = JSON_OPT) -> None:
+    """List every guest, its state, namespaces and processes."""
+    infos = settings(ctx).guests.list_all()
+    if want_json(ctx, json_local):
+        emit_json([i.to_json() for i in infos])
+        return
+    rows = [[i.name, i.state, i.mirror, i.rootfs, i.propagation,
+             ",".join(i.namespaces) or "-", ",".join(map(str, i.pids)) or "-"] for i in infos]
+    typer.echo(table(rows, ["NAME", "STATE", "MIRROR", "ROOTFS", "PROPAGATION", "NS", "PIDS"]))
+
+
+@app.command()
+@reports_errors
+def status(ctx: typer.Context, name: str = typer.Argument(...),
+           json_local: bool = JSON_OPT) -> None:
+    """Health of a guest's mirror: one peer group with the guest, no leaks to the host."""
+    rep = settings(ctx).guests.status(name)
+    if want_json(ctx, json_local):
+        emit_json(rep.to_json())
+    else:
+        h = rep.health
+        typer.echo(f"name:          {rep.name}\nmirror:        {rep.mirror}\n"
+                   f"state:         {rep.info.state}\n"
+                   f"mirror_intact: {'yes' if h.mirror_intact else 'NO'}\n"
+                   f"mounts:        {h.mounts_host} on the host, {h.mounts_guest} in the guest")
+        for p in h.problems:
+            typer.echo(f"problem:       {p}")
+    if not rep.health.mirror_intact:
+        raise typer.Exit(EXIT_FAILED)
+
+
+EXEC_CTX = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.command("exec", context_settings=EXEC_CTX)
+@reports_errors
+def exec_(ctx: typer.Context, name: str = typer.Argument(...),
+          cmd: List[str] = typer.Argument(..., metavar="-- CMD...")) -> None:
+    """Run CMD in all of the guest's namespaces, at its root; exit with CMD's status."""
+    raise typer.Exit(settings(ctx).guests.exec(name, list(cmd)))
+
+
+@app.command()
+@reports_errors
+def enter(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+    """Start an interactive shell ($SHELL, or /bin/sh) inside the guest."""
+    g = settings(ctx).guests
+    raise typer.Exit(g.exec(name, [g.shell_for(name)]))
+
+
+DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan as numbered shell steps; "
+                                                 "change nothing.")
+
+
+@app.command()
+@reports_errors
+def mount(ctx: typer.Context, name: str = typer.Argument(...),
+          source: str = typer.Argument(...), target: str = typer.Argument(...),
+          fstype: Optional[str] = typer.Option(None, "-t", "--type"),
+          options: Optional[str] = typer.Option(None, "-o", "--options"),
+          bind: bool = typer.Option(False, "--bind", help="Bind a host path."),
+          guest_only: bool = typer.Option(False, "--guest-only",
+                                          help="Keep the mount out of the host mirror."),
+          dry_run: bool = DRY_RUN) -> None:
+    """Mount into a guest through its mirror. TARGET is resolved inside the guest's root."""
+    g = settings(ctx).guests
+    if dry_run:
+        typer.echo(render(g.plan_mount(name, source, target, fstype, options, bind,
+                                       guest_only)), nl=False)
+        return
+    g.mount(name, source, target, fstype, options, bind, guest_only)
+
+
+@app.command()
+@reports_errors
+def umount(ctx: typer.Context, name: str = typer.Argument(...),
+           target: str = typer.Argument(...),
+           lazy: bool = typer.Option(False, "--lazy", help="Detach now; report who holds it."),
+           wait: float = typer.Option(0.0, "--wait", metavar="SECONDS",
+                                      help="Retry until free or the time runs out."),
+           dry_run: bool = DRY_RUN) -> None:
+    """Unmount a guest path (on both sides). Exits 3 when busy, saying who holds it.
+
+    With --wait and --lazy together: wait for a clean unmount, then detach what is left."""
+    s = settings(ctx)
+    g = s.guests
+    if wait < 0:
+        raise UsageError("--wait must be 0 or more seconds")
+    if dry_run:
+        typer.echo(render(g.plan_umount(name, target, lazy)), nl=False)
+        return
+    # The busy finder reads every namespace and /proc: imported only when it must explain.
+    from ..busy import finder
+    identity = None
+    if lazy:
+        g.record(name)
+        # Resolved before the detach: afterwards the path names nothing in the guest, and
+        # the device and fs root are what we follow to the leftovers.
+        try:
+            identity = finder.resolve_target(f"{name}:{target}", s.layout)
+        except UsageError:
+            identity = None   # not a path in the guest: umount says so below
+    try:
+        g.umount(name, target, lazy=lazy, wait=wait)
+    except UmountBusy as busy:
+        try:
+            report = finder.find_pins(f"{name}:{target}", s.layout)
+        except UsageError:
+            report = None     # it went away meanwhile: nothing left to explain
+        text = finder.explain(report, name, target, busy.lead) if report else ""
+        if not text:
+            text = (f"{busy.lead}: target is busy (EBUSY), but no holder was found"
+                    + (f" ({report.uninspected} process(es) could not be inspected)"
+                       if report and report.uninspected else ""))
+        raise BusyError(text) from None
+    if not lazy:
+        return
+    report = finder.find_residue(identity, s.layout) if identity is not None else None
+    if s.json:
+        emit_json(report.to_json() if report is not None else None)
+    elif report is not None and report.pins:
+        typer.echo(finder.explain(report, name, target,
+                                  f"detached {target} in {name}, but the filesystem is "
+                                  "still held"))
+    else:
+        typer.echo(f"detached {target} in {name}; nothing holds the filesystem any more")
+
+
+@app.command()
+@reports_errors
+def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="NAME..."),
+            force: bool = typer.Option(False, "--force", help="TERM, wait, then KILL."),
+            grace: float = typer.Option(5.0, "--grace", metavar="SECONDS"),
+            dry_run: bool = DRY_RUN) -> None:
+    """Unmount a guest's mirror and remove its state; refuses while processes are inside."""
+    g = settings(ctx).guests
+    for n in names:
+        validate_name(n)
+    if dry_run:
+        typer.echo("".join(render(g.plan_destroy(n, force, grace)) for n in names), nl=False)
+        return
+    for n in names:
+        g.destroy(n, force=force, grace=grace)
+        if not settings(ctx).json:
+            typer.echo(f"destroyed {n}")
+
+
+@app.command()
+@reports_errors
+def doctor(ctx: typer.Context, json_local: bool = JSON_OPT) -> None:
+    """Check the kernel, propagation of /, BASE and STATE, mount-max headroom, privilege."""
+    from .doctor import run_checks
+    checks = run_checks(settings(ctx).layout)
+    if want_json(ctx, json_local):
+        emit_json([c.to_json() for c in checks])
+    else:
+        for c in checks:
+            typer.echo(f"{c.level:<4}  {c.name:<22} {c.detail}")
+    if any(c.level == "fail" for c in checks):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+@reports_errors
+def demo(ctx: typer.Context,
+         propagation: str = typer.Option("private", "--propagation",
+                                         help="The throwaway root's propagation: private or "
+                                              "rshared (like systemd).")) -> None:
+    """A safe tour in a throwaway namespace: the mirror both ways, and per-guest hostnames."""
+    from .demo import run_demo
+    raise typer.Exit(run_demo(propagation))
