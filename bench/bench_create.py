@@ -30,6 +30,7 @@ A full run takes about 5 minutes (longer while create or destroy is O(mounts)); 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import datetime
 import io
 import json
@@ -125,19 +126,22 @@ def startup_floor(samples: int, env: dict) -> dict:
     inherited = dict(env)
     inherited.pop("PYTHONPYCACHEPREFIX")
     inherited["PYTHONDONTWRITEBYTECODE"] = "1"
-    for key, argv, e in (
-            ("python -c pass", [py, "-c", "pass"], env),
-            ("python -c 'import typer'", [py, "-c", "import typer"], env),
-            ("python -c 'import pydantic'", [py, "-c", "import pydantic"], env),
-            ("python -c 'import mirrormount.cli.guests'", [py, "-c", "import mirrormount.cli.guests"], env),
-            ("python -c 'import mirrormount.cli.guests', no bytecode cache for mirrormount/ "
-             "(PYTHONDONTWRITEBYTECODE=1, as this workplace's shell sets)",
-             [py, "-c", "import mirrormount.cli.guests"], inherited),
-            ("mirrormount --version", cli_argv() + ["--version"], env),
-            ("mirrormount --help", cli_argv() + ["--help"], env)):
+    cli_import = [py, "-c", "import mirrormount.cli"]
+    floors = [
+        ("python -c pass", [py, "-c", "pass"], env),
+        ("python -c 'import typer'", [py, "-c", "import typer"], env),
+        ("python -c 'import mirrormount.cli'", cli_import, env),
+        ("python -c 'import mirrormount.cli', no bytecode cache for mirrormount/ "
+         "(PYTHONDONTWRITEBYTECODE=1, as this workplace's shell sets)", cli_import, inherited),
+        ("mirrormount --version", cli_argv() + ["--version"], env),
+        ("mirrormount --help", cli_argv() + ["--help"], env)]
+    # pydantic is no dependency: typer >= 0.21 would pull it in. Measured only where present.
+    if importlib.util.find_spec("pydantic") is not None:
+        floors.insert(2, ("python -c 'import pydantic'", [py, "-c", "import pydantic"], env))
+    for key, argv, e in floors:
         wall(argv, env=e)  # warm the page cache and the bytecode cache
         res[key] = med([wall(argv, env=e) for _ in range(max(samples, 5))])
-    res["importtime"] = importtime(["-c", "import mirrormount.cli.guests"], env)
+    res["importtime"] = importtime(["-c", "import mirrormount.cli"], env)
     return res
 
 
@@ -181,7 +185,8 @@ def statmount_probe(path: str) -> dict | None:
 
 def components(layout, samples: int) -> dict:
     """The pieces create/list/destroy are made of, timed alone at the current population."""
-    from mirrormount.kernel import mountinfo, procfs, state
+    from mirrormount.guest import state
+    from mirrormount.kernel import mountinfo, procfs
 
     def t(fn) -> float:
         xs = []
@@ -278,7 +283,7 @@ def profiled(fn) -> dict:
 def profile_inprocess(guests, CreateRequest, name: str) -> dict:
     out = profiled(lambda: guests.create(CreateRequest(name)))
     out["others"] = {"destroy": profiled(lambda: guests.destroy(name)),
-                     "list": profiled(guests.list),
+                     "list": profiled(guests.list_all),
                      "status c1": profiled(lambda: guests.status("c1"))}
     return out
 
@@ -717,7 +722,7 @@ def render(facts: dict, mm: dict, sh: dict, args: argparse.Namespace, elapsed: f
         if k != "importtime":
             cmd, _, note = k.partition(", ")
             out.append(f"- `{cmd}`{', ' + note if note else ''}: {ms(v)} ms")
-    out.append("\n`python -X importtime -c 'import mirrormount.cli.guests'`, largest cumulative "
+    out.append("\n`python -X importtime -c 'import mirrormount.cli'`, largest cumulative "
                "(depth 0-1):\n")
     out.append("| module | depth | ms |\n|---|---:|---:|")
     for name, depth, sec in st["importtime"]:

@@ -24,7 +24,7 @@ def make_guest_dir(layout: Layout, name: str) -> None:
 
 
 RECORD = GuestRecord(name="c1", mirror="/container/c1", rootfs="/", kinds=("uts", "pid", "mnt"),
-                     propagation="mirror+host", hostname="box", reaper_pid=4242,
+                     propagation="mirror+host", hostname="box",
                      created=1700000000.5, guest_only=("/tmp/go",))
 
 
@@ -74,7 +74,7 @@ def test_from_json_tolerates_unknown_keys_and_fills_defaults():
                                  "kinds": ["mnt"], "from_the_future": {"x": 1}, "version": 9})
     assert rec == GuestRecord("c1", "/container/c1", "/", ("mnt",), version=9)
     assert not hasattr(rec, "from_the_future")
-    assert rec.propagation == "mirror" and rec.guest_only == () and rec.reaper_pid is None
+    assert rec.propagation == "mirror" and rec.guest_only == ()
     assert isinstance(rec.kinds, tuple)
 
 

@@ -11,7 +11,6 @@ import typer
 
 from ..errors import EXIT_FAILED, BusyError, UsageError
 from ..guest.guests import UmountBusy
-from ..guest.plan import render
 from ..guest.model import parse_kinds, validate_name, validate_propagation
 from ..guest.recipe import Recipe, RecipeMount, load_recipe
 from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
@@ -154,6 +153,7 @@ def mount(ctx: typer.Context, name: str = typer.Argument(...),
     """Mount into a guest through its mirror. TARGET is resolved inside the guest's root."""
     g = settings(ctx).guests
     if dry_run:
+        from ..guest.plan import render
         typer.echo(render(g.plan_mount(name, source, target, fstype, options, bind,
                                        guest_only)), nl=False)
         return
@@ -176,6 +176,7 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
     if wait < 0:
         raise UsageError("--wait must be 0 or more seconds")
     if dry_run:
+        from ..guest.plan import render
         typer.echo(render(g.plan_umount(name, target, lazy)), nl=False)
         return
     # The busy finder reads every namespace and /proc: imported only when it must explain.
@@ -226,6 +227,7 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
     for n in names:
         validate_name(n)
     if dry_run:
+        from ..guest.plan import render
         typer.echo("".join(render(g.plan_destroy(n, force, grace)) for n in names), nl=False)
         return
     for n in names:

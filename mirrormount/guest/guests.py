@@ -14,25 +14,25 @@ from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..errors import BusyError, OperationError, UsageError
 from ..kernel import mountinfo
 from ..kernel import syscalls as sc
-from .apply import Executor, Outcome, open_in_root
-from ..errors import BusyError, OperationError, UsageError
-from .health import Health, assess
 from ..kernel.mountinfo import MountTable
 from ..kernel.mountquery import cheap as mounts_cheap
 from ..kernel.mountquery import mounts_at
-from .nsexec import in_namespaces, read_own_mountinfo
-from . import guestonly
-from .model import Layout, validate_hostname, validate_name
-from .plan import (CreateRequest, HostFacts, Op, Teardown, plan_create, plan_destroy,
-                   plan_mount, plan_umount, render)
 from ..kernel.procfs import (ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
-                     read_text)
-from .plan import StopProcesses, WriteRecord
+                             read_text)
+from .health import Health, assess
+from .model import CreateRequest, Layout, validate_hostname, validate_name
+from .nsexec import in_namespaces, read_own_mountinfo
 from .state import GuestRecord, StateLock, guest_names, load
 
+# The planner, the executor and what they drive (nursery, guest-only mounts) are imported by
+# the methods that plan or change something: every CLI call imports this module, and the
+# read-only ones (list, status, exec, busy, --help) should not pay for the rest at start-up.
 if TYPE_CHECKING:
+    from .apply import Outcome
+    from .plan import HostFacts, Op, Teardown
     from .recipe import RecipeMount
 
 # Directories tried, in order, for pivot_root's put_old (see nursery._guest_child).
@@ -123,6 +123,7 @@ class Guests:
         if table is None:
             table = (host_table() if req.propagation == "mirror+host"
                      else mounts_at((lay.base, lay.state, lay.nursery_file)))
+        from .plan import HostFacts
         nursery = table.at(lay.nursery_file)
         exists = any(os.path.lexists(p) for p in (lay.mirror(req.name), lay.guest_dir(req.name)))
         return HostFacts(table=table, existing=frozenset({req.name} if exists else ()),
@@ -139,9 +140,11 @@ class Guests:
                              req.propagation)
 
     def plan(self, req: CreateRequest) -> list[Op]:
+        from .plan import plan_create
         return plan_create(req, self.layout, self.facts(req), created=time.time())
 
     def dry_run(self, reqs: list[CreateRequest]) -> str:
+        from .plan import render
         return "".join(render(self.plan(req)) for req in reqs)
 
     def half_made(self, name: str) -> bool:
@@ -151,6 +154,8 @@ class Guests:
 
     def create(self, req: CreateRequest) -> tuple[GuestInfo, Outcome]:
         require_root("create")
+        from .apply import Executor
+        from .plan import WriteRecord, plan_destroy
         with StateLock(self.layout.state) as lock:
             if self.half_made(req.name):
                 Executor(lock=lock).run(plan_destroy(self.teardown(req.name, 0.0),
@@ -264,6 +269,9 @@ class Guests:
                    guest_only: bool = False) -> list[Op]:
         """The plan of `mirrormount mount`; raises UsageError for bad input, before any
         change."""
+        from . import guestonly
+        from .apply import open_in_root
+        from .plan import plan_mount
         rec = self.record(name)
         flags, data = mount_options(options)
         if bind and not os.path.exists(source):
@@ -295,11 +303,14 @@ class Guests:
               options: str | None = None, bind: bool = False,
               guest_only: bool = False) -> None:
         require_root("mount")
+        from .apply import Executor
         with StateLock(self.layout.state) as lock:
             Executor(lock=lock).run(self.plan_mount(name, source, target, fstype, options,
                                                     bind, guest_only))
 
     def plan_umount(self, name: str, target: str, lazy: bool = False) -> list[Op]:
+        from . import guestonly
+        from .plan import plan_umount
         rec = self.record(name)
         resolved = None
         if rec.guest_only:
@@ -317,6 +328,7 @@ class Guests:
         wait > 0 retries a plain umount until the mount is free or the time is up; with
         lazy, whatever is still busy then is detached (MNT_DETACH)."""
         require_root("umount")
+        from .apply import Executor
         deadline = time.monotonic() + max(wait, 0.0)
         delay = 0.05
         while True:
@@ -350,6 +362,7 @@ class Guests:
     def teardown(self, name: str, grace: float) -> Teardown:
         """What destroy must undo, read from the system itself, not from the record: a
         create killed before writing its record leaves a reaper nobody recorded."""
+        from .plan import Teardown
         pids = self._pids_in(name)
         reapers = tuple(p for p in pids if is_our_reaper(p))
         inside = tuple(p for p in pids if p not in reapers)
@@ -366,6 +379,7 @@ class Guests:
                         os.path.lexists(self.layout.record(name)), grace)
 
     def plan_destroy(self, name: str, force: bool = False, grace: float = 5.0) -> list[Op]:
+        from .plan import plan_destroy
         validate_name(name)
         if name not in guest_names(self.layout):
             raise UsageError(f"no such guest: {name}")
@@ -380,6 +394,8 @@ class Guests:
         """Tear a guest down; returns the pids that were signalled. Never removes a file
         through a mount: mirrors are detached first, then only empty directories go."""
         require_root("destroy")
+        from .apply import Executor
+        from .plan import StopProcesses
         with StateLock(self.layout.state) as lock:
             ops = self.plan_destroy(name, force, grace)
             Executor(lock=lock).run(ops)

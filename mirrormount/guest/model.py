@@ -128,6 +128,21 @@ def validate_hostname(hostname: str | None) -> str | None:
     return hostname
 
 
+@dataclass(frozen=True)
+class CreateRequest:
+    """What `create` is asked for, before planning (validated by the caller)."""
+
+    name: str
+    rootfs: str = "/"
+    hostname: str | None = None
+    kinds: frozenset[str] = frozenset()     # extra namespace kinds; mnt is implied
+    propagation: str = "mirror"
+
+    @property
+    def all_kinds(self) -> tuple[str, ...]:
+        return ordered_kinds(set(self.kinds) | ({"uts"} if self.hostname else set()))
+
+
 # ----------------------------------------------------------------------------- layout
 @dataclass(frozen=True)
 class Layout:

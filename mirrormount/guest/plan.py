@@ -12,24 +12,14 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import UsageError
 from ..kernel.mountinfo import MountTable, is_under
-from .model import KIND, Layout, ordered_kinds, validate_name, validate_propagation
+from .model import KIND, CreateRequest, Layout, validate_name, validate_propagation
 from .state import GuestRecord
-
-@dataclass(frozen=True)
-class CreateRequest:
-    name: str
-    rootfs: str = "/"
-    hostname: str | None = None
-    kinds: frozenset[str] = frozenset()     # extra namespace kinds; mnt is implied
-    propagation: str = "mirror"
-
-    @property
-    def all_kinds(self) -> tuple[str, ...]:
-        return ordered_kinds(set(self.kinds) | ({"uts"} if self.hostname else set()))
 
 
 # ----------------------------------------------------------------------------- operations
-@dataclass(frozen=True)
+# Operations are frozen and never compared (eq=False): each method a dataclass generates
+# is compiled at import, and every CLI command that plans pays for it.
+@dataclass(frozen=True, eq=False)
 class Op:
     """One step. ``why`` is printed beside the shell line: it says why, in propagation terms."""
 
@@ -39,7 +29,7 @@ class Op:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MakeDir(Op):
     path: str = ""
 
@@ -47,7 +37,7 @@ class MakeDir(Op):
         return [f"mkdir -p {shlex.quote(self.path)}"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MountTmpfs(Op):
     path: str = ""
     source: str = ""
@@ -57,7 +47,7 @@ class MountTmpfs(Op):
         return [f"mount -t tmpfs -o {self.options} {self.source} {shlex.quote(self.path)}"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SetPropagation(Op):
     path: str = ""
     flag: str = "private"        # private | shared | slave | unbindable
@@ -69,7 +59,7 @@ class SetPropagation(Op):
         return [f"mount --make-{r}{self.flag} {shlex.quote(self.path)}"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RBind(Op):
     source: str = ""
     target: str = ""
@@ -78,7 +68,7 @@ class RBind(Op):
         return [f"mount --rbind {shlex.quote(self.source)} {shlex.quote(self.target)}"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StartNursery(Op):
     """A persistent, nearly empty mount namespace held by an nsfs bind at ``holder``.
     Guests are cloned from it, so a create copies ~1 mount instead of the whole host table."""
@@ -100,7 +90,7 @@ class StartNursery(Op):
         ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SpawnGuest(Op):
     """Fork a child that builds the guest's namespaces from the nursery; bind them to STATE."""
 
@@ -148,7 +138,7 @@ class SpawnGuest(Op):
         return lines
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WriteRecord(Op):
     """The guest's record, whole: everything it holds is known when planning, so it travels
     here and nothing fills it in later. ``previous`` is what to restore on rollback (None:
@@ -168,7 +158,7 @@ class WriteRecord(Op):
 # ----------------------------------------------------------------------------- teardown
 # destroy's steps undo nothing: a detached mirror cannot be put back. Each is idempotent
 # instead, so a destroy that failed or was killed midway is completed by the next one.
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StopProcesses(Op):
     pids: tuple[int, ...] = ()
     grace: float = 0.0          # seconds between TERM and KILL; 0: KILL at once
@@ -180,7 +170,7 @@ class StopProcesses(Op):
         return [f"kill -KILL {pids}"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ReleaseNsFile(Op):
     path: str = ""
 
@@ -188,7 +178,7 @@ class ReleaseNsFile(Op):
         return [f"umount -l {shlex.quote(self.path)}; rm -f {shlex.quote(self.path)}"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Detach(Op):
     """Private first, then detach: a detach of a shared tree would propagate the unmount
     into every peer (kernel-findings §3), i.e. into the guest."""
@@ -200,7 +190,7 @@ class Detach(Op):
         return [f"mount --make-rprivate {q}", f"umount -l {q}"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RemoveDir(Op):
     """rmdir, never rm -r: a directory that still holds files (or a mount) stays."""
 
@@ -210,7 +200,7 @@ class RemoveDir(Op):
         return [f"rmdir {shlex.quote(self.path)}"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RemoveFile(Op):
     path: str = ""
 
@@ -219,7 +209,7 @@ class RemoveFile(Op):
 
 
 # ----------------------------------------------------------------------------- mounts
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MountInto(Op):
     """A mount on the host side of the mirror, at TARGET resolved inside the guest's root
     (openat2 RESOLVE_IN_ROOT, so a guest symlink cannot lead out). The mirror's mounts are
@@ -245,7 +235,7 @@ class MountInto(Op):
                 f"mount {kind}{opts} {q(self.source)} {where}"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MountGuestOnly(Op):
     """A mount the host mirror never sees (guest/guestonly.py explains each step)."""
 
@@ -275,7 +265,7 @@ class MountGuestOnly(Op):
                 f"umount -l {host}    # 3. its copy on the host; the guest keeps the mount"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class UmountIn(Op):
     """Unmount a guest path from inside the guest's namespace; the mirror follows by
     propagation. EBUSY is reported as busy (exit 3)."""
@@ -291,7 +281,7 @@ class UmountIn(Op):
                 f"{q(self.target)}"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DropSelfBind(Op):
     """After unmounting a guest-only mount: remove the private self-bind it stood on, if a
     kernel left it (guestonly.py, step 3)."""

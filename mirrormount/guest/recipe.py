@@ -20,8 +20,8 @@ import tomllib
 from dataclasses import dataclass
 
 from ..errors import UsageError
-from .model import DEFAULT_PROPAGATION, validate_hostname, validate_kinds, validate_propagation
-from .plan import CreateRequest
+from .model import (DEFAULT_PROPAGATION, CreateRequest, validate_hostname, validate_kinds,
+                    validate_propagation)
 
 GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation"}
 MOUNT_KEYS = {"source", "target", "type", "options", "bind", "guest_only"}

@@ -27,7 +27,6 @@ class GuestRecord:
     kinds: tuple[str, ...]             # namespaces held under STATE/NAME/ns
     propagation: str = "mirror"
     hostname: str | None = None
-    reaper_pid: int | None = None      # PID 1 of the guest's pid namespace, when it has one
     created: float = 0.0
     guest_only: tuple[str, ...] = field(default_factory=tuple)  # guest paths (busy issue)
     version: int = RECORD_VERSION
