@@ -247,7 +247,7 @@ MUTATIONS: list[Mutation] = [
       "detach(op.path)",
       "sc.umount2(op.path, sc.MNT_DETACH)",
       [CORE, "vm-tests/test_faults.py", "-k",
-       "destroy_leaves_nothing or leaves_the_others_intact or destroy_refuses"],
+       "destroy_leaves_nothing or leaves_the_others_intact or destroy_refuses or privately"],
       "destroy alone: the mirror detached while still shared with its peers",
       if_missed="needs a vm-test where something outside BASE shares the mirror when "
       "`destroy` runs, e.g. a guest mount at /srv/own and `mount --rbind /container/c1/srv "

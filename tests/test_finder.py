@@ -439,3 +439,24 @@ def test_a_target_that_does_not_resolve_is_bad_input_other_kernel_errors_are_not
         assert isinstance(got, UsageError) and got.exit_code == 2 and "c1:/mnt/x" in str(got)
     else:
         assert got is exc
+
+
+# ----------------------------------------------------------------------------- nfsd, holders
+# This kernel has no nfsd and no device-mapper, so no vm-test can make these two pins; the
+# judge's side of them is proven here on the captured scenario.
+@pytest.mark.parametrize("export_dev, pinned", [((7, 0), True), ((8, 1), False)])
+def test_an_nfsd_export_on_the_device_is_a_pin(judge, monkeypatch, export_dev, pinned):
+    export = "/container/c1/mnt/x"
+    monkeypatch.setattr(judging, "stat_key",
+                        lambda p: (os.makedev(*export_dev), 2) if p == export else None)
+    rep = judge(Facts((), (), (export,))).report(guest_target())
+    got = [(p.how, p.guest, p.path) for p in rep.pins if p.how == "nfsd-export"]
+    assert got == ([("nfsd-export", "host", export)] if pinned else [])
+
+
+def test_a_block_device_holder_is_a_pin(judge, monkeypatch):
+    monkeypatch.setattr(judging, "block_holders",
+                        lambda ma, mi: ["dm-0"] if (ma, mi) == (7, 0) else [])
+    rep = judge().report(guest_target())
+    assert [(p.how, p.guest, p.path) for p in rep.pins if p.how == "holder"] == \
+        [("holder", "host", "/dev/dm-0")]
