@@ -211,3 +211,34 @@ def test_failed_guest_only_mount_leaves_nothing(sandbox):
     assert guest_mountinfo(sb) == guest_before
     assert sb.sh("ls -A /run/mirrormount").stdout == state_before    # no scratch dir left
     assert sb.mm("list", "--json").json[0]["guest_only"] == []
+
+
+def test_guest_only_killed_inside_its_first_step_is_cleaned_by_the_next_call(sandbox):
+    """A kill while the new filesystem sits on its scratch directory (between mount and
+    detach in step 1, too short a window for a fault point) leaves the scratch mount and the
+    record's pending entry. status says so; the next plain call takes the leftovers away
+    and mounts, and the end state is that of an uninterrupted call."""
+    sb = sandbox
+    create(sb, "c1")
+    sb.sh("mkdir -p /mnt/x")
+    host_before = sb.mountinfo()
+    argv = ["mount", "c1", "hidden", "/mnt/x", "-t", "tmpfs", "--guest-only"]
+    sb.env["MIRRORMOUNT_FAULT"] = "1:kill"          # the pending record is written
+    try:
+        assert sb.mm(*argv).returncode == -9
+    finally:
+        sb.env.pop("MIRRORMOUNT_FAULT")
+    scratch = "/run/mirrormount/.guest-only.c1"
+    sb.sh(f"mkdir {scratch} && mount -t tmpfs leftover {scratch}")
+    st = sb.mm("status", "c1")
+    assert st.returncode == 1 and "/mnt/x was interrupted" in st.stdout + st.stderr, st
+
+    r = sb.mm(*argv)
+    assert r.returncode == 0, r.stderr
+    assert sb.mountinfo() == host_before            # no scratch mount, no self-bind
+    assert sb.sh(f"test ! -e {scratch}", check=False).returncode == 0
+    assert [f[-2] for f in at(guest_mountinfo(sb), "/mnt/x")] == ["hidden"]
+    assert sb.mm("list", "--json").json[0]["guest_only"] == ["/mnt/x"]
+    assert sb.mm("status", "c1").returncode == 0
+    assert sb.mm("umount", "c1", "/mnt/x").returncode == 0
+    assert at(guest_mountinfo(sb), "/mnt/x") == []

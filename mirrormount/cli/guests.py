@@ -111,9 +111,9 @@ def status(ctx: typer.Context, name: str = typer.Argument(...),
                    f"state:         {rep.info.state}\n"
                    f"mirror_intact: {'yes' if h.mirror_intact else 'NO'}\n"
                    f"mounts:        {h.mounts_host} on the host, {h.mounts_guest} in the guest")
-        for p in h.problems:
+        for p in rep.problems:
             typer.echo(f"problem:       {p}")
-    if not rep.health.mirror_intact:
+    if not rep.ok:
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -32,8 +32,9 @@ from . import guestonly
 from .nsexec import in_namespaces
 from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
 from .plan import (Detach, DropSelfBind, MakeDir, MountGuestOnly, MountInto, MountTmpfs, Op,
-                   RBind, ReleaseNsFile, RemoveDir, RemoveFile, SetPropagation, SpawnGuest,
-                   StartNursery, StopProcesses, UmountIn, WriteRecord)
+                   RBind, RecoverGuestOnly, ReleaseNsFile, RemoveDir, RemoveFile,
+                   SetPropagation, SpawnGuest, StartNursery, StopProcesses, UmountIn,
+                   WriteRecord)
 from .state import StateLock, write_atomic
 
 PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
@@ -158,6 +159,8 @@ class Executor:
             self._mount_guest_only(op, checkpoint)
         elif isinstance(op, UmountIn):
             umount_in(op)
+        elif isinstance(op, RecoverGuestOnly):
+            guestonly.recover(op.holder, op.mirror, op.scratch, op.pending)
         elif isinstance(op, DropSelfBind):
             guestonly.drop_self_bind(op.holder, op.target)
         else:  # pragma: no cover - a planner bug
@@ -267,6 +270,8 @@ def umount_in(op: UmountIn) -> None:
             raise BusyError(f"cannot unmount {op.target} in {op.name}: target is busy "
                             "(EBUSY)") from exc
         if exc.errno == errno.EINVAL:
+            if op.gone_ok:
+                return
             raise OperationError(f"umount {op.target} in {op.name} failed: not a mount "
                                  "point (EINVAL)") from exc
         exc.filename = f"{op.target} in {op.name}"

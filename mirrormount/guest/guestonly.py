@@ -286,6 +286,103 @@ def detach_host_copy(mirror: str, guest_path: str, before: set[int]) -> bool:
     return True
 
 
+def probe_in_guest(holder: str, target: str) -> tuple[str, int]:
+    """TARGET as resolved in the guest, and the id of the mount on top there now (what a
+    guest-only mount will stand on). Read-only: a child enters the guest and looks."""
+    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return in_namespaces({"mnt": holder}, _probe, proc_fd, target)
+    finally:
+        os.close(proc_fd)
+
+
+def host_top(mirror: str, guest_path: str) -> int:
+    """The id of the mount on top of guest_path in the host's mirror (statx STATX_MNT_ID)."""
+    root = os.open(mirror, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _open(root, guest_path)
+    finally:
+        os.close(root)
+    try:
+        return _mnt_id(fd)
+    finally:
+        os.close(fd)
+
+
+def recover(holder: str, mirror: str, scratch: str, pending: dict) -> None:
+    """Clean up after a guest-only mount that was killed midway (its record still holds
+    ``pending``): the scratch mount of step 1, then in the guest every private mount stacked
+    at the pending path above the one that was on top before (B and the tree), then in the
+    mirror the self-bind B' above the mirror's own mount there. Idempotent."""
+    table = MountTable.of(mountinfo.read())
+    for m in reversed(list(table)):
+        if m.mountpoint == scratch:
+            # STATE is private and unbindable: this unmount propagates nowhere.
+            sc.umount2(scratch, sc.MNT_DETACH)
+    try:
+        os.rmdir(scratch)
+    except FileNotFoundError:
+        pass
+    path = str(pending.get("path", ""))
+    if not path.startswith("/") or path == "/":
+        return
+    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        in_namespaces({"mnt": holder}, _recover_in_guest, proc_fd, path,
+                      int(pending.get("guest_under", 0)))
+    finally:
+        os.close(proc_fd)
+    _recover_in_mirror(mirror, path, int(pending.get("host_under", 0)))
+
+
+def _recover_in_guest(proc_fd: int, path: str, under: int) -> None:
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.fchdir(proc_fd)
+    for _ in range(4):   # at most B and the tree are ours; the bound is a safety net
+        try:
+            fd = _open(root, path)
+        except FileNotFoundError:
+            return
+        try:
+            top = _mnt_id(fd)
+            m = _own_table(proc_fd).by_id.get(top)
+            # Ours are private and mounted exactly at the path; the mirrored mounts the
+            # guest shares with the host are in a peer group, so never taken here.
+            if top == under or m is None or m.mountpoint != path or \
+                    m.shared is not None or m.master is not None:
+                return
+            sc.umount2(f"self/fd/{fd}", sc.MNT_DETACH)
+        finally:
+            os.close(fd)
+
+
+def _recover_in_mirror(mirror: str, path: str, under: int) -> None:
+    where = mirror.rstrip("/") + path
+    for _ in range(4):
+        try:
+            top = host_top(mirror, path)
+        except FileNotFoundError:
+            return
+        table = MountTable.of(mountinfo.read())
+        m = table.by_id.get(top)
+        # B' is an empty self-bind: taking it away hides nothing anyone could see.
+        if top == under or m is None or m.mountpoint != where or \
+                not shows_own_directory(m, table.by_id.get(m.parent_id)):
+            return
+        root = os.open(mirror, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = _open(root, path)
+        finally:
+            os.close(root)
+        try:
+            if _mnt_id(fd) != top:
+                return
+            # B' is still a peer of nothing but B, which recovery in the guest took first.
+            sc.umount2(f"/proc/self/fd/{fd}", sc.MNT_DETACH)
+        finally:
+            os.close(fd)
+
+
 def resolve_in_guest(holder: str, target: str) -> str:
     """TARGET as the kernel resolves it inside the guest (symlinks followed, inside the
     guest's root), for the record. Read-only: a child enters the guest and reads a link."""
@@ -294,6 +391,18 @@ def resolve_in_guest(holder: str, target: str) -> str:
         return in_namespaces({"mnt": holder}, _resolved_path, proc_fd, target)
     finally:
         os.close(proc_fd)
+
+
+def _probe(proc_fd: int, target: str) -> tuple[str, int]:
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _open(root, target)
+    finally:
+        os.close(root)
+    try:
+        return os.readlink(f"self/fd/{fd}", dir_fd=proc_fd), _mnt_id(fd)
+    finally:
+        os.close(fd)
 
 
 def _resolved_path(proc_fd: int, target: str) -> str:

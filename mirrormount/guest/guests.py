@@ -86,11 +86,22 @@ class StatusReport:
     health: Health
     info: GuestInfo
 
+    @property
+    def problems(self) -> list[str]:
+        """The mirror's problems, then the guest's own (held namespaces, its init, an
+        interrupted guest-only mount); the mirror's absence is said once, by the first."""
+        return [*self.health.problems,
+                *(p for p in self.info.problems if not p.startswith("mirror "))]
+
+    @property
+    def ok(self) -> bool:
+        return self.health.mirror_intact and self.info.state != "broken"
+
     def to_json(self) -> dict:
         return {"name": self.name, "mirror": self.mirror,
                 "mirror_intact": self.health.mirror_intact,
                 "mounts_host": self.health.mounts_host, "mounts_guest": self.health.mounts_guest,
-                "problems": list(self.health.problems), "state": self.info.state,
+                "problems": self.problems, "state": self.info.state,
                 "propagation": self.info.propagation, "guest_only": self.info.guest_only}
 
 
@@ -187,6 +198,9 @@ class Guests:
         reapers = [p for p in pids if is_our_reaper(p)]
         if "pid" in rec.kinds and "pid" in namespaces and mnt and not reapers:
             problems.append("the pid namespace's init (mirrormount reaper) is gone")
+        if rec.pending:
+            problems.append(f"a guest-only mount on {rec.pending.get('path')} was "
+                            "interrupted: run the same `mount --guest-only` again")
         others = [p for p in pids if p not in reapers]
         state = "broken" if problems else ("running" if others else "stopped")
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, state, namespaces, pids,
@@ -237,8 +251,9 @@ class Guests:
         table = host_table()
         info = self.info(name, table)
         guest = self.guest_table(rec) if "mnt" in info.namespaces else None
+        pending = (str(rec.pending.get("path")),) if rec.pending else ()
         health = assess(rec.mirror, rec.propagation, table, guest, self.layout.base,
-                        rec.guest_only)
+                        rec.guest_only + pending)
         return StatusReport(name, rec.mirror, health, info)
 
     # ------------------------------------------------------------------ exec
@@ -276,20 +291,24 @@ class Guests:
         flags, data = mount_options(options)
         if bind and not os.path.exists(source):
             raise UsageError(f"bind source {source} does not exist")
-        resolved = None
+        resolved, under = None, (0, 0)
         if guest_only:
             holder = self.layout.ns_file(name, "mnt")
             if not os.path.exists(holder):
                 raise OperationError(f"guest {name} is broken: its mount namespace is not "
                                      f"held ({holder})")
             try:
-                resolved = guestonly.resolve_in_guest(holder, target)
+                resolved, guest_under = guestonly.probe_in_guest(holder, target)
             except OSError as exc:
                 exc.filename, exc.filename2 = f"{target} in {name}", None
                 raise
             if resolved == "/":
                 raise UsageError("mount --guest-only: not on the guest's / (it would cut "
                                  "the mirror)")
+            try:
+                under = (guest_under, guestonly.host_top(rec.mirror, resolved))
+            except OSError:
+                under = (guest_under, 0)    # not in the mirror: nothing can be left there
         else:
             try:     # the target must resolve inside the guest before anything changes
                 os.close(open_in_root(rec.mirror, target))
@@ -297,7 +316,7 @@ class Guests:
                 exc.filename, exc.filename2 = f"{target} in {name}", None
                 raise
         return plan_mount(rec, self.layout, source, target, fstype, flags, data, bind,
-                          options, guest_only, resolved)
+                          options, guest_only, resolved, under)
 
     def mount(self, name: str, source: str, target: str, fstype: str | None = None,
               options: str | None = None, bind: bool = False,

@@ -274,11 +274,15 @@ class UmountIn(Op):
     holder: str = ""
     target: str = ""
     lazy: bool = False
+    # A guest-only path still in the record: if it is no mount point any more (a call
+    # killed after unmounting), the step is done already and only the record is left.
+    gone_ok: bool = False
 
     def shell(self) -> list[str]:
         q = shlex.quote
         return [f"nsenter --mount={q(self.holder)} umount {'-l ' if self.lazy else ''}"
-                f"{q(self.target)}"]
+                f"{q(self.target)}" + ("   # done already if no mount is there"
+                                       if self.gone_ok else "")]
 
 
 @dataclass(frozen=True, eq=False)
@@ -293,6 +297,26 @@ class DropSelfBind(Op):
         q = shlex.quote
         return [f"nsenter --mount={q(self.holder)} umount -l {q(self.target)}"
                 "   # only if the top mount there is the private self-bind"]
+
+
+@dataclass(frozen=True, eq=False)
+class RecoverGuestOnly(Op):
+    """Before a guest-only mount: clean up one that was killed midway (the record's
+    ``pending`` entry), so the new one starts from the table as it was before that one."""
+
+    holder: str = ""
+    mirror: str = ""
+    scratch: str = ""
+    pending: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        path = str(self.pending.get("path", ""))
+        return [f"umount -l {q(self.scratch)}; rmdir {q(self.scratch)}   # if left",
+                f"nsenter --mount={q(self.holder)} umount -l {q(path)}"
+                "   # each private mount stacked there by the interrupted call",
+                f"umount -l {q(self.mirror.rstrip('/') + path)}"
+                "   # its empty self-bind in the mirror, if left"]
 
 
 def render(ops: list[Op]) -> str:
@@ -462,9 +486,11 @@ def plan_destroy(t: Teardown, layout: Layout) -> list[Op]:
 def plan_mount(rec: GuestRecord, layout: Layout, source: str, target: str,
                fstype: str | None, flags: int, data: str | None, bind: bool,
                options: str | None, guest_only: bool = False,
-               resolved: str | None = None) -> list[Op]:
+               resolved: str | None = None, under: tuple[int, int] = (0, 0)) -> list[Op]:
     """One mount into a guest. A guest-only mount also records its path, as resolved in the
-    guest (``resolved``), in the guest's record."""
+    guest (``resolved``), in the guest's record. ``under``: the ids of the mounts on top of
+    that path now, in the guest and in the mirror: the record marks the mount as pending
+    with them first, so whatever a kill leaves above them is known to be ours."""
     if not guest_only:
         return [MountInto("mount through the mirror: BASE/NAME and the guest are one peer "
                           "group, so the mount appears on both sides", rec.name, rec.mirror,
@@ -472,14 +498,28 @@ def plan_mount(rec: GuestRecord, layout: Layout, source: str, target: str,
     path = resolved or target
     holder = layout.ns_file(rec.name, "mnt")
     scratch = f"{layout.state.rstrip('/')}/.guest-only.{rec.name}"
-    new = replace(rec, guest_only=tuple(sorted({*rec.guest_only, path})))
-    return [
+    ops: list[Op] = []
+    if rec.pending:
+        ops.append(RecoverGuestOnly("an earlier guest-only mount was interrupted: take away "
+                                    "what it left (private, so nothing else is touched)",
+                                    holder, rec.mirror, scratch, rec.pending))
+        if rec.pending.get("path") == path:     # ids measured before the leftovers came
+            under = (int(rec.pending.get("guest_under", 0)),
+                     int(rec.pending.get("host_under", 0)))
+    clean = replace(rec, pending=None)
+    started = replace(clean, pending={"path": path, "guest_under": under[0],
+                                      "host_under": under[1]})
+    done = replace(clean, guest_only=tuple(sorted({*rec.guest_only, path})))
+    record = layout.record(rec.name)
+    return ops + [
+        WriteRecord("mark the guest-only mount as in progress, so that a kill midway is "
+                    "cleaned up by the next call", record, started.to_json(), rec.to_json()),
         MountGuestOnly("a mount in the guest only: on a private self-bind, so nothing "
                        "propagates to the host, which keeps nothing to pin",
                        rec.name, rec.mirror, holder, scratch, path, source, fstype, flags,
                        data, bind, options),
-        WriteRecord("remember the guest-only path in the record", layout.record(rec.name),
-                    new.to_json(), rec.to_json()),
+        WriteRecord("remember the guest-only path in the record", record, done.to_json(),
+                    started.to_json()),
     ]
 
 
@@ -488,9 +528,10 @@ def plan_umount(rec: GuestRecord, layout: Layout, target: str, lazy: bool,
     """Unmount in the guest (the mirror follows). For a guest-only path, also drop the
     self-bind it stood on and the record's entry."""
     holder = layout.ns_file(rec.name, "mnt")
-    ops: list[Op] = [UmountIn("unmount inside the guest; the mirror's copy follows by "
-                              "propagation", rec.name, holder, target, lazy)]
     path = resolved or target
+    ops: list[Op] = [UmountIn("unmount inside the guest; the mirror's copy follows by "
+                              "propagation", rec.name, holder, target, lazy,
+                              path in rec.guest_only)]
     if path in rec.guest_only:
         ops.append(DropSelfBind("a guest-only mount's private self-bind, if the kernel left "
                                 "it", holder, path))

@@ -29,6 +29,11 @@ class GuestRecord:
     hostname: str | None = None
     created: float = 0.0
     guest_only: tuple[str, ...] = field(default_factory=tuple)  # guest paths (busy issue)
+    # A guest-only mount in progress (plan.plan_mount writes it before mounting): its guest
+    # path and the mount ids found there before, in the guest and in the mirror. A kill
+    # midway leaves it behind; the next `mount --guest-only` then detaches exactly what was
+    # stacked above those mounts (guestonly.recover) before mounting again.
+    pending: dict[str, Any] | None = None
     version: int = RECORD_VERSION
 
     def to_json(self) -> dict[str, Any]:
