@@ -40,6 +40,24 @@ class OperationError(MirrormountError):
     exit_code = EXIT_FAILED
 
 
+class PartlyDone(MirrormountError):
+    """A batch (``create A B C``, ``destroy A B``) failed after some names were done. Every
+    name was validated before the first change, so this is never a usage error: exit 1,
+    with ``cause`` (the error of the failing name), ``done`` and ``not_done`` (names)."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, verb: str, cause: BaseException, done: list[str],
+                 not_done: list[str]) -> None:
+        self.verb, self.cause, self.done, self.not_done = verb, cause, done, not_done
+        super().__init__(verb, done, not_done)
+
+    @property
+    def tail(self) -> str:
+        past = {"create": "created", "destroy": "destroyed"}.get(self.verb, "done")
+        return (f"{past}: {' '.join(self.done)}; not {past}: {' '.join(self.not_done)}")
+
+
 class KernelError(OSError):
     """A syscall failed: ``KernelError(errno, op, path[, path2], where=...)``.
 

@@ -13,6 +13,7 @@ from mirrormount.errors import EXIT_USAGE, UsageError
 from mirrormount.kernel.mountinfo import MountTable
 from mirrormount.guest.model import Layout, parse_kinds, validate_name
 from mirrormount.guest.plan import (CreateRequest, HostFacts, MakeDir, MountTmpfs, RBind,
+                                    not_receiving,
                                     SetPropagation, SpawnGuest, StartNursery, WriteRecord,
                                     plan_create, render)
 
@@ -75,11 +76,12 @@ def guest_steps(name: str, rootfs: str = "/", link: str = "rprivate",
                 kinds: tuple[str, ...] = ("mnt",)) -> list[tuple]:
     mirror = f"/container/{name}"
     return [
+        ("mkdir", f"/run/mirrormount/{name}", None),
+        ("record", f"/run/mirrormount/{name}/claim", None),     # before the mirror: owner.py
         ("mkdir", mirror, None),
         ("rbind", mirror, rootfs),
         ("propagation", mirror, link),
         ("propagation", mirror, "rshared"),
-        ("mkdir", f"/run/mirrormount/{name}", None),
         ("mkdir", f"/run/mirrormount/{name}/ns", None),
         ("spawn", mirror, kinds),
         ("record", f"/run/mirrormount/{name}/guest.json", None),
@@ -205,32 +207,34 @@ def test_mirror_mode_rprivate_then_rshared(fixture):
         ("/container", "/run/mirrormount"))]
 
 
-def test_mirror_host_mode_on_a_private_host_shares_each_host_mount_first():
+def test_mirror_host_mode_on_a_private_host_refuses_and_names_the_mount():
+    """Ownership: mirror+host never changes the host's propagation. A private host mount
+    would silently send nothing, so the plan refuses (exit 2) and names what to share."""
+    with pytest.raises(UsageError) as exc:
+        plan("private-c1.host", "c9", propagation="mirror+host")
+    text = str(exc.value)
+    assert "host mount(s) not shared (/, " in text and "mount --make-shared /" in text
+
+
+def test_mirror_host_names_host_mounts_only_never_mirrors_or_state():
     t = mountinfo_table("private-c1.host")
-    ops = plan("private-c1.host", "c9", propagation="mirror+host")
-    got = steps(ops)
-    rbind = got.index(("rbind", "/container/c9", "/"))
-    shared_first = [op for op in ops[:rbind] if isinstance(op, SetPropagation)]
-    want = {m.mountpoint for m in t if m.shared is None and m.master is None
-            and not m.unbindable and not m.mountpoint.startswith(("/container",
-                                                                   "/run/mirrormount"))}
-    assert want and {op.path for op in shared_first} == want
-    assert all(op.flag == "shared" and not op.recursive and op.undo_flag == "private"
-               for op in shared_first)
-    assert not [op for op in shared_first if op.path.startswith(("/container", "/run/"
-                                                                 "mirrormount"))]
-    assert got[rbind:] == guest_steps("c9", link="rslave")[1:]
+    named = not_receiving(t, "/", LAYOUT)
+    assert named and named[0] == "/"
+    assert not [p for p in named if p.startswith(("/container", "/run/mirrormount"))]
+    want = {m.mountpoint for m in t if m.shared is None and not m.unbindable
+            and t.at(m.mountpoint) is m
+            and not m.mountpoint.startswith(("/container", "/run/mirrormount"))}
+    assert set(named) == want
+
+
+def test_mirror_host_accepts_a_host_made_shared_and_names_nothing():
+    # captured after c2 was made by an older mirrormount that shared the host's mounts
+    assert not_receiving(mountinfo_table("private-c123.host"), "/", LAYOUT) == []
 
 
 def test_mirror_host_mode_on_an_rshared_host_changes_no_host_mount():
     got = steps(plan("rshared-c1.host", "c9", propagation="mirror+host"))
     assert got == guest_steps("c9", link="rslave")
-
-
-def test_mirror_host_leaves_other_mirrors_alone():
-    # c1 is a mirror (under BASE) with every mount shared; c2's are shared slaves
-    got = steps(plan("private-c123.host", "c9", propagation="mirror+host"))
-    assert not [s for s in got if s[1].startswith("/container/c") and "c9" not in s[1]]
 
 
 def test_spawn_carries_kinds_hostname_and_put_old():

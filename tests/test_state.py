@@ -89,23 +89,23 @@ def test_to_json_is_plain_json():
     assert GuestRecord.from_json(d) == RECORD
 
 
-def test_guest_names_from_state_and_base(layout):
+def test_guest_names_come_from_state_only(layout):
+    """A mirror in BASE alone is another STATE's guest (or nobody's): never this one's."""
     assert guest_names(layout) == []                       # neither directory exists yet
     make_guest_dir(layout, "c2")
-    os.makedirs(layout.mirror("c1"))
+    os.makedirs(layout.mirror("c1"))                        # BASE only: not ours
     os.makedirs(layout.nursery_dir)                         # hidden: not a guest
-    os.makedirs(layout.mirror(".hidden"))
     with open(os.path.join(layout.state, "stray-file"), "w"):
         pass
-    os.symlink("/", os.path.join(layout.base, "link"))     # not followed
-    assert guest_names(layout) == ["c1", "c2"]
+    os.symlink("/", os.path.join(layout.state, "link"))    # not followed
+    assert guest_names(layout) == ["c2"]
 
 
 # ----------------------------------------------------------------------------- StateLock
 def _child_lock(path: str, report: int, release: int | None) -> None:
     """In a forked child: take the lock, say "in", optionally wait for the word to release."""
     try:
-        with StateLock(path):
+        with StateLock(path, create=True):
             os.write(report, b"in")
             if release is not None:
                 os.read(release, 1)
@@ -156,7 +156,7 @@ def test_statelock_excludes_another_process(tmp_path):
 
 def test_statelock_creates_a_private_directory_and_releases(tmp_path):
     path = tmp_path / "state"
-    with StateLock(str(path)) as lock:
+    with StateLock(str(path), create=True) as lock:
         assert len(lock.fds) == 1
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
     assert lock.fds == []
@@ -186,7 +186,7 @@ def test_statelock_refresh_locks_a_replaced_directory(tmp_path):
         os.read(go_r, 1)
         _child_lock(str(path), w, None)
     try:
-        with StateLock(str(path)) as lock:
+        with StateLock(str(path), create=True) as lock:
             lock.refresh()
             assert len(lock.fds) == 1              # nothing changed: nothing more to lock
             os.rename(path, tmp_path / "under")
@@ -209,3 +209,13 @@ def test_statelock_refresh_locks_a_replaced_directory(tmp_path):
         os.waitpid(pid, 0)
         for fd in (r, w, go_r, go_w):
             os.close(fd)
+
+
+def test_statelock_without_create_never_makes_state(tmp_path):
+    """Only create makes STATE: any other verb with a mistyped --state must leave no
+    directory behind."""
+    path = tmp_path / "typo"
+    with pytest.raises(FileNotFoundError):
+        with StateLock(str(path)):
+            pass
+    assert not path.exists()

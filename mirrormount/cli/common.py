@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import typer
 
 from .. import __version__
-from ..errors import EXIT_FAILED, MirrormountError, describe
+from ..errors import EXIT_FAILED, MirrormountError, PartlyDone, describe
 from ..guest.guests import Guests
 from ..guest.model import Layout
 from ..kernel.mountinfo import ParseError
@@ -54,6 +54,12 @@ def reports_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except PartlyDone as exc:
+            cause = exc.cause
+            text = describe(cause) if isinstance(cause, OSError) else (
+                "interrupted" if isinstance(cause, KeyboardInterrupt) else str(cause))
+            raise fail(f"{text}; {exc.tail}", 130 if isinstance(cause, KeyboardInterrupt)
+                       else EXIT_FAILED) from None
         except MirrormountError as exc:
             raise fail(str(exc), exc.exit_code) from None
         except OSError as exc:

@@ -16,6 +16,7 @@ from ..kernel import mountinfo
 from ..kernel import syscalls as sc
 from ..kernel.mountinfo import MountTable
 from ..guest.model import Layout
+from ..guest.owner import layout_problems, path_problems
 
 CAP_SYS_ADMIN = 21
 
@@ -78,11 +79,22 @@ def _cap_sys_admin() -> bool:
 def _self_mount(table: MountTable, path: str, what: str) -> Check:
     m = table.at(path)
     if m is None:
-        return Check(what, "warn", f"{path} is not set up yet (the first create does it)")
+        return Check(what, "ok", f"{path} is not set up (the first create mounts it, the "
+                                 "last destroy takes it away)")
     if m.shared is not None or m.master is not None or not m.unbindable:
         return Check(what, "fail", f"{path} is {m.propagation}: it must be private and "
                                    "unbindable, or guests could see it")
     return Check(what, "ok", f"{path}: {m.fstype}, private, unbindable")
+
+
+def _placement(layout: Layout, table: MountTable) -> list[Check]:
+    """The same refusals as create's (guest/owner.py), as failed checks."""
+    problems = [*path_problems(layout.base, "BASE"), *path_problems(layout.state, "STATE")]
+    if not problems:
+        problems = layout_problems(layout, table)
+    if problems:
+        return [Check("BASE/STATE", "fail", p) for p in problems]
+    return [_self_mount(table, layout.base, "BASE"), _self_mount(table, layout.state, "STATE")]
 
 
 def run_checks(layout: Layout) -> list[Check]:
@@ -109,8 +121,7 @@ def run_checks(layout: Layout) -> list[Check]:
     checks.append(Check("propagation of /", "ok",
                         f"{root.propagation} ({'as on systemd hosts' if root.shared else 'private host'}"
                         "; mirrors get fresh peer groups either way)"))
-    checks.append(_self_mount(table, layout.base, "BASE"))
-    checks.append(_self_mount(table, layout.state, "STATE"))
+    checks.extend(_placement(layout, table))
     try:
         with open("/proc/sys/fs/mount-max") as f:
             limit = int(f.read())

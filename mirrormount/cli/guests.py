@@ -9,8 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import EXIT_FAILED, BusyError, UsageError
-from ..guest.guests import UmountBusy
+from ..errors import EXIT_FAILED, BusyError, PartlyDone, UsageError
+from ..guest.guests import UmountBusy, require_root
 from ..guest.model import parse_kinds, validate_name, validate_propagation
 from ..guest.recipe import Recipe, RecipeMount, load_recipe
 from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
@@ -45,23 +45,34 @@ def create(
     else:
         recipe = Recipe(rootfs or "/", hostname, parse_kinds(ns),
                         validate_propagation(propagation))
+    # The whole batch is checked before the first change (names, existing guests, BASE and
+    # STATE, the plan itself), so exit 2 always means that nothing changed.
     reqs = [s.guests.validate_create(recipe.request(n)) for n in names]
+    for req in reqs:
+        s.guests.plan(req)
     if dry_run:
         typer.echo(s.guests.dry_run(reqs), nl=False)
         for n in names:
             for m in recipe.mounts:
                 typer.echo(f"# then, from the recipe:\n{mount_command(n, m)}")
         return
-    out = []
-    for req in reqs:
-        info, outcome = s.guests.create(req)
-        if recipe.mounts:
-            try:
-                s.guests.add_mounts(req.name, recipe.mounts)
-            except BaseException:
-                # A recipe is all or nothing: a guest without its mounts is not what was asked.
-                s.guests.destroy(req.name, force=True, grace=0)
+    out: list = []
+    for i, req in enumerate(reqs):
+        try:
+            info, outcome = s.guests.create(req)
+            if recipe.mounts:
+                try:
+                    s.guests.add_mounts(req.name, recipe.mounts)
+                except BaseException:
+                    # A recipe is all or nothing: a guest without its mounts is not what
+                    # was asked.
+                    s.guests.destroy(req.name, force=True, grace=0)
+                    raise
+        except BaseException as exc:
+            if not out or isinstance(exc, SystemExit):
                 raise
+            raise PartlyDone("create", exc, [o.name for o in out],
+                             [r.name for r in reqs[i:]]) from exc
         out.append(info)
         if not want_json(ctx, json_local):
             ns_list = ",".join(info.namespaces)
@@ -224,14 +235,26 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
             dry_run: bool = DRY_RUN) -> None:
     """Unmount a guest's mirror and remove its state; refuses while processes are inside."""
     g = settings(ctx).guests
+    if len(set(names)) != len(names):
+        raise UsageError("a name is given twice")
+    # Every name planned before the first change: a name that does not exist, or a guest
+    # with processes inside (without --force), refuses the whole batch.
     for n in names:
         validate_name(n)
+    if not dry_run:
+        require_root("destroy")
+    plans = [g.plan_destroy(n, force, grace) for n in names]
     if dry_run:
         from ..guest.plan import render
-        typer.echo("".join(render(g.plan_destroy(n, force, grace)) for n in names), nl=False)
+        typer.echo("".join(render(p) for p in plans), nl=False)
         return
-    for n in names:
-        g.destroy(n, force=force, grace=grace)
+    for i, n in enumerate(names):
+        try:
+            g.destroy(n, force=force, grace=grace)
+        except BaseException as exc:
+            if i == 0 or isinstance(exc, SystemExit):
+                raise
+            raise PartlyDone("destroy", exc, list(names[:i]), list(names[i:])) from exc
         if not settings(ctx).json:
             typer.echo(f"destroyed {n}")
 
@@ -241,7 +264,7 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
 def doctor(ctx: typer.Context, json_local: bool = JSON_OPT) -> None:
     """Check the kernel, propagation of /, BASE and STATE, mount-max headroom, privilege."""
     from .doctor import run_checks
-    checks = run_checks(settings(ctx).layout)
+    checks = run_checks(settings(ctx).guests.layout)    # real paths, as every verb uses
     if want_json(ctx, json_local):
         emit_json([c.to_json() for c in checks])
     else:

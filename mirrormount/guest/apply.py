@@ -27,6 +27,7 @@ from functools import partial
 from . import faults
 from ..kernel import syscalls as sc
 from ..errors import BusyError, OperationError
+from ..kernel.mountquery import mounts_at
 from ..kernel.procfs import wait_gone
 from . import guestonly
 from .nsexec import in_namespaces
@@ -34,7 +35,7 @@ from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
 from .plan import (Detach, DropSelfBind, MakeDir, MountGuestOnly, MountInto, MountTmpfs, Op,
                    RBind, RecoverGuestOnly, ReleaseNsFile, RemoveDir, RemoveFile,
                    SetPropagation, SpawnGuest, StartNursery, StopProcesses, UmountIn,
-                   WriteRecord)
+                   Unmount, WriteRecord)
 from .state import StateLock, write_atomic
 
 PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
@@ -44,6 +45,15 @@ PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_
 def detach(path: str) -> None:
     """Unmount a tree without letting the unmount propagate anywhere."""
     sc.mount(None, path, None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.umount2(path, sc.MNT_DETACH)
+
+
+def unmount_ours(path: str, label: str) -> None:
+    """Unmount BASE or STATE while the top mount there is still mirrormount's tmpfs."""
+    m = mounts_at([path]).at(path)
+    if m is None or m.fstype != "tmpfs" or m.source != label:
+        return          # gone already, or not ours: never touched
+    # MNT_DETACH: a shell left in BASE must not keep the last destroy from finishing.
     sc.umount2(path, sc.MNT_DETACH)
 
 
@@ -149,6 +159,8 @@ class Executor:
             release_ns_file(op.path)
         elif isinstance(op, Detach):
             detach(op.path)
+        elif isinstance(op, Unmount):
+            unmount_ours(op.path, op.label)
         elif isinstance(op, RemoveDir):
             remove_empty_dir(op.path)
         elif isinstance(op, RemoveFile):

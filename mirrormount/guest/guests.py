@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -111,7 +111,9 @@ def host_table() -> MountTable:
 
 class Guests:
     def __init__(self, layout: Layout) -> None:
-        self.layout = layout
+        # Real paths, once: a symlink in BASE or STATE (/var/run -> /run) would otherwise make
+        # the mount table, which names real paths, look as if nothing were mounted there.
+        self.layout = Layout(os.path.realpath(layout.base), os.path.realpath(layout.state))
 
     # ------------------------------------------------------------------ records and facts
     def record(self, name: str) -> GuestRecord:
@@ -121,8 +123,28 @@ class Guests:
             if name in guest_names(self.layout):
                 raise OperationError(f"guest {name} is broken: its record is missing; "
                                      f"hint: mirrormount destroy {name}")
-            raise UsageError(f"no such guest: {name}")
+            raise UsageError(self.no_such(name))
         return rec
+
+    def no_such(self, name: str) -> str:
+        """"no such guest in STATE ...", saying so when BASE has a mirror of that name:
+        it is then another STATE's guest (a mistyped --state?), never this one's."""
+        text = f"no such guest in STATE {self.layout.state}: {name}"
+        if os.path.lexists(self.layout.mirror(name)):
+            text += (f" ({self.layout.mirror(name)} exists, but no record here names it: "
+                     "another --state?)")
+        return text
+
+    def check_layout(self) -> None:
+        """BASE and STATE, before a create changes anything: directories (or to be made),
+        writable, apart, and no mount there that mirrormount did not make. UsageError."""
+        from .owner import layout_problems, path_problems
+        lay = self.layout
+        problems = [*path_problems(lay.base, "BASE"), *path_problems(lay.state, "STATE")]
+        if not problems:    # the mount table only makes sense for directories
+            problems = layout_problems(lay, mounts_at((lay.base, lay.state)))
+        if problems:
+            raise UsageError(problems[0])
 
     def ns_files(self, rec: GuestRecord) -> dict[str, str]:
         return {k: self.layout.ns_file(rec.name, k) for k in rec.kinds}
@@ -136,7 +158,16 @@ class Guests:
                      else mounts_at((lay.base, lay.state, lay.nursery_file)))
         from .plan import HostFacts
         nursery = table.at(lay.nursery_file)
-        exists = any(os.path.lexists(p) for p in (lay.mirror(req.name), lay.guest_dir(req.name)))
+        # A guest exists when this STATE holds its record. A half-made one (a create killed
+        # midway) is not in the way: create cleans it up first. A mirror directory that no
+        # record or claim here names belongs to someone else: never reused, never touched.
+        from .owner import claimed_mirror
+        exists = os.path.lexists(lay.record(req.name))
+        if not exists and os.path.lexists(lay.mirror(req.name)) and \
+                claimed_mirror(lay, req.name) is None:
+            raise UsageError(f"{lay.mirror(req.name)} exists, but no record in STATE "
+                             f"{lay.state} names it (another --state's guest?): choose "
+                             "another name")
         return HostFacts(table=table, existing=frozenset({req.name} if exists else ()),
                          nursery_ready=nursery is not None and nursery.fstype == "nsfs",
                          put_old=choose_put_old(req.rootfs))
@@ -144,6 +175,7 @@ class Guests:
     # ------------------------------------------------------------------ create
     def validate_create(self, req: CreateRequest) -> CreateRequest:
         validate_name(req.name)
+        self.check_layout()
         if not os.path.isdir(req.rootfs):
             raise UsageError(f"rootfs {req.rootfs} is not a directory")
         validate_hostname(req.hostname)
@@ -167,13 +199,15 @@ class Guests:
         require_root("create")
         from .apply import Executor
         from .plan import WriteRecord, plan_destroy
-        with StateLock(self.layout.state) as lock:
+        with StateLock(self.layout.state, create=True) as lock:
             if self.half_made(req.name):
-                Executor(lock=lock).run(plan_destroy(self.teardown(req.name, 0.0),
-                                                     self.layout))
+                # Not the last-guest teardown: BASE and STATE stay for the create itself.
+                leftovers = replace(self.teardown(req.name, 0.0), last=False)
+                Executor(lock=lock).run(plan_destroy(leftovers, self.layout))
             ops = self.plan(req)
             outcome = Executor(lock=lock).run(ops)
-        rec = GuestRecord.from_json(next(op.record for op in ops if isinstance(op, WriteRecord)))
+        rec = GuestRecord.from_json(next(op.record for op in reversed(ops)
+                                           if isinstance(op, WriteRecord)))
         # Described from what we just made, not from a scan of the (large) host table.
         namespaces = {k: ns_id(p) or "?" for k, p in self.ns_files(rec).items()}
         pids = [outcome.reaper_pid] if outcome.reaper_pid else []
@@ -323,6 +357,7 @@ class Guests:
               guest_only: bool = False) -> None:
         require_root("mount")
         from .apply import Executor
+        self.record(name)       # no such guest: said before STATE is opened
         with StateLock(self.layout.state) as lock:
             Executor(lock=lock).run(self.plan_mount(name, source, target, fstype, options,
                                                     bind, guest_only))
@@ -348,6 +383,7 @@ class Guests:
         lazy, whatever is still busy then is detached (MNT_DETACH)."""
         require_root("umount")
         from .apply import Executor
+        self.record(name)       # no such guest: said before STATE is opened
         deadline = time.monotonic() + max(wait, 0.0)
         delay = 0.05
         while True:
@@ -391,17 +427,21 @@ class Guests:
                 held = tuple(sorted(e.path for e in it))
         except (FileNotFoundError, NotADirectoryError):
             held = ()
-        mirror = self.layout.mirror(name)
-        mounted = mounts_at([mirror]).at(mirror) is not None
-        return Teardown(name, inside, reapers, held, mounted,
-                        os.path.isdir(mirror) and not os.path.islink(mirror),
-                        os.path.lexists(self.layout.record(name)), grace)
+        from .owner import claimed_mirror
+        mirror = claimed_mirror(self.layout, name)   # None: nothing in BASE is provably its
+        mounted = mirror is not None and mounts_at([mirror]).at(mirror) is not None
+        others = [n for n in guest_names(self.layout) if n != name]
+        return Teardown(name, inside, reapers, held, mirror, mounted,
+                        mirror is not None and os.path.isdir(mirror)
+                        and not os.path.islink(mirror),
+                        os.path.lexists(self.layout.record(name)),
+                        os.path.lexists(self.layout.claim(name)), grace, last=not others)
 
     def plan_destroy(self, name: str, force: bool = False, grace: float = 5.0) -> list[Op]:
         from .plan import plan_destroy
         validate_name(name)
         if name not in guest_names(self.layout):
-            raise UsageError(f"no such guest: {name}")
+            raise UsageError(self.no_such(name))
         t = self.teardown(name, grace)
         if t.inside and not force:
             raise BusyError(f"guest {name} still has {len(t.inside)} process(es) inside "
@@ -415,6 +455,9 @@ class Guests:
         require_root("destroy")
         from .apply import Executor
         from .plan import StopProcesses
+        validate_name(name)
+        if name not in guest_names(self.layout):   # said before STATE is opened
+            raise UsageError(self.no_such(name))
         with StateLock(self.layout.state) as lock:
             ops = self.plan_destroy(name, force, grace)
             Executor(lock=lock).run(ops)

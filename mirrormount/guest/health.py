@@ -38,6 +38,11 @@ def assess(mirror: str, propagation: str, host: MountTable, guest: MountTable | 
         problems.append(f"{mirror} is {top.propagation}, not shared: mounts no longer flow "
                         f"between host and guest; hint: {RECREATE}")
         fatal = True
+    if propagation == "mirror+host" and top is not None and top.master is None:
+        problems.append(f"{mirror} is mirror+host but receives from no host peer group: host "
+                        "mounts never arrive; hint: make the host mount that holds the rootfs "
+                        f"shared (mount --make-shared), then {RECREATE}")
+        fatal = True
     if guest is None:
         problems.append("the guest's mount namespace cannot be read: its nsfs file is missing; "
                         f"hint: {RECREATE}")

@@ -160,6 +160,10 @@ class Layout:
     def record(self, name: str) -> str:
         return f"{self.guest_dir(name)}/guest.json"
 
+    def claim(self, name: str) -> str:
+        """Written before the mirror is made: proof that the mirror is this STATE's."""
+        return f"{self.guest_dir(name)}/claim"
+
     def ns_dir(self, name: str) -> str:
         return f"{self.guest_dir(name)}/ns"
 

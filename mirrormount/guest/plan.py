@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import UsageError
 from ..kernel.mountinfo import MountTable, is_under
 from .model import KIND, CreateRequest, Layout, validate_name, validate_propagation
+from .owner import LABELS, layout_problems
 from .state import GuestRecord
 
 
@@ -191,6 +192,19 @@ class Detach(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class Unmount(Op):
+    """Unmount BASE or STATE, only while it is still mirrormount's tmpfs (``label``)."""
+
+    path: str = ""
+    label: str = ""
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        return [f"findmnt -n -o SOURCE {q(self.path)} | grep -qx {q(self.label)} && "
+                f"umount -l {q(self.path)}"]
+
+
+@dataclass(frozen=True, eq=False)
 class RemoveDir(Op):
     """rmdir, never rm -r: a directory that still holds files (or a mount) stays."""
 
@@ -339,30 +353,23 @@ class HostFacts:
     put_old: str = "mnt"       # chosen by the caller from the rootfs's directories
 
 
-def _is_self_mount(table: MountTable, path: str, *, private: bool, unbindable: bool) -> bool:
-    m = table.at(path)
-    if m is None:
-        return False
-    ok = True
-    if private:
-        ok &= m.shared is None and m.master is None
-    if unbindable:
-        ok &= m.unbindable
-    return ok
-
-
 def plan_base(layout: Layout, table: MountTable) -> list[Op]:
-    """BASE and STATE: each a tmpfs of its own, private and unbindable (findings §5, §5b)."""
+    """BASE and STATE: each a tmpfs of its own, private and unbindable (findings §5, §5b).
+    Raises UsageError, before any change, when either is placed where mirrormount would
+    have to change a mount it did not make (owner.py)."""
+    problems = layout_problems(layout, table)
+    if problems:
+        raise UsageError(problems[0])
     ops: list[Op] = []
-    for path, label, what in ((layout.base, "mirrormount-base", "BASE"),
-                              (layout.state, "mirrormount-state", "STATE")):
-        if _is_self_mount(table, path, private=True, unbindable=True):
-            continue
-        if table.at(path) is None:
+    for path, what in ((layout.base, "BASE"), (layout.state, "STATE")):
+        m = table.at(path)
+        if m is not None and m.shared is None and m.master is None and m.unbindable:
+            continue            # ours (layout_problems proved it) and set up already
+        if m is None:
             ops.append(MakeDir(f"{what}: the directory", path))
             ops.append(MountTmpfs(
                 f"{what}: a tmpfs of its own, so the directory beneath stays empty and a guest "
-                "whose rootfs is / sees no names in it (findings §5b)", path, label,
+                "whose rootfs is / sees no names in it (findings §5b)", path, LABELS[what],
                 "mode=0755" if what == "BASE" else "mode=0700"))
         ops.append(SetPropagation(
             f"{what}: private, so mounts made here never propagate to the host's peers", path,
@@ -372,6 +379,22 @@ def plan_base(layout: Layout, table: MountTable) -> list[Op]:
             "or nsfs files (an nsfs file inside a tree makes move_mount fail with ELOOP)",
             path, "unbindable"))
     return ops
+
+
+def not_receiving(table: MountTable, rootfs: str, layout: Layout) -> list[str]:
+    """mirror+host: the host mounts whose new submounts could never reach the mirror because
+    they are not shared: the mount the rootfs lies on, and every mount under it (BASE,
+    STATE and unbindable mounts aside, which an rbind prunes)."""
+    out: list[str] = []
+    paths = [m.mountpoint for m in [table.containing(rootfs), *table.under(rootfs)] if m]
+    for path in dict.fromkeys(paths):
+        top = table.at(path)        # only the topmost mount at a path receives new mounts
+        if top is None or top.unbindable or is_under(path, layout.base) or \
+                is_under(path, layout.state):
+            continue
+        if top.shared is None:
+            out.append(path)
+    return out
 
 
 def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
@@ -393,20 +416,23 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
             layout.nursery_file, f"{layout.nursery_dir}/root"))
     mirror = layout.mirror(req.name)
     if req.propagation == "mirror+host":
-        # Host mounts can only flow into the mirror from mounts that are shared. Make each
-        # private host mount under the rootfs shared (its own new group), as systemd does.
-        seen: set[str] = set()
-        for m in table.under(req.rootfs):
-            # A mountpoint names only its topmost mount: one make-shared per path.
-            if m.mountpoint in seen:
-                continue
-            seen.add(m.mountpoint)
-            if m.shared is None and m.master is None and not m.unbindable and not (
-                    is_under(m.mountpoint, layout.base) or is_under(m.mountpoint, layout.state)):
-                ops.append(SetPropagation(
-                    "mirror+host: a private host mount sends nothing to its copies; make it "
-                    "shared so the mirror can become its slave", m.mountpoint, "shared",
-                    undo_flag="private"))
+        # Never change the host's propagation (ownership): say what to make shared instead,
+        # as Docker's ensureShared does.
+        private = not_receiving(table, req.rootfs, layout)
+        if private:
+            shown = ", ".join(private[:3]) + (f" and {len(private) - 3} more"
+                                              if len(private) > 3 else "")
+            raise UsageError(
+                f"--propagation mirror+host: {len(private)} host mount(s) not shared "
+                f"({shown}): nothing mounted there would reach the guest. Make them shared "
+                f"first: mount --make-shared {shlex.quote(private[0])} for each, or mount "
+                "--make-rshared / as systemd does")
+    ops += [
+        MakeDir("the guest's state directory (0700)", layout.guest_dir(req.name)),
+        WriteRecord("claim the name in STATE before the mirror exists: whatever a kill leaves "
+                    "in BASE is then provably this STATE's to clean up", layout.claim(req.name),
+                    {"mirror": mirror}),
+    ]
     ops += [
         MakeDir("the mirror's mountpoint (inside BASE's tmpfs)", mirror),
         RBind("the mirror: every mount of the rootfs, copied; BASE and STATE are unbindable "
@@ -425,7 +451,6 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
         "a fresh peer group per mount of the mirror, which the guest's copy will join: "
         "mounts then flow both ways between BASE/NAME and the guest", mirror, "shared",
         recursive=True))
-    ops.append(MakeDir("the guest's state directory (0700)", layout.guest_dir(req.name)))
     ops.append(MakeDir("where its nsfs binds live", layout.ns_dir(req.name)))
     ops.append(SpawnGuest(
         "the guest's namespaces, cloned from the nursery and pivot_rooted into the mirror; "
@@ -450,10 +475,13 @@ class Teardown:
     inside: tuple[int, ...] = ()        # processes in the guest other than its reaper
     reapers: tuple[int, ...] = ()       # mirrormount's PID 1 of the guest's pid namespace
     held: tuple[str, ...] = ()          # nsfs files under STATE/NAME/ns that exist
+    mirror: str | None = None           # the mirror this STATE proves is the guest's (owner)
     mirror_mounted: bool = False
-    mirror_dir: bool = False            # BASE/NAME exists as a plain directory in BASE
+    mirror_dir: bool = False            # the mirror exists as a plain directory in BASE
     record: bool = False
+    claim: bool = False
     grace: float = 5.0
+    last: bool = False                  # no other guest in STATE: BASE and STATE go too
 
 
 def plan_destroy(t: Teardown, layout: Layout) -> list[Op]:
@@ -469,17 +497,36 @@ def plan_destroy(t: Teardown, layout: Layout) -> list[Op]:
                                  "ends its pid namespace", t.reapers, 0.0))
     for holder in t.held:
         ops.append(ReleaseNsFile("release a namespace held by its nsfs bind", holder))
-    mirror = layout.mirror(t.name)
-    if t.mirror_mounted:
+    if t.mirror and t.mirror_mounted:
         ops.append(Detach("the mirror, made private first so that its unmount propagates "
-                          "into no peer (findings §3)", mirror))
-    if t.mirror_mounted or t.mirror_dir:
-        ops.append(RemoveDir("the mirror's empty mountpoint in BASE", mirror))
+                          "into no peer (findings §3)", t.mirror))
+    if t.mirror and (t.mirror_mounted or t.mirror_dir):
+        ops.append(RemoveDir("the mirror's empty mountpoint in BASE", t.mirror))
+    if t.last:
+        # The guest's record goes with STATE, last of all: a destroy killed before that
+        # still finds the guest, so the next one completes the job.
+        return ops + plan_unbase(layout)
     if t.record:
         ops.append(RemoveFile("the guest's record", layout.record(t.name)))
+    if t.claim:
+        ops.append(RemoveFile("the guest's claim on its mirror", layout.claim(t.name)))
     ops.append(RemoveDir("the guest's nsfs directory, once empty", layout.ns_dir(t.name)))
     ops.append(RemoveDir("the guest's state directory, once empty", layout.guest_dir(t.name)))
     return ops
+
+
+def plan_unbase(layout: Layout) -> list[Op]:
+    """After the last guest: the nursery, BASE and STATE go, so the host's mount table is as
+    it was before the first create. Idempotent (each step skips what is gone). A plain
+    unmount, not a private detach: where the parent of BASE or STATE is shared (a nested
+    mirrormount, a systemd host), the copies our mount made in the parent's peers go too."""
+    return [
+        ReleaseNsFile("the nursery: no guest is left to clone", layout.nursery_file),
+        Unmount("BASE, the last guest gone; its copies in the peers of its parent, if any, "
+                "go with it", layout.base, LABELS["BASE"]),
+        Unmount("STATE, with the last record in it, likewise", layout.state,
+                LABELS["STATE"]),
+    ]
 
 
 # ----------------------------------------------------------------------------- mount/umount

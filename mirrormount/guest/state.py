@@ -79,16 +79,14 @@ def load(layout: Layout, name: str) -> GuestRecord | None:
 
 
 def guest_names(layout: Layout) -> list[str]:
-    """Every guest that has any trace: a state directory or a mirror directory."""
-    names: set[str] = set()
-    for top in (layout.state, layout.base):
-        try:
-            with os.scandir(top) as it:
-                names.update(e.name for e in it if e.is_dir(follow_symlinks=False)
-                             and not e.name.startswith("."))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            pass
-    return sorted(names)
+    """Every guest of this STATE: a directory in STATE (with a record, or a create under way
+    or killed). A mirror in BASE alone is not a guest of this STATE (owner.py)."""
+    try:
+        with os.scandir(layout.state) as it:
+            return sorted(e.name for e in it if e.is_dir(follow_symlinks=False)
+                          and not e.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
 
 
 class StateLock:
@@ -96,12 +94,14 @@ class StateLock:
     directory beneath it, so after locking we re-open the path and, if it now names another
     inode, lock that too (the first creator holds both until done)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, create: bool = False) -> None:
         self.path = path
+        self.create = create     # only create makes STATE: a mistyped --state stays absent
         self.fds: list[int] = []
 
     def __enter__(self) -> StateLock:
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        if self.create:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
         self._lock_current()
         return self
 

@@ -32,7 +32,7 @@ def _via_statmount(path: str) -> Mount | None:
     try:
         mid = _unique_id(path)
         parent = _unique_id(os.path.dirname(path.rstrip("/")) or "/")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     if mid is None or parent is None:
         raise NotImplementedError
@@ -46,12 +46,15 @@ def _via_statmount(path: str) -> Mount | None:
         raise
     if sm.mnt_point != path:
         return None  # path is inside a mount whose root is elsewhere (e.g. a bind of a file)
+    if sm.sb_source is None:
+        raise NotImplementedError    # 6.8-6.12: no source; ownership needs it (guest/owner.py)
     prop = sm.propagation
     return Mount(mount_id=sm.mnt_id_old, parent_id=sm.parent_id_old, major=sm.dev_major,
                  minor=sm.dev_minor, root=sm.mnt_root, mountpoint=sm.mnt_point, options="",
                  shared=sm.peer_group if prop & sc.MS_SHARED else None,
                  master=sm.master if prop & sc.MS_SLAVE else None,
-                 unbindable=bool(prop & sc.MS_UNBINDABLE), fstype=sm.fs_type)
+                 unbindable=bool(prop & sc.MS_UNBINDABLE), fstype=sm.fs_type,
+                 source=sm.sb_source)
 
 
 def _via_mountinfo(paths: set[str], proc: str = "/proc") -> list[Mount]:

@@ -252,6 +252,7 @@ STATMOUNT_MNT_BASIC = 0x2
 STATMOUNT_MNT_ROOT = 0x8
 STATMOUNT_MNT_POINT = 0x10
 STATMOUNT_FS_TYPE = 0x20
+STATMOUNT_SB_SOURCE = 0x200     # 6.13 (include/uapi/linux/mount.h); older kernels leave it unset
 
 
 class _MntIdReq(ctypes.Structure):
@@ -270,7 +271,8 @@ class _StatmountHead(ctypes.Structure):
                 ("mnt_peer_group", ctypes.c_uint64), ("mnt_master", ctypes.c_uint64),
                 ("propagate_from", ctypes.c_uint64), ("mnt_root", ctypes.c_uint32),
                 ("mnt_point", ctypes.c_uint32), ("mnt_ns_id", ctypes.c_uint64),
-                ("spare2", ctypes.c_uint64 * 49)]
+                ("fs_subtype", ctypes.c_uint32), ("sb_source", ctypes.c_uint32),
+                ("spare2", ctypes.c_uint64 * 48)]
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,7 @@ class StatmountResult:
     fs_type: str
     mnt_root: str
     mnt_point: str
+    sb_source: str | None = None   # None: this kernel does not say (before 6.13)
 
 
 _SM_BUF = ctypes.create_string_buffer(ctypes.sizeof(_StatmountHead) + 8192)
@@ -293,7 +296,7 @@ _SM_BUF = ctypes.create_string_buffer(ctypes.sizeof(_StatmountHead) + 8192)
 def statmount(unique_id: int) -> StatmountResult:
     """statmount(2) for one mount (by STATX_MNT_ID_UNIQUE id): O(1), whatever the table size."""
     want = (STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_FS_TYPE | STATMOUNT_MNT_ROOT
-            | STATMOUNT_MNT_POINT)
+            | STATMOUNT_MNT_POINT | STATMOUNT_SB_SOURCE)
     req = _MntIdReq(ctypes.sizeof(_MntIdReq), 0, unique_id, want)  # param: what we want
     _check(_libc.syscall(_nr("statmount"), ctypes.byref(req), _SM_BUF,
                          ctypes.c_size_t(len(_SM_BUF)), ctypes.c_uint(0)), "statmount", "")
@@ -310,7 +313,9 @@ def statmount(unique_id: int) -> StatmountResult:
                            head.sb_dev_minor, head.mnt_propagation, head.mnt_peer_group,
                            head.mnt_master, string(head.fs_type, STATMOUNT_FS_TYPE),
                            string(head.mnt_root, STATMOUNT_MNT_ROOT),
-                           string(head.mnt_point, STATMOUNT_MNT_POINT))
+                           string(head.mnt_point, STATMOUNT_MNT_POINT),
+                           string(head.sb_source, STATMOUNT_SB_SOURCE)
+                           if head.mask & STATMOUNT_SB_SOURCE else None)
 
 
 PR_SET_NAME = 15
