@@ -138,7 +138,8 @@ _BY_ERRNO = _errno_subclasses()
 # None matches any operation. Looked up as (errno, op) first, then (errno, None).
 _PROPAGATION = ("often a propagation problem: pivot_root and move_mount refuse shared "
                 "parents/put_old (make the parent mount private first)")
-_TABLE_FULL = "the mount table is full: check /proc/sys/fs/mount-max"
+_TABLE_FULL = ("this mount namespace is at fs.mount-max (/proc/sys/fs/mount-max): raise it, "
+               "or destroy guests; nothing of this step was kept")
 _NSFS_LOOP = "an nsfs file is inside the tree: the state dir must be unbindable"
 _HINTS: dict[tuple[int, str | None], str] = {
     (E.EINVAL, "pivot_root"): _PROPAGATION,

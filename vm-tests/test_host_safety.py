@@ -6,6 +6,7 @@ mount table (targets and propagation, every field of mountinfo) and the files it
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -169,3 +170,81 @@ def test_host_is_a_reserved_name(sandbox, verb):
     one_line(r, 2, "host", "reserved")
     assert sb.mountinfo() == before
     assert json.loads(ok(sb.mm("--json", "list")).stdout) == []
+
+
+# ---------------------------------------------------------------- 6. nested guests
+def test_nested_guest_status_is_honest_and_leaves_nothing(sandbox):
+    """mirrormount run inside a guest: the nested guest is intact in the guest, the host's
+    status of the outer guest does not count the nested BASE/STATE's private mounts as
+    problems, and once the nested guest is gone nothing of it is left on the host."""
+    sb = sandbox
+    ok(sb.mm("create", "c1", "--ns", "pid"))
+    before = sb.mountinfo()
+    inner = ("exec", "c1", "--", sys.executable, "-m", "mirrormount")
+    ok(sb.mm(*inner, "create", "n1"))
+    st = sb.mm(*inner, "--json", "status", "n1")
+    assert st.returncode == 0 and st.json["mirror_intact"] and st.json["problems"] == [], \
+        st.stdout
+    assert [g["name"] for g in ok(sb.mm(*inner, "--json", "list")).json] == ["n1"]
+    outer = sb.mm("--json", "status", "c1")
+    assert outer.returncode == 0 and outer.json["problems"] == [], outer.stdout
+    ok(sb.mm(*inner, "destroy", "n1"))
+    assert sb.mountinfo() == before       # no copy of the nested BASE or STATE remains
+    st = sb.mm("--json", "status", "c1")
+    assert st.returncode == 0 and st.json["problems"] == [], st.stdout
+
+
+# ---------------------------------------------------------------- 10. fs.mount-max
+class MountMax:
+    """Lower fs.mount-max for a moment (it is global: restored in every case)."""
+
+    PATH = "/proc/sys/fs/mount-max"
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __enter__(self):
+        with open(self.PATH) as f:
+            self.saved = f.read().strip()
+        with open(self.PATH, "w") as f:
+            f.write(str(self.value))
+        return self
+
+    def __exit__(self, *exc):
+        with open(self.PATH, "w") as f:
+            f.write(self.saved)
+
+
+def per_guest(sb):
+    """How many mounts one more guest adds to the sandbox's namespace (measured)."""
+    n = len(sb.mountinfo())
+    ok(sb.mm("create", "probe"))
+    cost = len(sb.mountinfo()) - n
+    ok(sb.mm("destroy", "probe"))
+    assert len(sb.mountinfo()) == n
+    return cost
+
+
+def test_near_mount_max_doctor_warns_and_create_rolls_back(sandbox):
+    sb = sandbox
+    ok(sb.mm("create", "c1"))
+    cost = per_guest(sb)
+    before = sb.mountinfo()
+    with MountMax(len(before) + cost // 2):
+        doc = sb.mm("--json", "doctor")
+        check = next(c for c in doc.json if c["check"] == "fs.mount-max")
+        assert check["level"] == "warn", check
+        r = sb.mm("create", "c2")
+        one_line(r, 1, "fs.mount-max")
+        assert sb.mountinfo() == before          # rolled back
+    assert [g["name"] for g in ok(sb.mm("--json", "list")).json] == ["c1"]
+
+
+def test_a_batch_failing_midway_says_what_was_done(sandbox):
+    sb = sandbox
+    ok(sb.mm("create", "c1"))
+    cost = per_guest(sb)
+    with MountMax(len(sb.mountinfo()) + cost + cost // 2):
+        r = sb.mm("create", "c2", "c3")
+    one_line(r, 1, "fs.mount-max", "created: c2; not created: c3")
+    assert [g["name"] for g in ok(sb.mm("--json", "list")).json] == ["c1", "c2"]

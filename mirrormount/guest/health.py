@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..kernel.mountinfo import Mount, MountTable, is_under
+from .owner import LABELS, made_by_us
 
 RECREATE = "destroy and re-create the guest to rebuild the mirror"
 
@@ -77,10 +78,16 @@ def assess(mirror: str, propagation: str, host: MountTable, guest: MountTable | 
 
 def _unmirrored(mirror: str, host: MountTable, guest: MountTable,
                 guest_only: tuple[str, ...]) -> list[str]:
-    """Guest mounts with no copy on the host side (other than intended guest-only ones)."""
+    """Guest mounts with no copy on the host side (other than intended guest-only ones, and
+    what a mirrormount run inside the guest keeps under its own BASE and STATE: those are
+    private by design, so a nested guest's mounts never reach this host)."""
     out = []
+    nested = [g.mountpoint for g in guest if g.mountpoint != "/" and
+              any(made_by_us(g, what) for what in LABELS)]
     for g in guest:
         if g.mountpoint == "/" or any(is_under(g.mountpoint, p) for p in guest_only):
+            continue
+        if any(is_under(g.mountpoint, n) and g.mountpoint != n for n in nested):
             continue
         h: Mount | None = host.at(guest_to_host(mirror, g.mountpoint))
         if h is None:
