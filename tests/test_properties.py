@@ -157,6 +157,30 @@ def test_escape_is_reversible_and_leaves_no_separator(text):
     assert re.fullmatch(r"(?:[^\\]|\\[0-7]{3})*", escaped, re.DOTALL)
 
 
+KNOWN_TAGS = ("shared", "master", "propagate_from")
+# A tag a newer kernel might add: "tag[:value]" with no space, not a tag we know.
+unknown_tags = st.text(st.characters(exclude_characters=" \n"), min_size=1, max_size=12).filter(
+    lambda t: t not in ("-", "unbindable") and t.partition(":")[0] not in KNOWN_TAGS)
+
+
+@budget(200)
+@given(mounts, st.lists(unknown_tags, max_size=3), st.randoms(use_true_random=False))
+def test_optional_fields_in_any_order_and_unknown_ones_ignored(m, extra, rnd):
+    """proc_pid_mountinfo(5): "Parsers should ignore all unrecognized optional fields"."""
+    fields = format_line(m).split(" ")
+    sep = fields.index("-", 6)
+    tags = fields[6:sep] + extra
+    rnd.shuffle(tags)
+    assert parse_line(" ".join(fields[:6] + tags + fields[sep:])) == m
+
+
+@pytest.mark.parametrize("tag", ["shared", "master:", "propagate_from:x", "shared:1:2"])
+def test_a_known_tag_without_its_number_is_a_parse_error(tag):
+    # unlike an unknown tag, this one the kernel did write, and its peer group is lost
+    with pytest.raises(ParseError, match="optional field"):
+        parse_line(f"36 35 98:0 / /mnt rw {tag} - ext3 /dev/root rw")
+
+
 # ----------------------------------------------------------------------------- any input
 @st.composite
 def damaged_lines(draw) -> str:

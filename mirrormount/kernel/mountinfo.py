@@ -71,7 +71,13 @@ class ParseError(ValueError):
     pass
 
 
+# The tags that carry a peer group number (fs/proc_namespace.c show_mountinfo).
+_NUMBERED_TAGS = ("shared", "master", "propagate_from")
+
+
 def parse_line(line: str) -> Mount:
+    """One mountinfo record (with or without its newline) -> Mount; ParseError (a ValueError)
+    for anything that is not one."""
     fields = line.rstrip("\n").split(" ")
     try:
         sep = fields.index("-", 6)
@@ -79,29 +85,30 @@ def parse_line(line: str) -> Mount:
         major, minor = (int(x) for x in fields[2].split(":"))
     except (ValueError, IndexError) as exc:
         raise ParseError(f"bad mountinfo line: {line!r}") from exc
-    opt: dict[str, int | bool] = {}
+    groups: dict[str, int] = {}
+    unbindable = False
     for tag in fields[6:sep]:
-        if not tag:
-            continue
-        key, colon, val = tag.partition(":")
-        try:
-            opt[key] = int(val) if colon else True
-        except ValueError as exc:
-            raise ParseError(f"bad optional field {tag!r} in mountinfo line: {line!r}") from exc
+        key, _, val = tag.partition(":")
+        if key in _NUMBERED_TAGS:
+            try:
+                groups[key] = int(val)
+            except ValueError as exc:
+                raise ParseError(f"bad optional field {tag!r} in mountinfo line: {line!r}") \
+                    from exc
+        elif tag == "unbindable":
+            unbindable = True
+        # Anything else is skipped: proc_pid_mountinfo(5) says "Parsers should ignore all
+        # unrecognized optional fields", so a tag a newer kernel adds must not break us.
     tail = fields[sep + 1:]
     return Mount(
         mount_id=mount_id, parent_id=parent_id, major=major, minor=minor,
         root=unescape(fields[3]), mountpoint=unescape(fields[4]), options=fields[5],
-        shared=_int(opt.get("shared")), master=_int(opt.get("master")),
-        propagate_from=_int(opt.get("propagate_from")), unbindable=bool(opt.get("unbindable")),
+        shared=groups.get("shared"), master=groups.get("master"),
+        propagate_from=groups.get("propagate_from"), unbindable=unbindable,
         fstype=unescape(tail[0]) if tail else "",
         source=unescape(tail[1]) if len(tail) > 1 else "",
         super_options=tail[2] if len(tail) > 2 else "",
     )
-
-
-def _int(v: int | bool | None) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def format_line(m: Mount) -> str:
