@@ -5,6 +5,9 @@ What each section proves, whatever the input:
              newlines, backslashes, typed-in "\\040", non-ASCII, undecodable bytes, up to
              PATH_MAX); format_line matches the kernel byte for byte on every captured line;
              parse never fails with anything but ParseError.
+  names      validate_name accepts exactly NAME_RE minus the reserved words and refuses
+             everything else with a one-line UsageError (exit 2); an accepted name is one
+             plain path component under BASE and STATE.
 
 Nothing here touches the system: conftest.py's syscall guard stays on for every example.
 """
@@ -12,14 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 import re
 import string
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from fixture_files import mountinfo_names, mountinfo_text
+from mirrormount.cli import app
+from mirrormount.errors import EXIT_USAGE, UsageError
+from mirrormount.guest.model import NAME_RE, RESERVED_NAMES, Layout, is_valid_name, validate_name
 from mirrormount.kernel.mountinfo import (Mount, ParseError, escape, format_line, parse,
                                           parse_line, unescape)
 
@@ -229,3 +237,79 @@ def test_parse_returns_mounts_or_raises_parse_error(text):
         parse(text)
     except ParseError:
         pass
+
+
+# ============================================================================ guest names
+VALID_NAME = st.from_regex(NAME_RE, fullmatch=True)
+# Ways a name could harm a path or a command line: leave its directory (/, ..), end a C
+# string (NUL), split a line or a word (newline, CR, tab, space), hide as a dot file
+# (STATE/.nursery is ours), pass for an option (leading dash), or overflow a component.
+# Anywhere in a name:
+HARMFUL = ["/", "\0", "\n", "\r", "\t", " "]
+
+
+@st.composite
+def harmful_names(draw) -> str:
+    """A valid name made harmful in one way."""
+    name = draw(VALID_NAME)
+    how = draw(st.sampled_from(["insert", "dot", "dash", "long", "exact"]))
+    if how == "insert":
+        i = draw(st.integers(0, len(name)))
+        return name[:i] + draw(st.sampled_from(HARMFUL)) + name[i:]
+    if how == "dot":
+        return "." + name
+    if how == "dash":
+        return "-" + name
+    if how == "long":
+        return (name * 64)[:draw(st.integers(64, 300))]
+    return draw(st.sampled_from(["", ".", "..", "/", "-", "--", "../host", "a/..", "\0",
+                                 "...", ".nursery"]))
+
+
+names = st.one_of(VALID_NAME, harmful_names(), st.text(max_size=70), undecodable,
+                  st.sampled_from(sorted(RESERVED_NAMES) + ["HOST", "host.", "hosts", "0..",
+                                                            "a" * 63, "a" * 64, "é", "c1;rm"]))
+
+
+@budget(400)
+@given(names)
+def test_a_name_is_accepted_exactly_when_the_rule_says(name):
+    """NAME_RE, fully matched, and not reserved; otherwise a one-line UsageError (exit 2)."""
+    should = bool(NAME_RE.fullmatch(name)) and name not in RESERVED_NAMES
+    try:
+        got = validate_name(name)
+    except UsageError as err:
+        assert not should, err
+        assert err.exit_code == EXIT_USAGE and one_line(str(err))
+    else:
+        assert should and got == name
+    assert is_valid_name(name) is should
+
+
+@budget(300)
+@given(harmful_names())
+def test_a_name_that_could_harm_a_path_is_refused(name):
+    with pytest.raises(UsageError):
+        validate_name(name)
+
+
+@budget(300)
+@given(names, st.sampled_from([Layout(), Layout("/srv/base/", "/run/x/")]))
+def test_an_accepted_name_is_one_plain_component_under_base_and_state(name, layout):
+    """Checked without NAME_RE, so that loosening it cannot quietly let harm back in."""
+    if not is_valid_name(name):
+        return
+    assert name.isascii() and name.isprintable() and " " not in name
+    assert "/" not in name and name not in (".", "..") and name[0] not in ".-"
+    assert 1 <= len(name.encode()) <= 63        # well inside NAME_MAX (255)
+    for top, path in ((layout.base, layout.mirror(name)), (layout.state, layout.guest_dir(name))):
+        assert posixpath.normpath(path) == path
+        assert posixpath.dirname(path) == posixpath.normpath(top)
+    assert layout.guest_dir(name) != layout.nursery_dir
+
+
+def test_the_reserved_name_is_a_usage_error_on_the_command_line(tmp_path):
+    r = CliRunner().invoke(app, ["--base", str(tmp_path / "b"), "--state", str(tmp_path / "s"),
+                                 "create", "host"])
+    assert r.exit_code == EXIT_USAGE and "reserved" in r.stderr
+    assert list(tmp_path.iterdir()) == []
