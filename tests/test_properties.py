@@ -8,6 +8,9 @@ What each section proves, whatever the input:
   names      validate_name accepts exactly NAME_RE minus the reserved words and refuses
              everything else with a one-line UsageError (exit 2); an accepted name is one
              plain path component under BASE and STATE.
+  validators namespace kinds, propagation modes and hostnames (RFC 1123, at most 64
+             bytes) are accepted exactly when their rule says so, else a one-line
+             UsageError.
 
 Nothing here touches the system: conftest.py's syscall guard stays on for every example.
 """
@@ -27,7 +30,10 @@ from typer.testing import CliRunner
 from fixture_files import mountinfo_names, mountinfo_text
 from mirrormount.cli import app
 from mirrormount.errors import EXIT_USAGE, UsageError
-from mirrormount.guest.model import NAME_RE, RESERVED_NAMES, Layout, is_valid_name, validate_name
+from mirrormount.guest.model import (DEFAULT_PROPAGATION, EXTRA_KINDS, NAME_RE,
+                                     PROPAGATION_MODES, RESERVED_NAMES, Layout, is_valid_name,
+                                     parse_kinds, validate_hostname, validate_kinds,
+                                     validate_name, validate_propagation)
 from mirrormount.kernel.mountinfo import (Mount, ParseError, escape, format_line, parse,
                                           parse_line, unescape)
 
@@ -312,4 +318,117 @@ def test_the_reserved_name_is_a_usage_error_on_the_command_line(tmp_path):
     r = CliRunner().invoke(app, ["--base", str(tmp_path / "b"), "--state", str(tmp_path / "s"),
                                  "create", "host"])
     assert r.exit_code == EXIT_USAGE and "reserved" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# ============================================================================ other validators
+def shown_in(word: str, message: str) -> bool:
+    """The message names word, as typed or (when it has unprintable characters) as repr."""
+    return word in message or repr(word) in message
+
+
+KIND_WORDS = st.one_of(st.sampled_from(EXTRA_KINDS + ("mnt",)),
+                       st.sampled_from(["user", "time", "UTS", "Net", "mount", "ns", "net\n"]),
+                       st.text(max_size=8), undecodable)
+
+
+@budget(300)
+@given(st.lists(KIND_WORDS.filter(lambda w: "," not in w), max_size=6),
+       st.sampled_from(["", " ", "\t", "  "]))
+def test_kinds_accepted_exactly_when_every_word_is_a_kind(words, pad):
+    """--ns: comma-separated words, blanks around them ignored; mnt is implied and dropped;
+    an unknown word is a one-line UsageError naming it."""
+    spec = ",".join(pad + w + pad for w in words)
+    named = {w.strip() for w in words} - {""}
+    unknown = named - set(EXTRA_KINDS) - {"mnt"}
+    try:
+        got = parse_kinds(spec)
+    except UsageError as err:
+        assert unknown and one_line(str(err))
+        assert all(shown_in(w, str(err)) for w in unknown)
+    else:
+        assert not unknown and got == named - {"mnt"}
+
+
+@budget(200)
+@given(st.lists(KIND_WORDS, max_size=6) | st.none() | st.integers() | st.floats())
+def test_kinds_from_a_recipe_list_or_anything_else(kinds):
+    try:
+        got = validate_kinds(kinds)
+    except UsageError as err:
+        assert one_line(str(err))
+        assert not isinstance(kinds, list) or set(kinds) - set(EXTRA_KINDS) - {"mnt"}
+    else:
+        assert isinstance(kinds, list) and got == set(kinds) - {"mnt"}
+        assert got <= set(EXTRA_KINDS)
+
+
+@budget(200)
+@given(st.none() | st.sampled_from(PROPAGATION_MODES) | st.text(max_size=12) | undecodable
+       | st.sampled_from(["Mirror", "mirror ", "mirror+", "mirror+host\n", "rshared", "host"]))
+def test_propagation_accepted_exactly_when_it_is_a_mode(mode):
+    try:
+        got = validate_propagation(mode)
+    except UsageError as err:
+        assert mode is not None and mode not in PROPAGATION_MODES
+        assert one_line(str(err)) and "propagation" in str(err)
+    else:
+        assert got == (DEFAULT_PROPAGATION if mode is None else mode)
+        assert got in PROPAGATION_MODES
+
+
+# RFC 1123 section 2.1 (RFC 952 relaxed to allow a leading digit): dot-separated labels of
+# letters, digits and hyphens, 1-63 long, not starting or ending with a hyphen. The kernel
+# takes at most 64 bytes (__NEW_UTS_LEN, include/uapi/linux/utsname.h).
+def rfc1123_hostname(h: str) -> bool:
+    if not 1 <= len(h.encode("utf-8", "surrogatepass")) <= 64:
+        return False
+    return all(0 < len(label) <= 63 and label.isascii()
+               and all(c.isalnum() or c == "-" for c in label)
+               and not label.startswith("-") and not label.endswith("-")
+               for label in h.split("."))
+
+
+LABEL = st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,20}[A-Za-z0-9])?", fullmatch=True)
+GOOD_HOSTNAME = st.lists(LABEL, min_size=1, max_size=4).map(".".join)
+
+
+@st.composite
+def near_hostnames(draw) -> str:
+    """A good hostname spoiled in one way, or one near the length limits."""
+    h = draw(GOOD_HOSTNAME)
+    how = draw(st.sampled_from(["insert", "edge", "length", "label"]))
+    if how == "insert":
+        i = draw(st.integers(0, len(h)))
+        return h[:i] + draw(st.sampled_from(["\0", "\n", " ", "_", "/", "..", "é", "\udcff",
+                                             "\t", "-", "."])) + h[i:]
+    if how == "edge":
+        return draw(st.sampled_from(["-", ".", "-."])) + h if draw(st.booleans()) \
+            else h + draw(st.sampled_from(["-", ".", ".-"]))
+    if how == "length":
+        return ("a" * 70 + "." + h)[-draw(st.integers(60, 70)):].lstrip(".")
+    return "a" * draw(st.integers(62, 65)) + "." + h
+
+
+@budget(400)
+@given(st.none() | GOOD_HOSTNAME | near_hostnames() | st.text(max_size=70) | undecodable)
+def test_hostname_accepted_exactly_by_rfc1123_within_64_bytes(hostname):
+    try:
+        got = validate_hostname(hostname)
+    except UsageError as err:
+        assert hostname is not None and not rfc1123_hostname(hostname), err
+        assert one_line(str(err)) and "hostname" in str(err)
+    else:
+        assert got == hostname
+        assert hostname is None or rfc1123_hostname(hostname)
+
+
+@pytest.mark.parametrize("flag,value", [("--hostname", "\udcff"), ("--hostname", "a\nb"),
+                                        ("--ns", "uts,a\nb"), ("--ns", "\udcff")])
+def test_odd_bytes_in_flags_are_one_line_usage_errors(tmp_path, flag, value):
+    # "\udcff" is how Python hands over a byte of argv that is not UTF-8.
+    r = CliRunner().invoke(app, ["--base", str(tmp_path / "b"), "--state", str(tmp_path / "s"),
+                                 "create", "c1", "--dry-run", flag, value])
+    assert r.exit_code == EXIT_USAGE, r.exception
+    assert r.stderr.startswith("mirrormount: ") and r.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
