@@ -11,6 +11,9 @@ What each section proves, whatever the input:
   validators namespace kinds, propagation modes and hostnames (RFC 1123, at most 64
              bytes) are accepted exactly when their rule says so, else a one-line
              UsageError.
+  recipes    a valid recipe (written as TOML by a small writer here) parses to exactly
+             what it says; one with a mistake is refused with a one-line UsageError
+             naming the key; any document, text or file is a Recipe or a UsageError.
 
 Nothing here touches the system: conftest.py's syscall guard stays on for every example.
 """
@@ -21,6 +24,7 @@ import os
 import posixpath
 import re
 import string
+import tomllib
 
 import pytest
 from hypothesis import given, settings
@@ -31,9 +35,11 @@ from fixture_files import mountinfo_names, mountinfo_text
 from mirrormount.cli import app
 from mirrormount.errors import EXIT_USAGE, UsageError
 from mirrormount.guest.model import (DEFAULT_PROPAGATION, EXTRA_KINDS, NAME_RE,
-                                     PROPAGATION_MODES, RESERVED_NAMES, Layout, is_valid_name,
-                                     parse_kinds, validate_hostname, validate_kinds,
-                                     validate_name, validate_propagation)
+                                     PROPAGATION_MODES, RESERVED_NAMES, CreateRequest, Layout,
+                                     is_valid_name, parse_kinds, validate_hostname,
+                                     validate_kinds, validate_name, validate_propagation)
+from mirrormount.guest.recipe import (GUEST_KEYS, MOUNT_KEYS, Recipe, RecipeMount,
+                                      load_recipe, parse_recipe)
 from mirrormount.kernel.mountinfo import (Mount, ParseError, escape, format_line, parse,
                                           parse_line, unescape)
 
@@ -432,3 +438,267 @@ def test_odd_bytes_in_flags_are_one_line_usage_errors(tmp_path, flag, value):
     assert r.exit_code == EXIT_USAGE, r.exception
     assert r.stderr.startswith("mirrormount: ") and r.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+# ============================================================================ recipes
+def toml_string(s: str) -> str:
+    """A TOML basic string: quote and backslash escaped, and every control character but
+    tab as \\uXXXX (TOML 1.0, "String")."""
+    out = []
+    for c in s:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif (c < " " and c != "\t") or c == "\x7f":
+            out.append(f"\\u{ord(c):04X}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)                   # finite floats only: repr is valid TOML for those
+    if isinstance(v, str):
+        return toml_string(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(map(toml_value, v)) + "]"
+    assert isinstance(v, dict)
+    return "{" + ", ".join(f"{toml_string(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+
+
+def toml_doc(doc: dict) -> str:
+    """A recipe as a user writes it: plain keys first, then [table]s and [[array]]s of
+    tables; anything deeper inline. Every key is quoted, so any string can be one."""
+    def pairs(table: dict) -> str:
+        return "".join(f"{toml_string(k)} = {toml_value(v)}\n" for k, v in table.items())
+
+    def is_tables(v: object) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+    plain = {k: v for k, v in doc.items() if not isinstance(v, dict) and not is_tables(v)}
+    text = pairs(plain)
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            text += f"[{toml_string(k)}]\n" + pairs(v)
+        elif is_tables(v):
+            text += "".join(f"[[{toml_string(k)}]]\n" + pairs(t) for t in v)
+    return text
+
+
+any_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)   # NUL included
+keys = st.one_of(any_text, st.sampled_from(sorted(GUEST_KEYS | MOUNT_KEYS | {"guest", "mount"})
+                                           + ["Guest", "mounts", "hostnme", "src", "nsenter"]))
+toml_values = st.recursive(
+    st.one_of(st.booleans(), st.integers(-2**63, 2**63 - 1),
+              st.floats(allow_nan=False, allow_infinity=False), any_text),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
+    max_leaves=8)
+
+# What a valid recipe may hold (recipe.py's docstring and model.py's rules).
+plain_text = st.text(typed, max_size=16)                                   # no NUL
+guest_tables = st.fixed_dictionaries({}, optional={
+    "rootfs": plain_text, "hostname": GOOD_HOSTNAME,
+    "namespaces": st.lists(st.sampled_from(EXTRA_KINDS + ("mnt",)), max_size=4),
+    "propagation": st.sampled_from(PROPAGATION_MODES)})
+_mount_common = {"source": st.text(typed, min_size=1, max_size=16),
+                 "target": plain_text.map(lambda t: "/" + t)}
+mount_tables = st.one_of(
+    st.fixed_dictionaries({**_mount_common, "type": plain_text},
+                          optional={"options": plain_text, "guest_only": st.booleans(),
+                                    "bind": st.just(False)}),
+    st.fixed_dictionaries({**_mount_common, "bind": st.just(True)},
+                          optional={"options": plain_text, "guest_only": st.booleans()}))
+valid_recipes = st.fixed_dictionaries({}, optional={
+    "guest": guest_tables, "mount": st.lists(mount_tables, max_size=3)})
+
+
+def expected_recipe(doc: dict) -> Recipe:
+    g = doc.get("guest", {})
+    return Recipe(
+        rootfs=g.get("rootfs") or "/", hostname=g.get("hostname"),
+        kinds=frozenset(g.get("namespaces", [])) - {"mnt"},
+        propagation=g.get("propagation", DEFAULT_PROPAGATION),
+        mounts=tuple(RecipeMount(m["source"], m["target"], m.get("type"), m.get("options"),
+                                 m.get("bind", False), m.get("guest_only", False))
+                     for m in doc.get("mount", [])))
+
+
+def as_shown(word: str) -> str:
+    """How an error message shows a word a user wrote (model.printable's rule)."""
+    return word if word and word.isprintable() else repr(word)
+
+
+@budget(200)
+@given(st.dictionaries(keys, toml_values, max_size=4)
+       | st.dictionaries(keys, st.dictionaries(keys, toml_values, max_size=3), max_size=3))
+def test_the_toml_writer_is_faithful(doc):
+    """The recipe properties below trust toml_doc: what it writes, tomllib reads back."""
+    assert tomllib.loads(toml_doc(doc)) == doc
+
+
+@budget(200)
+@given(valid_recipes)
+def test_a_valid_recipe_parses_to_what_it_says(doc):
+    recipe = parse_recipe(toml_doc(doc))
+    assert recipe == expected_recipe(doc)
+    g = doc.get("guest", {})
+    assert recipe.request("c1") == CreateRequest(
+        "c1", g.get("rootfs") or "/", g.get("hostname"),
+        frozenset(g.get("namespaces", [])) - {"mnt"}, g.get("propagation", "mirror"))
+
+
+NOT_STRING = st.one_of(st.booleans(), st.integers(), st.lists(st.just("x"), max_size=2),
+                       st.dictionaries(st.just("a"), st.just(1)))
+NOT_BOOL = st.one_of(st.integers(), any_text, st.lists(st.booleans(), max_size=2))
+
+
+@st.composite
+def recipes_with_one_mistake(draw) -> tuple[dict, str]:
+    """A valid recipe spoiled in one way, and the key the error must name."""
+    doc = draw(valid_recipes)
+    guest = doc.setdefault("guest", {})
+    mounts = doc.setdefault("mount", [])
+    if not mounts:
+        mounts.append(draw(mount_tables))
+    m = mounts[draw(st.integers(0, len(mounts) - 1))]
+    mistake = draw(st.sampled_from([
+        "unknown", "guest unknown", "mount unknown", "guest not string", "namespaces type",
+        "namespaces kind", "propagation", "hostname", "nul", "source", "target",
+        "relative target", "type and bind", "neither", "not bool", "not string in mount",
+        "guest not table", "mount not list", "mount not table"]))
+    if mistake == "unknown":
+        key = draw(keys.filter(lambda k: k not in ("guest", "mount")))
+        doc[key] = draw(toml_values)
+    elif mistake == "guest unknown":
+        key = draw(keys.filter(lambda k: k not in GUEST_KEYS))
+        guest[key] = draw(toml_values)
+    elif mistake == "mount unknown":
+        key = draw(keys.filter(lambda k: k not in MOUNT_KEYS))
+        m[key] = draw(toml_values)
+    elif mistake == "guest not string":
+        key = draw(st.sampled_from(["rootfs", "hostname", "propagation"]))
+        guest[key] = draw(NOT_STRING)
+    elif mistake == "namespaces type":
+        key = "namespaces"
+        guest[key] = draw(st.one_of(any_text, st.integers(), st.lists(st.integers(), min_size=1),
+                                    st.just(["pid", 1])))
+    elif mistake == "namespaces kind":
+        key = "namespaces"
+        guest[key] = draw(st.lists(st.sampled_from(EXTRA_KINDS), max_size=2)) + [
+            draw(any_text.filter(lambda k: k not in EXTRA_KINDS + ("mnt",)))]
+    elif mistake == "propagation":
+        key = "propagation"
+        guest[key] = draw(any_text.filter(lambda p: p not in PROPAGATION_MODES))
+    elif mistake == "hostname":
+        key = "hostname"
+        guest[key] = draw(near_hostnames().filter(lambda h: not rfc1123_hostname(h)))
+    elif mistake == "nul":
+        table, key = draw(st.sampled_from([(guest, "rootfs"), (m, "source"), (m, "target"),
+                                           (m, "options")] + ([(m, "type")] * ("type" in m))))
+        value = table.get(key) or "/x"
+        i = draw(st.integers(0, len(value)))
+        table[key] = value[:i] + "\0" + value[i:]
+    elif mistake in ("source", "target"):
+        key = mistake
+        if draw(st.booleans()):
+            del m[key]
+        else:
+            m[key] = ""
+    elif mistake == "relative target":
+        key = "target"
+        m[key] = draw(st.text(typed, min_size=1).filter(lambda t: not t.startswith("/")))
+    elif mistake == "type and bind":
+        key = "type"
+        m.update(type=draw(plain_text), bind=True)
+    elif mistake == "neither":
+        key = "type"
+        m.pop("type", None)
+        m.pop("bind", None) if draw(st.booleans()) else m.update(bind=False)
+    elif mistake == "not bool":
+        key = draw(st.sampled_from(["bind", "guest_only"]))
+        m[key] = draw(NOT_BOOL)
+    elif mistake == "not string in mount":
+        key = draw(st.sampled_from(["source", "target", "options"] + ["type"] * ("type" in m)))
+        m[key] = draw(NOT_STRING)
+    elif mistake == "guest not table":
+        key = "guest"
+        doc[key] = draw(st.one_of(any_text, st.integers(), st.lists(st.integers(), max_size=2)))
+    elif mistake == "mount not list":
+        key = "mount"
+        doc[key] = draw(st.one_of(any_text, st.integers(), st.just({"source": "s"})))
+    else:
+        key = "mount"
+        mounts.insert(draw(st.integers(0, len(mounts))), draw(st.one_of(any_text, st.integers())))
+    return doc, key
+
+
+@budget(400)
+@given(recipes_with_one_mistake())
+def test_a_recipe_with_one_mistake_is_refused_naming_the_key(case):
+    doc, key = case
+    with pytest.raises(UsageError) as err:
+        parse_recipe(toml_doc(doc))
+    message = str(err.value)
+    assert err.value.exit_code == EXIT_USAGE
+    assert one_line(message), message
+    assert as_shown(key) in message, (key, message)
+
+
+guest_like = st.dictionaries(st.sampled_from(sorted(GUEST_KEYS)) | keys, st.one_of(
+    toml_values, st.sampled_from(PROPAGATION_MODES), GOOD_HOSTNAME,
+    st.lists(st.sampled_from(EXTRA_KINDS + ("mnt", "user")), max_size=3)), max_size=5)
+mount_like = st.dictionaries(st.sampled_from(sorted(MOUNT_KEYS)) | keys, st.one_of(
+    toml_values, plain_text.map(lambda t: "/" + t), st.booleans()), max_size=7)
+any_recipe = st.dictionaries(st.sampled_from(["guest", "mount"]) | keys, st.one_of(
+    toml_values, guest_like, st.lists(mount_like | toml_values, max_size=3)), max_size=3)
+
+
+@budget(300)
+@given(any_recipe)
+def test_any_recipe_is_a_recipe_or_one_usage_error(doc):
+    try:
+        r = parse_recipe(toml_doc(doc))
+    except UsageError as err:
+        assert one_line(str(err)), str(err)
+        return
+    # what is accepted holds only what model.py and the docstring allow
+    assert set(doc) <= {"guest", "mount"}
+    assert r.kinds <= set(EXTRA_KINDS) and r.propagation in PROPAGATION_MODES
+    assert r.hostname is None or rfc1123_hostname(r.hostname)
+    for m in r.mounts:
+        assert m.source and m.target.startswith("/") and m.bind == (m.fstype is None)
+    strings = [r.rootfs, r.hostname or ""] + [s or "" for m in r.mounts
+                                             for s in (m.source, m.target, m.fstype, m.options)]
+    assert not any("\0" in s for s in strings)
+
+
+@budget(300)
+@given(st.text(max_size=200) | st.lists(st.sampled_from(
+    ["[guest]", "[[mount]]", "[mount]", "namespaces = ", "[", "]", "{", "}", "\n", "'x'",
+     '"', "=", "guest.rootfs = '/'", "mount = 3", "1", "true", ",", "\\u0000"]),
+    max_size=30).map("".join))
+def test_any_text_is_a_recipe_or_one_usage_error(text):
+    try:
+        parse_recipe(text)
+    except UsageError as err:
+        assert one_line(str(err)), str(err)
+
+
+@pytest.mark.parametrize("text", ["a = " + "[" * 5000 + "]" * 5000,
+                                  "a = " + "{b = " * 5000 + "1" + "}" * 5000])
+def test_a_recipe_nested_too_deep_is_a_usage_error(text):
+    with pytest.raises(UsageError, match="recipe"):
+        parse_recipe(text)
+
+
+@budget(100)
+@given(st.binary(max_size=64) | valid_recipes.map(lambda d: toml_doc(d).encode()))
+def test_a_recipe_file_of_any_bytes_is_a_recipe_or_one_usage_error(tmp_path_factory, data):
+    path = tmp_path_factory.getbasetemp() / "recipe.toml"
+    path.write_bytes(data)
+    try:
+        load_recipe(str(path))
+    except UsageError as err:
+        assert one_line(str(err)) and str(path) in str(err)

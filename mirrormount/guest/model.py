@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from ..kernel import syscalls as sc
 
+
 def printable(word: str) -> str:
-    """word for an error message: as typed, or as its repr when it holds a character that
-    is not printable. An error is one line on stderr, so a newline or CR a user put in a
-    word must not start another; a lone surrogate (an undecodable byte from argv) could not
-    even be written."""
-    return word if word.isprintable() else repr(word)
+    """word for an error message: as typed, or as its repr when it is empty or holds a
+    character that is not printable. An error is one line on stderr, so a newline or CR a
+    user put in a word must not start another; a lone surrogate (an undecodable byte from
+    argv) could not even be written; and an empty word would show as nothing."""
+    return word if word and word.isprintable() else repr(word)
 
 
 # ----------------------------------------------------------------------------- names
