@@ -46,9 +46,11 @@ from mirrormount.kernel.mountinfo import (Mount, ParseError, escape, format_line
 # Reproducible by default. derandomize=True seeds every test from its own source, so CI and
 # a developer's machine try the same examples: a red run stays red on re-run and a green
 # one cannot turn red by luck. database=None because derandomized runs gain nothing from
-# replaying old failures, and no .hypothesis/ directory appears in the tree. The price is
-# that a run never explores beyond those examples; MIRRORMOUNT_HYPOTHESIS=explore draws
-# fresh random ones, 20 times as many, for a developer hunting bugs. deadline=None and no
+# replaying old failures, and so nothing from an earlier run changes what is tried.
+# (Hypothesis still caches unicode tables and the code's constants in .hypothesis/, which
+# git-ignores itself; the examples drawn are the same with or without that cache.) The
+# price is that a run never explores beyond those examples; MIRRORMOUNT_HYPOTHESIS=explore
+# draws fresh random ones, 20 times as many, for a developer hunting bugs. deadline=None and no
 # too_slow health check: a time limit would make the verdict depend on the machine's load.
 # The budgets keep the whole file to a few seconds.
 EXPLORE = os.environ.get("MIRRORMOUNT_HYPOTHESIS") == "explore"
