@@ -15,6 +15,15 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from ..kernel import syscalls as sc
 
+
+def printable(word: str) -> str:
+    """word for an error message: as typed, or as its repr when it is empty or holds a
+    character that is not printable. An error is one line on stderr, so a newline or CR a
+    user put in a word must not start another; a lone surrogate (an undecodable byte from
+    argv) could not even be written; and an empty word would show as nothing."""
+    return word if word and word.isprintable() else repr(word)
+
+
 # ----------------------------------------------------------------------------- names
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # Words a guest may not be called: busy reports and watch events name the host "host".
@@ -85,7 +94,7 @@ def validate_kinds(kinds: object) -> frozenset[str]:
         raise UsageError("namespaces must be a list of kinds") from None
     bad = sorted(given - set(EXTRA_KINDS) - {"mnt"})
     if bad:
-        raise UsageError(f"unknown namespace kind(s) {', '.join(bad)}: "
+        raise UsageError(f"unknown namespace kind(s) {', '.join(map(printable, bad))}: "
                          f"choose from {','.join(EXTRA_KINDS)}")
     return frozenset(given - {"mnt"})
 
@@ -121,10 +130,24 @@ def validate_propagation(mode: str | None) -> str:
     return mode
 
 
+# A hostname is an RFC 1123 (section 2.1) host name: dot-separated labels of letters, digits
+# and hyphens, each 1-63 long and neither starting nor ending with a hyphen. The kernel
+# takes at most 64 bytes (__NEW_UTS_LEN, include/uapi/linux/utsname.h); all ASCII, so
+# characters are bytes. Anything else would reach sethostname() in the guest's spawn, where
+# a NUL fails only after the namespaces exist, and a newline or space would forge lines and
+# words wherever the hostname is shown.
+HOSTNAME_MAX = 64
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
 def validate_hostname(hostname: str | None) -> str | None:
-    """None, or 1-64 bytes (the kernel's __NEW_UTS_LEN)."""
-    if hostname is not None and not 0 < len(hostname.encode()) <= 64:
-        raise UsageError("hostname must be 1-64 bytes")
+    """None, or an RFC 1123 host name of at most 64 bytes (see HOSTNAME_RE)."""
+    if hostname is not None and not (len(hostname) <= HOSTNAME_MAX
+                                     and HOSTNAME_RE.fullmatch(hostname)):
+        raise UsageError(f"invalid hostname {hostname!r}: use at most "
+                         f"{HOSTNAME_MAX} letters, digits, '-' and '.', in labels of 1-63 "
+                         "that neither start nor end with '-' (RFC 1123)")
     return hostname
 
 

@@ -17,14 +17,17 @@ mounts to make once the guest exists. Pure: text in, frozen records out (tomllib
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from ..errors import UsageError
-from .model import (DEFAULT_PROPAGATION, CreateRequest, validate_hostname, validate_kinds,
-                    validate_propagation)
+from .model import (DEFAULT_PROPAGATION, CreateRequest, printable, validate_hostname,
+                    validate_kinds, validate_propagation)
 
 GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation"}
 MOUNT_KEYS = {"source", "target", "type", "options", "bind", "guest_only"}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ def _str(table: dict[str, object], key: str, where: str, default: str | None = N
     value = table.get(key, default)
     if value is not None and not isinstance(value, str):
         raise UsageError(f"recipe {where}: {key} must be a string")
+    # TOML can spell NUL ("\u0000"); the kernel reads a C string only up to it, so
+    # target = "/srv\u0000x" would quietly become /srv. Only a recipe can carry one:
+    # command-line arguments cannot.
+    if value is not None and "\0" in value:
+        raise UsageError(f"recipe {where}: {key} must not contain a NUL character")
     return value
 
 
@@ -66,8 +74,15 @@ def _bool(table: dict[str, object], key: str, where: str) -> bool:
 def _unknown(table: dict[str, object], allowed: set[str], where: str) -> None:
     extra = sorted(set(table) - allowed)
     if extra:
-        raise UsageError(f"recipe {where}: unknown key(s) {', '.join(extra)}; "
+        raise UsageError(f"recipe {where}: unknown key(s) {', '.join(map(printable, extra))}; "
                          f"known: {', '.join(sorted(allowed))}")
+
+
+def _checked(validate: Callable[[Any], T], value: object, where: str, key: str) -> T:
+    try:
+        return validate(value)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {key}: {exc}") from None
 
 
 def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
@@ -76,6 +91,8 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{origin}: {exc}") from None
+    except RecursionError:   # tomllib recurses per nested array or inline table
+        raise UsageError(f"{origin}: arrays or tables nested too deeply") from None
     _unknown(data, {"guest", "mount"}, origin)
     guest = data.get("guest", {})
     if not isinstance(guest, dict):
@@ -86,12 +103,11 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
         raise UsageError(f"{origin} [guest]: namespaces must be a list of strings")
     hostname = _str(guest, "hostname", f"{origin} [guest]")
     propagation = _str(guest, "propagation", f"{origin} [guest]", DEFAULT_PROPAGATION)
-    try:   # the one validation of each value (model.py), named with where it came from
-        kinds = validate_kinds(raw_kinds)
-        propagation = validate_propagation(propagation)
-        validate_hostname(hostname)
-    except UsageError as exc:
-        raise UsageError(f"{origin} [guest]: {exc}") from None
+    # the one validation of each value (model.py), named with the key it came from
+    kinds = _checked(validate_kinds, raw_kinds, f"{origin} [guest]", "namespaces")
+    propagation = _checked(validate_propagation, propagation, f"{origin} [guest]",
+                           "propagation")
+    _checked(validate_hostname, hostname, f"{origin} [guest]", "hostname")
     mounts = []
     raw_mounts = data.get("mount", [])
     if not isinstance(raw_mounts, list):
@@ -119,8 +135,12 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
 
 def load_recipe(path: str) -> Recipe:
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise UsageError(f"cannot read recipe {path}: {exc.strerror}") from None
+    try:    # TOML 1.0: "A TOML file must be a valid UTF-8 encoded Unicode document."
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"recipe {path}: not UTF-8 (byte {exc.start})") from None
     return parse_recipe(text, path)

@@ -5,7 +5,14 @@ Line format (proc(5)):
   36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
   (1)(2)(3)   (4)   (5)      (6)      (7)   (8) (9)   (10)         (11)
 (7) is zero or more optional fields: shared:N, master:N, propagate_from:N, unbindable.
-Paths escape space, tab, newline and backslash as octal (\\040 ...).
+
+Escaping (fs/proc_namespace.c, show_mountinfo and mangle): the kernel writes root (4),
+mountpoint (5), filesystem type (9, "type[.subtype]") and source (10) with space, tab,
+newline and backslash as three-digit octal (\\040 ...); a Mount holds them decoded. The two
+option fields (6, 11) are kept as written: each option in them is escaped on its own by
+seq_show_option (include/linux/seq_file.h), and decoding a \\054 would make it
+indistinguishable from the comma between options. format_line writes a Mount back as the
+kernel would.
 """
 from __future__ import annotations
 
@@ -64,7 +71,13 @@ class ParseError(ValueError):
     pass
 
 
+# The tags that carry a peer group number (fs/proc_namespace.c show_mountinfo).
+_NUMBERED_TAGS = ("shared", "master", "propagate_from")
+
+
 def parse_line(line: str) -> Mount:
+    """One mountinfo record (with or without its newline) -> Mount; ParseError (a ValueError)
+    for anything that is not one."""
     fields = line.rstrip("\n").split(" ")
     try:
         sep = fields.index("-", 6)
@@ -72,28 +85,57 @@ def parse_line(line: str) -> Mount:
         major, minor = (int(x) for x in fields[2].split(":"))
     except (ValueError, IndexError) as exc:
         raise ParseError(f"bad mountinfo line: {line!r}") from exc
-    opt: dict[str, int | bool] = {}
+    groups: dict[str, int] = {}
+    unbindable = False
     for tag in fields[6:sep]:
-        if not tag:
-            continue
-        key, colon, val = tag.partition(":")
-        try:
-            opt[key] = int(val) if colon else True
-        except ValueError as exc:
-            raise ParseError(f"bad optional field {tag!r} in mountinfo line: {line!r}") from exc
+        key, _, val = tag.partition(":")
+        if key in _NUMBERED_TAGS:
+            try:
+                groups[key] = int(val)
+            except ValueError as exc:
+                raise ParseError(f"bad optional field {tag!r} in mountinfo line: {line!r}") \
+                    from exc
+        elif tag == "unbindable":
+            unbindable = True
+        # Anything else is skipped: proc_pid_mountinfo(5) says "Parsers should ignore all
+        # unrecognized optional fields", so a tag a newer kernel adds must not break us.
     tail = fields[sep + 1:]
     return Mount(
         mount_id=mount_id, parent_id=parent_id, major=major, minor=minor,
         root=unescape(fields[3]), mountpoint=unescape(fields[4]), options=fields[5],
-        shared=_int(opt.get("shared")), master=_int(opt.get("master")),
-        propagate_from=_int(opt.get("propagate_from")), unbindable=bool(opt.get("unbindable")),
-        fstype=tail[0] if tail else "", source=unescape(tail[1]) if len(tail) > 1 else "",
+        shared=groups.get("shared"), master=groups.get("master"),
+        propagate_from=groups.get("propagate_from"), unbindable=unbindable,
+        fstype=unescape(tail[0]) if tail else "",
+        source=unescape(tail[1]) if len(tail) > 1 else "",
         super_options=tail[2] if len(tail) > 2 else "",
     )
 
 
-def _int(v: int | bool | None) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+def format_line(m: Mount) -> str:
+    """The mountinfo record the kernel would write for m, without the trailing newline:
+    parse_line(format_line(m)) == m.
+
+    Field order, the " - " separator and the tag order (shared, master, propagate_from,
+    unbindable) are show_mountinfo's (fs/proc_namespace.c); root, mountpoint, fstype and
+    source get mangle()'s octal escapes. (The kernel writes propagate_from only beside
+    master; any combination held by m is written, so that every Mount round-trips.)
+
+    The option fields are written as held, already escaped (see the module docstring).
+    ValueError if one holds a raw space or newline: the kernel never writes either there,
+    and such a line would not parse back to m.
+    """
+    for name, value in (("options", m.options), ("super_options", m.super_options)):
+        if " " in value or "\n" in value:
+            raise ValueError(f"{name} {value!r} holds a raw space or newline; mountinfo "
+                             "option fields are kept escaped")
+    tags = "".join(f" {key}:{value}" for key, value in (
+        ("shared", m.shared), ("master", m.master), ("propagate_from", m.propagate_from))
+        if value is not None)
+    if m.unbindable:
+        tags += " unbindable"
+    return (f"{m.mount_id} {m.parent_id} {m.major}:{m.minor} {escape(m.root)} "
+            f"{escape(m.mountpoint)} {m.options}{tags} - {escape(m.fstype)} "
+            f"{escape(m.source)} {m.super_options}")
 
 
 def parse(text: str) -> tuple[Mount, ...]:
