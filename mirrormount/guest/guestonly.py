@@ -9,11 +9,11 @@ The recipe, each step for a propagation reason:
 
 1. Host: make the mount ready as a detached tree, so the source (device path, bind path,
    option paths) is resolved and the filesystem is created with the host's view, exactly as a
-   normal `mirrormount mount` would. A bind is open_tree(SOURCE, OPEN_TREE_CLONE), with ro &c.
-   set on that detached copy; a filesystem is mounted on a scratch directory inside STATE
-   (private, so it propagates nowhere), cloned the same way, and the scratch mount is detached
-   at once. The tree is made private: a bind of a shared host mount would otherwise stay a
-   peer of it, and the guest's submounts would flow back out to the host.
+   normal `mirrormount mount` does: the same code (detached.make_tree). A bind is
+   open_tree(SOURCE, OPEN_TREE_CLONE); a filesystem is fsopen/fsconfig/fsmount, so it never
+   stands anywhere, not even for a moment. The options (mountopts.py) go on that tree with
+   mount_setattr, and it is made private: a bind of a shared host mount would otherwise stay
+   a peer of it, and the guest's submounts would flow back out to the host.
 2. Guest (a forked child in its mount namespace): bind TARGET onto itself (B). B's parent is a
    peer of the mirror, so B propagates: a copy B' appears at BASE/NAME/TARGET (an empty
    self-bind). Make B private, then attach the tree on B. A mount whose parent is private
@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import os
 import posixpath
-import stat
 from dataclasses import dataclass
 
 from ..kernel import syscalls as sc
 from ..errors import OperationError, UsageError
 from ..kernel import mountinfo
 from ..kernel.mountinfo import Mount, MountTable
+from . import detached
+from .mountopts import MountOptions
 from .nsexec import in_namespaces, read_own_mountinfo
 
 RESOLVE = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
@@ -97,11 +98,13 @@ def _attach_in_guest(proc_fd: int, tree_fd: int, target: str) -> Placed:
     """Step 2, in a child inside the guest's mount namespace."""
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     tfd = _open(root, target)
-    if stat.S_ISDIR(os.fstat(tfd).st_mode) != stat.S_ISDIR(os.fstat(tree_fd).st_mode):
-        # move_mount would say only EINVAL, and only after the self-bind was made.
-        what = "a directory" if stat.S_ISDIR(os.fstat(tree_fd).st_mode) else "a file"
-        raise UsageError(f"mount --guest-only: cannot put {what} on {target}: "
-                         "a directory covers only a directory, a file only a file")
+    # Checked when planning too (Guests.plan_mount); again here, where it is decided, since
+    # the guest may have changed TARGET since: move_mount would say only EINVAL, and only
+    # after the self-bind was made.
+    wrong = detached.kind_mismatch(detached.is_dir_fd(tree_fd), detached.is_dir_fd(tfd),
+                                   target)
+    if wrong is not None:
+        raise wrong
     under = _mnt_id(tfd)
     # The path the kernel reached, relative to the guest's root (now ours).
     guest_path = os.readlink(f"self/fd/{tfd}", dir_fd=proc_fd)
@@ -198,34 +201,13 @@ def _remove_self_bind_in_guest(proc_fd: int, target: str,
 
 
 # ----------------------------------------------------------------------------- host side
-def detached_tree(scratch: str, source: str, fstype: str | None, flags: int,
-                  data: str | None, bind: bool) -> int:
-    """Step 1: the mount as a detached, private tree made in the host's namespace. A new
-    filesystem is mounted for a moment on `scratch`, a directory inside STATE (private, so
-    the mount propagates nowhere), cloned, and detached at once. Returns the tree's fd."""
-    if bind:
-        tree = sc.open_tree(source, sc.OPEN_TREE_CLONE)
-    else:
-        os.mkdir(scratch, 0o700)
-        try:
-            sc.mount(source, scratch, fstype, flags, data)
-            try:
-                tree = sc.open_tree(scratch, sc.OPEN_TREE_CLONE)
-            finally:
-                sc.umount2(scratch, sc.MNT_DETACH)
-        finally:
-            os.rmdir(scratch)
-    # A bind ignores MS_RDONLY and friends; set them on the detached copy, which is the only
-    # copy there will ever be. Private: a bind of a shared host mount would otherwise stay a
-    # peer of it, and the guest's submounts would flow back out to the host.
-    attrs = sc.mount_attrs(flags) if bind else 0
-    try:
-        sc.mount_setattr("", sc.MS_PRIVATE, recursive=False, dirfd=tree,
-                         flags=sc.AT_EMPTY_PATH, attr_set=attrs)
-    except BaseException:
-        os.close(tree)
-        raise
-    return tree
+def detached_tree(source: str, fstype: str | None, opts: MountOptions, bind: bool) -> int:
+    """Step 1: the mount as a detached, private tree made in the host's namespace, with its
+    per-mount options set (detached.make_tree, the same path as every mount). Returns the
+    tree's fd. Nothing is attached anywhere yet: closing the fd frees it."""
+    # Private: a bind of a shared host mount would otherwise stay a peer of it, and the
+    # guest's submounts would flow back out to the host.
+    return detached.make_tree(source, fstype, opts, bind, private=True)
 
 
 def attach_in_guest(holder: str, tree_fd: int, target: str) -> Placed:
@@ -297,12 +279,26 @@ def resolve_in_guest(holder: str, target: str) -> str:
 
 
 def _resolved_path(proc_fd: int, target: str) -> str:
+    return _resolved(proc_fd, target)[0]
+
+
+def _resolved(proc_fd: int, target: str) -> tuple[str, bool]:
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fd = _open(root, target)
     finally:
         os.close(root)
     try:
-        return os.readlink(f"self/fd/{fd}", dir_fd=proc_fd)
+        return os.readlink(f"self/fd/{fd}", dir_fd=proc_fd), detached.is_dir_fd(fd)
     finally:
         os.close(fd)
+
+
+def target_in_guest(holder: str, target: str) -> tuple[str, bool]:
+    """TARGET as resolved inside the guest, and whether it is a directory there (what the
+    guest sees, which for a guest-only mount may differ from the mirror). Read-only."""
+    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return in_namespaces({"mnt": holder}, _resolved, proc_fd, target)
+    finally:
+        os.close(proc_fd)

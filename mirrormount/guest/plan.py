@@ -7,12 +7,14 @@ Nothing here touches the system.
 from __future__ import annotations
 
 import json
+import posixpath
 import shlex
 from dataclasses import dataclass, field, replace
 
 from ..errors import UsageError
 from ..kernel.mountinfo import MountTable, is_under
 from .model import KIND, CreateRequest, Layout, validate_name, validate_propagation
+from .mountopts import MountOptions
 from .state import GuestRecord
 
 
@@ -209,30 +211,61 @@ class RemoveFile(Op):
 
 
 # ----------------------------------------------------------------------------- mounts
+def _mount_command(source: str, fstype: str | None, opts: MountOptions, bind: bool,
+                   where: str | None = None) -> str:
+    """The mount(8) command that makes the same mount, options as typed (``where``: the
+    target, already quoted; None to leave it out)."""
+    q = shlex.quote
+    words = ["mount", "--bind" if bind else f"-t {q(fstype or 'auto')}"]
+    if opts.typed:
+        words.append(f"-o {q(opts.typed)}")
+    words.append(q(source))
+    if where is not None:
+        words.append(where)
+    return " ".join(words)
+
+
+def _how(fstype: str | None, opts: MountOptions, bind: bool) -> str:
+    """What the executor really calls (detached.py), for the comment above the command."""
+    made = ("open_tree(SOURCE, OPEN_TREE_CLONE)" if bind else
+            f"fsopen({fstype}) + fsconfig(source{''.join(', ' + k for k in opts.sb_flags)}"
+            f"{''.join(', ' + k for k, _ in opts.fs_params)}) + fsmount")
+    return (f"# {made}, then mount_setattr(attributes) on the detached tree: the kernel "
+            "judges every option before anything is attached")
+
+
 @dataclass(frozen=True, eq=False)
 class MountInto(Op):
     """A mount on the host side of the mirror, at TARGET resolved inside the guest's root
-    (openat2 RESOLVE_IN_ROOT, so a guest symlink cannot lead out). The mirror's mounts are
-    shared with the guest's, so it appears in the guest at TARGET; its undo detaches it
-    without making it private first, so the unmount reaches the guest's copy too."""
+    (openat2 RESOLVE_IN_ROOT, so a guest symlink cannot lead out). Built whole as a detached
+    tree first (detached.py), then attached under the mirror, whose mounts are shared with the
+    guest's, so it appears in the guest at TARGET. Its undo detaches it without making it
+    private first, so the unmount reaches the guest's copy too."""
 
     name: str = ""
     mirror: str = ""
-    target: str = ""            # guest path
+    target: str = ""            # guest path, as typed
     source: str = ""
     fstype: str | None = None
-    flags: int = 0
-    data: str | None = None
+    opts: MountOptions = field(default_factory=MountOptions)
     bind: bool = False
-    options: str | None = None  # as typed, for the shell line
+    resolved: str = ""          # guest path, as the kernel resolved it when planning
 
     def shell(self) -> list[str]:
-        q = shlex.quote
-        where = q(self.mirror.rstrip("/") + "/" + self.target.lstrip("/"))
-        opts = f" -o {q(self.options)}" if self.options else ""
-        kind = "--bind" if self.bind else f"-t {q(self.fstype or 'auto')}"
-        return [f"# TARGET is resolved inside the guest's root: guest symlinks stay inside",
-                f"mount {kind}{opts} {q(self.source)} {where}"]
+        path = self.resolved or self.target
+        where = shlex.quote(self.mirror.rstrip("/") + "/" + path.lstrip("/"))
+        lines = ["# TARGET is resolved inside the guest's root: guest symlinks stay inside",
+                 _how(self.fstype, self.opts, self.bind)]
+        cmd = _mount_command(self.source, self.fstype, self.opts, self.bind, where)
+        if self.resolved and self.resolved != typed_path(self.target):
+            cmd += f"    # typed {self.target}: a symlink in the guest"
+        return lines + [cmd]
+
+
+def typed_path(target: str) -> str:
+    """TARGET as typed, made absolute and lexically normal: what it names if no symlink is
+    in the way."""
+    return posixpath.normpath("/" + target.lstrip("/"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -242,23 +275,19 @@ class MountGuestOnly(Op):
     name: str = ""
     mirror: str = ""
     holder: str = ""            # the guest's mnt nsfs file
-    scratch: str = ""           # a private scratch dir inside STATE for a new filesystem
     target: str = ""            # guest path, as resolved in the guest
     source: str = ""
     fstype: str | None = None
-    flags: int = 0
-    data: str | None = None
+    opts: MountOptions = field(default_factory=MountOptions)
     bind: bool = False
-    options: str | None = None
 
     def shell(self) -> list[str]:
         q = shlex.quote
         t = q(self.target)
-        opts = f" -o {q(self.options)}" if self.options else ""
-        made = (f"mount --bind{opts} {q(self.source)}" if self.bind
-                else f"mount -t {q(self.fstype or 'auto')}{opts} {q(self.source)}")
+        made = _mount_command(self.source, self.fstype, self.opts, self.bind)
         host = q(self.mirror.rstrip("/") + self.target)
         return [f"# 1. host: the filesystem as a detached, private tree ({made})",
+                _how(self.fstype, self.opts, self.bind),
                 f"nsenter --mount={q(self.holder)} sh -e -c "
                 + q(f"mount --bind {t} {t}; mount --make-private {t}; "
                     f"# 2. attach the tree on the private self-bind: nothing propagates"),
@@ -460,24 +489,22 @@ def plan_destroy(t: Teardown, layout: Layout) -> list[Op]:
 
 # ----------------------------------------------------------------------------- mount/umount
 def plan_mount(rec: GuestRecord, layout: Layout, source: str, target: str,
-               fstype: str | None, flags: int, data: str | None, bind: bool,
-               options: str | None, guest_only: bool = False,
-               resolved: str | None = None) -> list[Op]:
-    """One mount into a guest. A guest-only mount also records its path, as resolved in the
-    guest (``resolved``), in the guest's record."""
+               fstype: str | None, opts: MountOptions, bind: bool,
+               guest_only: bool = False, resolved: str | None = None) -> list[Op]:
+    """One mount into a guest; ``opts`` is the parsed -o (mountopts.parse). ``resolved`` is
+    TARGET as the kernel resolved it in the guest (symlinks followed); a guest-only mount
+    records it in the guest's record."""
     if not guest_only:
         return [MountInto("mount through the mirror: BASE/NAME and the guest are one peer "
                           "group, so the mount appears on both sides", rec.name, rec.mirror,
-                          target, source, fstype, flags, data, bind, options)]
+                          target, source, fstype, opts, bind, resolved or "")]
     path = resolved or target
     holder = layout.ns_file(rec.name, "mnt")
-    scratch = f"{layout.state.rstrip('/')}/.guest-only.{rec.name}"
     new = replace(rec, guest_only=tuple(sorted({*rec.guest_only, path})))
     return [
         MountGuestOnly("a mount in the guest only: on a private self-bind, so nothing "
                        "propagates to the host, which keeps nothing to pin",
-                       rec.name, rec.mirror, holder, scratch, path, source, fstype, flags,
-                       data, bind, options),
+                       rec.name, rec.mirror, holder, path, source, fstype, opts, bind),
         WriteRecord("remember the guest-only path in the record", layout.record(rec.name),
                     new.to_json(), rec.to_json()),
     ]

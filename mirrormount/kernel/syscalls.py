@@ -174,16 +174,6 @@ MOUNT_ATTR_NODIRATIME = 0x80
 MOUNT_ATTR_NOSYMFOLLOW = 0x200000     # Linux 5.14+
 
 
-# mount(2) flags and the mount_setattr(2) attributes that mean the same per-mount thing.
-_MS_TO_ATTR = ((MS_RDONLY, MOUNT_ATTR_RDONLY), (MS_NOSUID, MOUNT_ATTR_NOSUID),
-               (MS_NODEV, MOUNT_ATTR_NODEV), (MS_NOEXEC, MOUNT_ATTR_NOEXEC))
-
-
-def mount_attrs(ms_flags: int) -> int:
-    """MOUNT_ATTR_* bits for the per-mount MS_* flags in ms_flags (ro, nosuid, nodev, noexec)."""
-    return sum(attr for ms, attr in _MS_TO_ATTR if ms_flags & ms)
-
-
 def mount_setattr(path: str, propagation: int, recursive: bool = True,
                   dirfd: int = AT_FDCWD, flags: int = 0, attr_set: int = 0,
                   attr_clr: int = 0) -> None:
