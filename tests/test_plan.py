@@ -360,7 +360,7 @@ def test_mount_dry_run_shows_the_mount8_command_with_the_options_as_typed():
     assert "fsopen(tmpfs) + fsconfig(source, ro, size) + fsmount" in text
     text = render(mount_plan("/tmp/t", "ro,noatime", bind=True))
     assert "mount --bind -o ro,noatime '/srv/my src' /container/c1/tmp/t\n" in text
-    assert "open_tree(SOURCE, OPEN_TREE_CLONE)" in text
+    assert "open_tree(SOURCE, OPEN_TREE_CLONE)" in text and "private" in text
     assert "\nmount -t tmpfs scratch /container/c1/tmp/t\n" in render(mount_plan("/tmp/t", None))
 
 

@@ -251,3 +251,24 @@ def test_a_target_through_a_guest_symlink_reports_where_it_went(sandbox, guest_o
     # --dry-run shows it too
     dry = sb.mm("mount", "c1", "s4", "/var/run/x", "-t", "tmpfs", "--dry-run")
     assert dry.returncode == 0 and "typed /var/run/x: a symlink in the guest" in dry.stdout
+
+
+# ----------------------------------------------------------------------------- propagation
+def test_a_bind_never_ties_the_guest_to_the_hosts_peer_group(sandbox):
+    """With / rshared, a clone of the host's / is a peer of it: attached as it was, the
+    guest's mounts beneath the bind appeared in the host's /srv/data (measured before the
+    fix). The copy is made private before it is attached: a fresh peer group with the
+    guest's copy only."""
+    sb = sandbox
+    create(sb)
+    sb.sh("mkdir -p /srv/data /mnt/b")
+    mount(sb, "/srv/data", "/mnt/b", "--bind")
+    host, guest = both_sides(sb, "/mnt/b")
+    outside = {t for m in host_table(sb) if not m["point"].startswith(MIRROR)
+               for t in m["tags"] if t.startswith("shared:")}
+    assert not set(host["tags"]) & outside, (host, outside)
+    guest_sh(sb, "mkdir -p /mnt/b/x && mount -t tmpfs guestfs /mnt/b/x")
+    assert [m for m in host_table(sb) if m["point"] == f"{MIRROR}/mnt/b/x"]   # mirrored
+    assert not [m for m in host_table(sb) if m["point"] == "/srv/data/x"]     # not leaked
+    status = sb.mm("status", "c1", "--json")
+    assert status.returncode == 0 and status.json["problems"] == [], status.stdout

@@ -8,10 +8,13 @@ take the same path:
   'x'", read back from the context fd) is refused before any filesystem exists;
 - a bind: open_tree(SOURCE, OPEN_TREE_CLONE), a detached copy of that one mount;
 - then, on the tree, one mount_setattr(2): the per-mount attributes (mountopts.py: ro, nosuid,
-  nodev, noexec, the atime family, nodiratime, nosymfollow), and MS_PRIVATE when asked (a
-  guest-only tree). The attributes go on before the tree is attached, because the guest's
-  copy is made from it by propagation and inherits them; a remount afterwards would change
-  one side only.
+  nodev, noexec, the atime family, nodiratime, nosymfollow) and MS_PRIVATE. The attributes go
+  on before the tree is attached, because the guest's copy is made from it by propagation and
+  inherits them; a remount afterwards would change one side only. Private, because a clone of
+  a shared host mount is a peer of that mount: attached under the shared mirror it would tie
+  the guest to the host's peer group, and the guest's mounts beneath it would appear on the
+  host (measured on 6.18 with / rshared). A private tree attached under a shared parent gets
+  a fresh peer group, shared with the guest's copy only: the mirror's own rule.
 
 The caller attaches the tree with move_mount(2) onto an fd it resolved itself, and owns the
 fd. Sources: fsopen(2), fsconfig(2), fsmount(2), open_tree(2), mount_setattr(2), move_mount(2);
@@ -80,18 +83,16 @@ def new_filesystem(fstype: str, source: str, opts: MountOptions) -> int:
         os.close(fd)
 
 
-def make_tree(source: str, fstype: str | None, opts: MountOptions, bind: bool,
-              private: bool = False) -> int:
-    """The mount as a detached tree with its attributes set (and made private when asked);
-    returns its fd."""
+def make_tree(source: str, fstype: str | None, opts: MountOptions, bind: bool) -> int:
+    """The mount as a detached, private tree with its attributes set; returns its fd."""
     if bind:
         tree = sc.open_tree(source, sc.OPEN_TREE_CLONE)
     else:
         assert fstype, "the planner refuses a new filesystem without -t"
         tree = new_filesystem(fstype, source, opts)
     try:
-        # Attributes on before the tree is attached (module docstring: why now).
-        sc.mount_setattr("", sc.MS_PRIVATE if private else 0, recursive=False, dirfd=tree,
+        # One call: attributes on, and private (module docstring: why both, and why now).
+        sc.mount_setattr("", sc.MS_PRIVATE, recursive=False, dirfd=tree,
                          flags=sc.AT_EMPTY_PATH, attr_set=opts.attr_set,
                          attr_clr=opts.attr_clr)
     except BaseException:

@@ -205,9 +205,7 @@ def detached_tree(source: str, fstype: str | None, opts: MountOptions, bind: boo
     """Step 1: the mount as a detached, private tree made in the host's namespace, with its
     per-mount options set (detached.make_tree, the same path as every mount). Returns the
     tree's fd. Nothing is attached anywhere yet: closing the fd frees it."""
-    # Private: a bind of a shared host mount would otherwise stay a peer of it, and the
-    # guest's submounts would flow back out to the host.
-    return detached.make_tree(source, fstype, opts, bind, private=True)
+    return detached.make_tree(source, fstype, opts, bind)
 
 
 def attach_in_guest(holder: str, tree_fd: int, target: str) -> Placed:

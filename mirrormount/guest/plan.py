@@ -230,17 +230,18 @@ def _how(fstype: str | None, opts: MountOptions, bind: bool) -> str:
     made = ("open_tree(SOURCE, OPEN_TREE_CLONE)" if bind else
             f"fsopen({fstype}) + fsconfig(source{''.join(', ' + k for k in opts.sb_flags)}"
             f"{''.join(', ' + k for k, _ in opts.fs_params)}) + fsmount")
-    return (f"# {made}, then mount_setattr(attributes) on the detached tree: the kernel "
-            "judges every option before anything is attached")
+    return (f"# {made}, then mount_setattr(attributes, private) on the detached tree: the "
+            "kernel judges every option before anything is attached")
 
 
 @dataclass(frozen=True, eq=False)
 class MountInto(Op):
     """A mount on the host side of the mirror, at TARGET resolved inside the guest's root
-    (openat2 RESOLVE_IN_ROOT, so a guest symlink cannot lead out). Built whole as a detached
-    tree first (detached.py), then attached under the mirror, whose mounts are shared with the
-    guest's, so it appears in the guest at TARGET. Its undo detaches it without making it
-    private first, so the unmount reaches the guest's copy too."""
+    (openat2 RESOLVE_IN_ROOT, so a guest symlink cannot lead out). Built whole as a detached,
+    private tree first (detached.py), then attached under the mirror, whose mounts are shared
+    with the guest's: it gets a peer group of its own with its copy in the guest, at TARGET.
+    Its undo detaches it without making it private first, so the unmount reaches the guest's
+    copy too."""
 
     name: str = ""
     mirror: str = ""
