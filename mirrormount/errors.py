@@ -62,8 +62,10 @@ class KernelError(OSError):
     """A syscall failed: ``KernelError(errno, op, path[, path2], where=...)``.
 
     ``op`` names the operation ("mount", "umount", "pivot_root", "move_mount", "open_tree",
-    "setns", "unshare", "mount_setattr", "openat2", "statx", "statmount", ...); ``where`` is
-    optional context a caller adds (``exc.where = "in guest c1"``). ``strerror`` is
+    "setns", "unshare", "mount_setattr", "fsopen", "fsconfig", "fsmount", "openat2", "statx",
+    "statmount", ...); ``where`` is optional context a caller adds (``exc.where = "in guest
+    c1"``); ``detail`` is what the kernel itself said beyond the errno, when it says more (the
+    fs-context log of fsconfig(2): "tmpfs: Bad value for 'size'"). ``strerror`` is
     os.strerror(errno); the paths are ``filename`` and ``filename2``, as for any OSError.
 
     Like ``OSError(errno, ...)`` itself, the instance is also of the errno's builtin subclass
@@ -73,6 +75,7 @@ class KernelError(OSError):
 
     op: str
     where: str | None
+    detail: str | None
 
     def __new__(cls, errno: int, op: str, filename: str | None = None,
                 filename2: str | None = None, *, where: str | None = None) -> KernelError:
@@ -88,6 +91,7 @@ class KernelError(OSError):
         # (OSError.__init__ does nothing when __new__ is overridden: __new__ set it all.)
         self.op = op
         self.where = where
+        self.detail = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # OSError's own reduce would pass (errno, strerror, filename, None, filename2), which
@@ -146,6 +150,15 @@ _HINTS: dict[tuple[int, str | None], str] = {
     (E.EINVAL, "move_mount"): _PROPAGATION,
     (E.EINVAL, "mount"): ("check the type and options, and that a bind's source and target "
                           "are both files or both directories"),
+    # The new mount API: EINVAL here is about the filesystem or its options, never about
+    # propagation (fsconfig/fsmount build a detached mount that has no parent yet).
+    (E.EINVAL, "fsconfig"): "the filesystem refused its source or an option (its own words "
+                            "are above)",
+    (E.EINVAL, "fsmount"): "the kernel refused a mount attribute of the new filesystem",
+    (E.EINVAL, "mount_setattr"): ("the kernel refused a mount attribute (nosymfollow needs "
+                                  "Linux 5.14+)"),
+    (E.ENODEV, "fsopen"): ("the kernel knows no such filesystem type: see /proc/filesystems "
+                           "(its module may not be loaded)"),
     (E.ENOSPC, "mount"): _TABLE_FULL,
     (E.ENOSPC, "open_tree"): _TABLE_FULL,
     (E.ENOSPC, "move_mount"): _TABLE_FULL,
@@ -191,6 +204,9 @@ def describe(exc: OSError, op: str | None = None) -> str:
     name = E.errorcode.get(exc.errno or 0)
     if name:
         text += f" ({name})"
+    detail = getattr(exc, "detail", None)
+    if detail:
+        text += f": the kernel says: {detail}"
     extra = hint(exc.errno, own_op or op)
     if extra:
         text += f"; hint: {extra}"

@@ -13,7 +13,7 @@ from mirrormount.errors import OperationError
 from mirrormount.guest import faults
 from mirrormount.guest.apply import Executor
 from mirrormount.guest.faults import FAULT_ENV, InjectedFault
-from mirrormount.guest.plan import MakeDir
+from mirrormount.guest.ops import MakeDir
 
 
 def plan(tmp_path) -> list[MakeDir]:

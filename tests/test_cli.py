@@ -282,17 +282,17 @@ def test_entry_point_exit_code_for_a_bad_name(shared_tmp):
 # ----------------------------------------------------------------------------- the unit-test guard
 def test_unit_tests_cannot_change_mounts_or_namespaces(mount_guard):
     """tests/conftest.py replaces every mutating syscall wrapper; read-only ones stay real."""
-    import mirrormount.guest.guests
+    import mirrormount.guest.apply
     import mirrormount.kernel.syscalls as sc
     names = ["mount", "umount2", "unshare", "setns", "pivot_root", "open_tree", "move_mount",
-             "mount_setattr"]
+             "mount_setattr", "fsopen", "fsconfig", "fsmount"]
     for name in names:
         with pytest.raises(AssertionError, match="^unit tests must not change mounts or "
                                                  f"namespaces: {name} called$"):
             getattr(sc, name)("/", "/")
     # product modules reach the same (guarded) functions through `sc`
     with pytest.raises(AssertionError, match="mount called"):
-        mirrormount.guest.guests.sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        mirrormount.guest.apply.sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     assert mount_guard == names + ["mount"]
     mount_guard.clear()   # seen and expected: not a swallowed call
     assert sc.statx("/").mnt_id > 0

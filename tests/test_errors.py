@@ -113,6 +113,29 @@ def test_einval_from_mount_gets_no_propagation_hint():
     assert "(EINVAL)" in text
 
 
+@pytest.mark.parametrize("op", ["fsopen", "fsconfig", "fsmount", "mount_setattr", "mount"])
+def test_einval_from_the_new_mount_api_gets_no_propagation_hint(op):
+    # These build or configure a detached mount, which has no parent: propagation can
+    # never be why they fail.
+    text = describe(KernelError(errno.EINVAL, op, "/src", "/dst in c1"))
+    assert "propagation" not in text and "shared" not in text and "pivot_root" not in text
+
+
+def test_the_kernels_own_words_are_shown_with_the_errno():
+    exc = KernelError(errno.ENOENT, "fsconfig", "/dev/nope", "/mnt/x in c1")
+    exc.detail = "/dev/nope: Can't lookup blockdev"
+    text = describe(exc)
+    assert text == ("fsconfig /dev/nope on /mnt/x in c1 failed: No such file or directory "
+                    "(ENOENT): the kernel says: /dev/nope: Can't lookup blockdev")
+    again = pickle.loads(pickle.dumps(exc))          # from a forked child, intact
+    assert again.detail == exc.detail and describe(again) == text
+
+
+def test_enodev_from_fsopen_names_an_unknown_filesystem_type():
+    text = describe(KernelError(errno.ENODEV, "fsopen", "no-such-fs", "/mnt/x in c1"))
+    assert "no such filesystem type" in text and "/proc/filesystems" in text
+
+
 def test_ebusy_from_umount_shows_the_busy_hint():
     text = describe(KernelError(errno.EBUSY, "umount", "/mnt/usb", where="in guest c1"))
     assert text == ("umount /mnt/usb in guest c1 failed: Device or resource busy (EBUSY); "

@@ -12,10 +12,9 @@ from fixture_files import mountinfo_table
 from mirrormount.errors import EXIT_USAGE, UsageError
 from mirrormount.kernel.mountinfo import MountTable
 from mirrormount.guest.model import Layout, parse_kinds, validate_name
-from mirrormount.guest.plan import (CreateRequest, HostFacts, MakeDir, MountTmpfs, RBind,
-                                    not_receiving,
-                                    SetPropagation, SpawnGuest, StartNursery, WriteRecord,
-                                    plan_create, render)
+from mirrormount.guest.ops import (MakeDir, MountTmpfs, RBind, SetPropagation, SpawnGuest,
+                                   StartNursery, WriteRecord, render)
+from mirrormount.guest.plan import CreateRequest, HostFacts, not_receiving, plan_create
 
 LAYOUT = Layout()   # the captures used the defaults: /container and /run/mirrormount
 
@@ -343,3 +342,39 @@ def test_render_guest_script_runs_every_step():
     for word in ("pivot_root", "hostname", "box", "proc"):
         assert word in words
     assert words.count("umount") == 2
+
+
+# ----------------------------------------------------------------------------- mount
+def mount_plan(target: str, options: str | None, *, bind: bool = False,
+               guest_only: bool = False, resolved: str | None = None):
+    from mirrormount.guest.mountopts import parse
+    from mirrormount.guest.plan import plan_mount
+    from mirrormount.guest.state import GuestRecord
+    rec = GuestRecord("c1", "/container/c1", "/", ("mnt",))
+    source = "/srv/my src" if bind else "scratch"
+    return plan_mount(rec, LAYOUT, source, target, None if bind else "tmpfs",
+                      parse(options, bind=bind), bind, guest_only, resolved or target)
+
+
+def test_mount_dry_run_shows_the_mount8_command_with_the_options_as_typed():
+    text = render(mount_plan("/tmp/t", "noatime,size=1m,ro"))
+    assert "mount -t tmpfs -o noatime,size=1m,ro scratch /container/c1/tmp/t\n" in text
+    # how it is really done: the kernel sees every option before anything is attached
+    assert "fsopen(tmpfs) + fsconfig(source, ro, size) + fsmount" in text
+    text = render(mount_plan("/tmp/t", "ro,noatime", bind=True))
+    assert "mount --bind -o ro,noatime '/srv/my src' /container/c1/tmp/t\n" in text
+    assert "open_tree(SOURCE, OPEN_TREE_CLONE)" in text and "private" in text
+    assert "\nmount -t tmpfs scratch /container/c1/tmp/t\n" in render(mount_plan("/tmp/t", None))
+
+
+def test_mount_dry_run_shows_where_a_guest_symlink_led():
+    text = render(mount_plan("/var/run/x", "ro", resolved="/run/x"))
+    assert "mount -t tmpfs -o ro scratch /container/c1/run/x    # typed /var/run/x: a " \
+           "symlink in the guest\n" in text
+    assert "typed" not in render(mount_plan("var/run/", "ro", resolved="/var/run"))
+
+
+def test_guest_only_dry_run_shows_the_options_as_typed():
+    text = render(mount_plan("/mnt/b", "ro,nodev", bind=True, guest_only=True))
+    assert "(mount --bind -o ro,nodev '/srv/my src')" in text
+    assert "remember the guest-only path" in text

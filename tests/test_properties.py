@@ -510,12 +510,19 @@ guest_tables = st.fixed_dictionaries({}, optional={
     "propagation": st.sampled_from(PROPAGATION_MODES)})
 _mount_common = {"source": st.text(typed, min_size=1, max_size=16),
                  "target": plain_text.map(lambda t: "/" + t)}
+# -o text a recipe may carry (mountopts.py): per-mount words for any mount; a filesystem's
+# own options (judged by the kernel when mounting) only with a type. Arbitrary -o text is
+# the mount-options properties' business (tests/test_mountopts.py).
+PER_MOUNT = ["ro", "rw", "nosuid", "nodev", "noexec", "noatime", "relatime", "nosymfollow"]
+FS_DATA = ["size=1m", "mode=0755", "nr_inodes=100", "uid=0"]
+bind_options = st.lists(st.sampled_from(PER_MOUNT), max_size=4).map(",".join)
+fs_options = st.lists(st.sampled_from(PER_MOUNT + FS_DATA), max_size=4).map(",".join)
 mount_tables = st.one_of(
     st.fixed_dictionaries({**_mount_common, "type": plain_text},
-                          optional={"options": plain_text, "guest_only": st.booleans(),
+                          optional={"options": fs_options, "guest_only": st.booleans(),
                                     "bind": st.just(False)}),
     st.fixed_dictionaries({**_mount_common, "bind": st.just(True)},
-                          optional={"options": plain_text, "guest_only": st.booleans()}))
+                          optional={"options": bind_options, "guest_only": st.booleans()}))
 valid_recipes = st.fixed_dictionaries({}, optional={
     "guest": guest_tables, "mount": st.lists(mount_tables, max_size=3)})
 

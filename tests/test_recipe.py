@@ -42,6 +42,10 @@ def test_empty_recipe_is_the_defaults():
     ("[[mount]]\nsource = 's'\ntarget = '/x'\ntype = 't'\nguest_only = 'yes'\n",
      "true or false"),
     ("mount = 3\n", "[[mount]]"),
+    ("[[mount]]\nsource = 's'\ntarget = '/x'\ntype = 'tmpfs'\noptions = 'ro,rshared'\n",
+     "[[mount]] #1: mount: option 'rshared' refused: mirrormount owns"),
+    ("[[mount]]\nsource = '/s'\ntarget = '/x'\nbind = true\noptions = 'size=1m'\n",
+     "unknown option 'size=1m'"),
 ])
 def test_bad_recipes_are_usage_errors(text, words):
     with pytest.raises(UsageError) as err:

@@ -193,8 +193,9 @@ def test_failed_guest_only_mount_leaves_nothing(sandbox):
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "mount" in r.stderr and "/mnt/x in c1" in r.stderr
 
+    # a missing target is bad input: exit 2 (README), as for a normal mount
     r = sb.mm("mount", "c1", "scratch", "/no/such/dir", "-t", "tmpfs", "--guest-only")
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
 
     r = sb.mm("mount", "c1", "/no/such/source", "/mnt/x", "--bind", "--guest-only")
     assert r.returncode == 2, r.stderr

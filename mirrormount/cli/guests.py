@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import EXIT_FAILED, BusyError, PartlyDone, UsageError
+from ..errors import EXIT_FAILED, BusyError, OperationError, PartlyDone, UsageError
 from ..guest.guests import UmountBusy, require_root
 from ..guest.model import parse_kinds, validate_name, validate_propagation
 from ..guest.recipe import Recipe, RecipeMount, load_recipe
@@ -63,10 +63,15 @@ def create(
             if recipe.mounts:
                 try:
                     s.guests.add_mounts(req.name, recipe.mounts)
-                except BaseException:
+                except BaseException as exc:
                     # A recipe is all or nothing: a guest without its mounts is not what
                     # was asked.
                     s.guests.destroy(req.name, force=True, grace=0)
+                    if isinstance(exc, UsageError):
+                        # Exit 2 promises "nothing changed"; here a guest was made and
+                        # removed again: an operation that failed.
+                        raise OperationError(f"{exc}; guest {req.name} was removed again") \
+                            from None
                     raise
         except BaseException as exc:
             if not out or isinstance(exc, SystemExit):
@@ -160,15 +165,25 @@ def mount(ctx: typer.Context, name: str = typer.Argument(...),
           bind: bool = typer.Option(False, "--bind", help="Bind a host path."),
           guest_only: bool = typer.Option(False, "--guest-only",
                                           help="Keep the mount out of the host mirror."),
-          dry_run: bool = DRY_RUN) -> None:
-    """Mount into a guest through its mirror. TARGET is resolved inside the guest's root."""
+          dry_run: bool = DRY_RUN, json_local: bool = JSON_OPT) -> None:
+    """Mount into a guest through its mirror. TARGET is resolved inside the guest's root.
+
+    -o takes mount(8)'s options: per-mount flags (ro, nosuid, nodev, noexec, noatime, ...)
+    for binds too, and the filesystem's own options, which the kernel checks before anything
+    is mounted. Propagation options are refused: mirrormount owns them."""
     g = settings(ctx).guests
     if dry_run:
-        from ..guest.plan import render
+        from ..guest.ops import render
         typer.echo(render(g.plan_mount(name, source, target, fstype, options, bind,
                                        guest_only)), nl=False)
         return
-    g.mount(name, source, target, fstype, options, bind, guest_only)
+    done = g.mount(name, source, target, fstype, options, bind, guest_only)
+    if want_json(ctx, json_local):
+        emit_json(done.to_json())
+    elif done.redirected:
+        # Say where it went when a guest symlink led elsewhere (/var/run -> /run).
+        typer.echo(f"mounted on {done.target} in {name} (typed {done.typed}: a symlink in "
+                   "the guest)")
 
 
 @app.command()
@@ -187,7 +202,7 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
     if wait < 0:
         raise UsageError("--wait must be 0 or more seconds")
     if dry_run:
-        from ..guest.plan import render
+        from ..guest.ops import render
         typer.echo(render(g.plan_umount(name, target, lazy)), nl=False)
         return
     # The busy finder reads every namespace and /proc: imported only when it must explain.
@@ -245,7 +260,7 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
         require_root("destroy")
     plans = [g.plan_destroy(n, force, grace) for n in names]
     if dry_run:
-        from ..guest.plan import render
+        from ..guest.ops import render
         typer.echo("".join(render(p) for p in plans), nl=False)
         return
     for i, n in enumerate(names):

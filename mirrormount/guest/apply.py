@@ -29,10 +29,10 @@ from ..kernel import syscalls as sc
 from ..errors import BusyError, OperationError
 from ..kernel.mountquery import mounts_at
 from ..kernel.procfs import wait_gone
-from . import guestonly
+from . import detached, guestonly
 from .nsexec import in_namespaces
 from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
-from .plan import (Detach, DropSelfBind, MakeDir, MountGuestOnly, MountInto, MountTmpfs, Op,
+from .ops import (Detach, DropSelfBind, MakeDir, MountGuestOnly, MountInto, MountTmpfs, Op,
                    RBind, RecoverGuestOnly, ReleaseNsFile, RemoveDir, RemoveFile,
                    SetPropagation, SpawnGuest, StartNursery, StopProcesses, UmountIn,
                    Unmount, WriteRecord)
@@ -172,35 +172,33 @@ class Executor:
         elif isinstance(op, UmountIn):
             umount_in(op)
         elif isinstance(op, RecoverGuestOnly):
-            guestonly.recover(op.holder, op.mirror, op.scratch, op.pending)
+            guestonly.recover(op.holder, op.mirror, op.pending)
         elif isinstance(op, DropSelfBind):
             guestonly.drop_self_bind(op.holder, op.target)
         else:  # pragma: no cover - a planner bug
             raise TypeError(f"no executor for {type(op).__name__}")
 
     def _mount_into(self, op: MountInto, checkpoint: Callable[[int], None]) -> None:
-        fd = open_in_root(op.mirror, op.target)
+        where = f"{op.target} in {op.name}"
         try:
-            try:
-                if op.bind:
-                    bind_at(op.source, fd, op.flags, checkpoint)
-                else:
-                    # Onto the resolved fd, never onto a path string that could be swapped
-                    # for a symlink afterwards.
-                    sc.mount(op.source, f"/proc/self/fd/{fd}", op.fstype, op.flags, op.data)
-            except OSError as exc:
-                exc.filename, exc.filename2 = op.source, f"{op.target} in {op.name}"
-                raise
+            # Built whole, options judged and set, before anything is attached (detached.py).
+            tree = detached.make_tree(op.source, op.fstype, op.opts, op.bind)
+        except OSError as exc:
+            exc.filename, exc.filename2 = exc.filename or op.source, where
+            raise
+        try:
+            checkpoint(1)
+            attach_through_mirror(tree, op, where)
         finally:
-            os.close(fd)
+            os.close(tree)
         self.undo.append(partial(unmount_through_mirror, op.mirror, op.target))
 
     def _mount_guest_only(self, op: MountGuestOnly, checkpoint: Callable[[int], None]) -> None:
         try:
-            tree = guestonly.detached_tree(op.scratch, op.source, op.fstype, op.flags,
-                                           op.data, op.bind)
+            tree = guestonly.detached_tree(op.source, op.fstype, op.opts, op.bind)
         except OSError as exc:
-            exc.filename, exc.filename2 = op.source, f"{op.target} in {op.name} (guest-only)"
+            exc.filename = exc.filename or op.source
+            exc.filename2 = f"{op.target} in {op.name} (guest-only)"
             raise
         try:
             checkpoint(1)
@@ -214,6 +212,41 @@ class Executor:
                                  f"{placed.guest_path} in {op.name}; nothing was mounted")
         checkpoint(2)
         guestonly.detach_host_copy(op.mirror, placed.guest_path, before)
+
+
+def attach_through_mirror(tree: int, op: MountInto, where: str) -> None:
+    """move_mount the detached tree onto TARGET, resolved inside the mirror now (an fd, never
+    a path string the guest could swap for a symlink afterwards). Refuses, with nothing
+    attached, when TARGET now resolves elsewhere than when planned (the guest changed a
+    symlink meanwhile) or is of the other kind (file vs directory)."""
+    fd = open_in_root(op.mirror, op.target)
+    try:
+        now = guest_path_of(fd, op.mirror)
+        if op.resolved and now != op.resolved:
+            raise OperationError(f"mount: {op.target} now resolves to {now} in {op.name}; "
+                                 "nothing was mounted")
+        wrong = detached.kind_mismatch(detached.is_dir_fd(tree), detached.is_dir_fd(fd),
+                                       where)
+        if wrong is not None:
+            raise wrong
+        try:
+            sc.move_mount(tree, "", fd, "", sc.MOVE_MOUNT_F_EMPTY_PATH |
+                          sc.MOVE_MOUNT_T_EMPTY_PATH, op.source)
+        except OSError as exc:
+            exc.filename, exc.filename2 = op.source, where
+            raise
+    finally:
+        os.close(fd)
+
+
+def guest_path_of(fd: int, mirror: str) -> str:
+    """The guest path an fd opened inside the mirror stands for (its host path, less the
+    mirror's prefix)."""
+    host = os.readlink(f"/proc/self/fd/{fd}")
+    top = mirror.rstrip("/")
+    if host == top:
+        return "/"
+    return host[len(top):] if host.startswith(top + "/") else host
 
 
 def _unlink(path: str) -> None:
@@ -232,24 +265,6 @@ def open_in_root(root_dir: str, path: str) -> int:
                           sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
     finally:
         os.close(root)
-
-
-def bind_at(source: str, target_fd: int, flags: int,
-            checkpoint: Callable[[int], None] = lambda m: None) -> None:
-    """Bind source onto target_fd. Flags like ro go on the detached copy *before* it is
-    attached: a later remount would change the host's copy only, since per-mount flags
-    are not propagated to the guest's copy."""
-    tree = sc.open_tree(source, sc.OPEN_TREE_CLONE)
-    try:
-        checkpoint(1)
-        attrs = sc.mount_attrs(flags)
-        if attrs:
-            sc.mount_setattr("", 0, recursive=False, dirfd=tree, flags=sc.AT_EMPTY_PATH,
-                             attr_set=attrs)
-        sc.move_mount(tree, "", target_fd, "",
-                      sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH, source)
-    finally:
-        os.close(tree)
 
 
 def unmount_through_mirror(mirror: str, target: str) -> None:

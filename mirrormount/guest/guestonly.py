@@ -9,11 +9,11 @@ The recipe, each step for a propagation reason:
 
 1. Host: make the mount ready as a detached tree, so the source (device path, bind path,
    option paths) is resolved and the filesystem is created with the host's view, exactly as a
-   normal `mirrormount mount` would. A bind is open_tree(SOURCE, OPEN_TREE_CLONE), with ro &c.
-   set on that detached copy; a filesystem is mounted on a scratch directory inside STATE
-   (private, so it propagates nowhere), cloned the same way, and the scratch mount is detached
-   at once. The tree is made private: a bind of a shared host mount would otherwise stay a
-   peer of it, and the guest's submounts would flow back out to the host.
+   normal `mirrormount mount` does: the same code (detached.make_tree). A bind is
+   open_tree(SOURCE, OPEN_TREE_CLONE); a filesystem is fsopen/fsconfig/fsmount, so it never
+   stands anywhere, not even for a moment. The options (mountopts.py) go on that tree with
+   mount_setattr, and it is made private: a bind of a shared host mount would otherwise stay
+   a peer of it, and the guest's submounts would flow back out to the host.
 2. Guest (a forked child in its mount namespace): bind TARGET onto itself (B). B's parent is a
    peer of the mirror, so B propagates: a copy B' appears at BASE/NAME/TARGET (an empty
    self-bind). Make B private, then attach the tree on B. A mount whose parent is private
@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import os
 import posixpath
-import stat
 from dataclasses import dataclass
 
 from ..kernel import syscalls as sc
 from ..errors import OperationError, UsageError
 from ..kernel import mountinfo
 from ..kernel.mountinfo import Mount, MountTable
+from . import detached
+from .mountopts import MountOptions
 from .nsexec import in_namespaces, read_own_mountinfo
 
 RESOLVE = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
@@ -97,11 +98,13 @@ def _attach_in_guest(proc_fd: int, tree_fd: int, target: str) -> Placed:
     """Step 2, in a child inside the guest's mount namespace."""
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     tfd = _open(root, target)
-    if stat.S_ISDIR(os.fstat(tfd).st_mode) != stat.S_ISDIR(os.fstat(tree_fd).st_mode):
-        # move_mount would say only EINVAL, and only after the self-bind was made.
-        what = "a directory" if stat.S_ISDIR(os.fstat(tree_fd).st_mode) else "a file"
-        raise UsageError(f"mount --guest-only: cannot put {what} on {target}: "
-                         "a directory covers only a directory, a file only a file")
+    # Checked when planning too (Guests.plan_mount); again here, where it is decided, since
+    # the guest may have changed TARGET since: move_mount would say only EINVAL, and only
+    # after the self-bind was made.
+    wrong = detached.kind_mismatch(detached.is_dir_fd(tree_fd), detached.is_dir_fd(tfd),
+                                   target)
+    if wrong is not None:
+        raise wrong
     under = _mnt_id(tfd)
     # The path the kernel reached, relative to the guest's root (now ours).
     guest_path = os.readlink(f"self/fd/{tfd}", dir_fd=proc_fd)
@@ -198,34 +201,11 @@ def _remove_self_bind_in_guest(proc_fd: int, target: str,
 
 
 # ----------------------------------------------------------------------------- host side
-def detached_tree(scratch: str, source: str, fstype: str | None, flags: int,
-                  data: str | None, bind: bool) -> int:
-    """Step 1: the mount as a detached, private tree made in the host's namespace. A new
-    filesystem is mounted for a moment on `scratch`, a directory inside STATE (private, so
-    the mount propagates nowhere), cloned, and detached at once. Returns the tree's fd."""
-    if bind:
-        tree = sc.open_tree(source, sc.OPEN_TREE_CLONE)
-    else:
-        os.mkdir(scratch, 0o700)
-        try:
-            sc.mount(source, scratch, fstype, flags, data)
-            try:
-                tree = sc.open_tree(scratch, sc.OPEN_TREE_CLONE)
-            finally:
-                sc.umount2(scratch, sc.MNT_DETACH)
-        finally:
-            os.rmdir(scratch)
-    # A bind ignores MS_RDONLY and friends; set them on the detached copy, which is the only
-    # copy there will ever be. Private: a bind of a shared host mount would otherwise stay a
-    # peer of it, and the guest's submounts would flow back out to the host.
-    attrs = sc.mount_attrs(flags) if bind else 0
-    try:
-        sc.mount_setattr("", sc.MS_PRIVATE, recursive=False, dirfd=tree,
-                         flags=sc.AT_EMPTY_PATH, attr_set=attrs)
-    except BaseException:
-        os.close(tree)
-        raise
-    return tree
+def detached_tree(source: str, fstype: str | None, opts: MountOptions, bind: bool) -> int:
+    """Step 1: the mount as a detached, private tree made in the host's namespace, with its
+    per-mount options set (detached.make_tree, the same path as every mount). Returns the
+    tree's fd. Nothing is attached anywhere yet: closing the fd frees it."""
+    return detached.make_tree(source, fstype, opts, bind)
 
 
 def attach_in_guest(holder: str, tree_fd: int, target: str) -> Placed:
@@ -286,16 +266,6 @@ def detach_host_copy(mirror: str, guest_path: str, before: set[int]) -> bool:
     return True
 
 
-def probe_in_guest(holder: str, target: str) -> tuple[str, int]:
-    """TARGET as resolved in the guest, and the id of the mount on top there now (what a
-    guest-only mount will stand on). Read-only: a child enters the guest and looks."""
-    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        return in_namespaces({"mnt": holder}, _probe, proc_fd, target)
-    finally:
-        os.close(proc_fd)
-
-
 def host_top(mirror: str, guest_path: str) -> int:
     """The id of the mount on top of guest_path in the host's mirror (statx STATX_MNT_ID)."""
     root = os.open(mirror, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -309,20 +279,12 @@ def host_top(mirror: str, guest_path: str) -> int:
         os.close(fd)
 
 
-def recover(holder: str, mirror: str, scratch: str, pending: dict) -> None:
+def recover(holder: str, mirror: str, pending: dict) -> None:
     """Clean up after a guest-only mount that was killed midway (its record still holds
-    ``pending``): the scratch mount of step 1, then in the guest every private mount stacked
-    at the pending path above the one that was on top before (B and the tree), then in the
-    mirror the self-bind B' above the mirror's own mount there. Idempotent."""
-    table = MountTable.of(mountinfo.read())
-    for m in reversed(list(table)):
-        if m.mountpoint == scratch:
-            # STATE is private and unbindable: this unmount propagates nowhere.
-            sc.umount2(scratch, sc.MNT_DETACH)
-    try:
-        os.rmdir(scratch)
-    except FileNotFoundError:
-        pass
+    ``pending``): in the guest, every private mount stacked at the pending path above the
+    one that was on top before (B and the tree), then in the mirror the self-bind B' above
+    the mirror's own mount there. (The tree of step 1 is detached, held only by the killed
+    process's fd: it went with it.) Idempotent."""
     path = str(pending.get("path", ""))
     if not path.startswith("/") or path == "/":
         return
@@ -393,25 +355,29 @@ def resolve_in_guest(holder: str, target: str) -> str:
         os.close(proc_fd)
 
 
-def _probe(proc_fd: int, target: str) -> tuple[str, int]:
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fd = _open(root, target)
-    finally:
-        os.close(root)
-    try:
-        return os.readlink(f"self/fd/{fd}", dir_fd=proc_fd), _mnt_id(fd)
-    finally:
-        os.close(fd)
-
-
 def _resolved_path(proc_fd: int, target: str) -> str:
+    return _resolved(proc_fd, target)[0]
+
+
+def _resolved(proc_fd: int, target: str) -> tuple[str, bool, int]:
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fd = _open(root, target)
     finally:
         os.close(root)
     try:
-        return os.readlink(f"self/fd/{fd}", dir_fd=proc_fd)
+        return (os.readlink(f"self/fd/{fd}", dir_fd=proc_fd), detached.is_dir_fd(fd),
+                _mnt_id(fd))
     finally:
         os.close(fd)
+
+
+def target_in_guest(holder: str, target: str) -> tuple[str, bool, int]:
+    """TARGET as resolved inside the guest, whether it is a directory there (what the
+    guest sees, which for a guest-only mount may differ from the mirror), and the id of the
+    mount on top there now (what a guest-only mount will stand on). Read-only."""
+    proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return in_namespaces({"mnt": holder}, _resolved, proc_fd, target)
+    finally:
+        os.close(proc_fd)

@@ -8,15 +8,15 @@ Privilege: root for everything except reading records.
 """
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import dataclass, field, replace
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import BusyError, OperationError, UsageError
 from ..kernel import mountinfo
-from ..kernel import syscalls as sc
 from ..kernel.mountinfo import MountTable
 from ..kernel.mountquery import cheap as mounts_cheap
 from ..kernel.mountquery import mounts_at
@@ -32,7 +32,8 @@ from .state import GuestRecord, StateLock, guest_names, load
 # read-only ones (list, status, exec, busy, --help) should not pay for the rest at start-up.
 if TYPE_CHECKING:
     from .apply import Outcome
-    from .plan import HostFacts, Op, Teardown
+    from .ops import Op
+    from .plan import HostFacts, Teardown
     from .recipe import RecipeMount
 
 # Directories tried, in order, for pivot_root's put_old (see nursery._guest_child).
@@ -77,6 +78,28 @@ class GuestInfo:
                 "state": self.state, "namespaces": self.namespaces, "pids": self.pids,
                 "propagation": self.propagation, "hostname": self.hostname,
                 "guest_only": self.guest_only, "problems": self.problems}
+
+
+@dataclass(frozen=True)
+class MountResult:
+    """What `mount` did: TARGET as typed and as the kernel resolved it inside the guest."""
+
+    name: str
+    source: str
+    typed: str
+    target: str
+    guest_only: bool = False
+    options: str = ""
+
+    @property
+    def redirected(self) -> bool:
+        """Whether a symlink in the guest led TARGET somewhere else than it reads."""
+        from .ops import typed_path
+        return self.target != typed_path(self.typed)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "source": self.source, "target": self.target,
+                "typed": self.typed, "guest_only": self.guest_only, "options": self.options}
 
 
 @dataclass(frozen=True)
@@ -187,7 +210,7 @@ class Guests:
         return plan_create(req, self.layout, self.facts(req), created=time.time())
 
     def dry_run(self, reqs: list[CreateRequest]) -> str:
-        from .plan import render
+        from .ops import render
         return "".join(render(self.plan(req)) for req in reqs)
 
     def half_made(self, name: str) -> bool:
@@ -198,7 +221,8 @@ class Guests:
     def create(self, req: CreateRequest) -> tuple[GuestInfo, Outcome]:
         require_root("create")
         from .apply import Executor
-        from .plan import WriteRecord, plan_destroy
+        from .ops import WriteRecord
+        from .plan import plan_destroy
         with StateLock(self.layout.state, create=True) as lock:
             if self.half_made(req.name):
                 # Not the last-guest teardown: BASE and STATE stay for the create itself.
@@ -316,26 +340,33 @@ class Guests:
     def plan_mount(self, name: str, source: str, target: str, fstype: str | None = None,
                    options: str | None = None, bind: bool = False,
                    guest_only: bool = False) -> list[Op]:
-        """The plan of `mirrormount mount`; raises UsageError for bad input, before any
-        change."""
-        from . import guestonly
-        from .apply import open_in_root
+        """The plan of `mirrormount mount`. Bad input raises UsageError (exit 2) here, before
+        any change: a refused option (mountopts.py; for a new filesystem the kernel itself
+        judges each option, detached.check_filesystem), a missing source or target, a file
+        onto a directory or the reverse."""
+        from . import detached, guestonly
+        from .mountopts import parse
         from .plan import plan_mount
         rec = self.record(name)
-        flags, data = mount_options(options)
-        if bind and not os.path.exists(source):
-            raise UsageError(f"bind source {source} does not exist")
-        resolved, under = None, (0, 0)
+        opts = parse(options, bind=bind)
+        where = f"{target} in {name}"
+        if bind:
+            if fstype not in (None, "none"):
+                raise UsageError(f"mount --bind takes no -t (a bind keeps its source's "
+                                 f"filesystem); -t {fstype} given")
+            if not os.path.exists(source):
+                raise UsageError(f"bind source {source} does not exist")
+        elif not fstype or fstype == "auto" or "," in fstype:
+            raise UsageError("mount: give the filesystem type with -t TYPE (one type; "
+                             "mirrormount does not probe), or --bind")
+        under = (0, 0)
         if guest_only:
             holder = self.layout.ns_file(name, "mnt")
             if not os.path.exists(holder):
                 raise OperationError(f"guest {name} is broken: its mount namespace is not "
                                      f"held ({holder})")
-            try:
-                resolved, guest_under = guestonly.probe_in_guest(holder, target)
-            except OSError as exc:
-                exc.filename, exc.filename2 = f"{target} in {name}", None
-                raise
+            resolved, is_dir, guest_under = self._target(
+                target, where, lambda: guestonly.target_in_guest(holder, target))
             if resolved == "/":
                 raise UsageError("mount --guest-only: not on the guest's / (it would cut "
                                  "the mirror)")
@@ -344,23 +375,63 @@ class Guests:
             except OSError:
                 under = (guest_under, 0)    # not in the mirror: nothing can be left there
         else:
-            try:     # the target must resolve inside the guest before anything changes
-                os.close(open_in_root(rec.mirror, target))
+            resolved, is_dir = self._target(target, where,
+                                            lambda: self._target_in_mirror(rec, target))
+        # A new filesystem's root is a directory; a bind is what its source is.
+        wrong = detached.kind_mismatch(os.path.isdir(source) if bind else True, is_dir, where)
+        if wrong is not None:
+            raise wrong
+        if not bind:
+            assert fstype
+            try:     # the kernel judges the type and every option; nothing is created
+                detached.check_filesystem(fstype, source, opts)
             except OSError as exc:
-                exc.filename, exc.filename2 = f"{target} in {name}", None
+                exc.filename2 = where + (" (guest-only)" if guest_only else "")
                 raise
-        return plan_mount(rec, self.layout, source, target, fstype, flags, data, bind,
-                          options, guest_only, resolved, under)
+        return plan_mount(rec, self.layout, source, target, fstype, opts, bind, guest_only,
+                          resolved, under)
+
+    @staticmethod
+    def _target(target: str, where: str, resolve: Callable[[], tuple]) -> tuple:
+        """Resolve TARGET in the guest. A target that is not there is bad input (exit 2)."""
+        try:
+            return resolve()
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise UsageError(f"mount: target {where} does not exist "
+                                 f"({os.strerror(exc.errno)}); nothing was changed") from None
+            if exc.errno == errno.ELOOP:
+                raise UsageError(f"mount: target {where} cannot be reached (a loop of "
+                                 "symlinks in the guest); nothing was changed") from None
+            exc.filename, exc.filename2 = where, None
+            raise
+
+    @staticmethod
+    def _target_in_mirror(rec: GuestRecord, target: str) -> tuple[str, bool]:
+        """TARGET resolved inside the guest's root through the mirror (RESOLVE_IN_ROOT, as
+        the executor will), and whether it is a directory."""
+        from . import detached
+        from .apply import guest_path_of, open_in_root
+        fd = open_in_root(rec.mirror, target)
+        try:
+            return guest_path_of(fd, rec.mirror), detached.is_dir_fd(fd)
+        finally:
+            os.close(fd)
 
     def mount(self, name: str, source: str, target: str, fstype: str | None = None,
               options: str | None = None, bind: bool = False,
-              guest_only: bool = False) -> None:
+              guest_only: bool = False) -> MountResult:
         require_root("mount")
         from .apply import Executor
+        from .ops import MountGuestOnly, MountInto
         self.record(name)       # no such guest: said before STATE is opened
         with StateLock(self.layout.state) as lock:
-            Executor(lock=lock).run(self.plan_mount(name, source, target, fstype, options,
-                                                    bind, guest_only))
+            ops = self.plan_mount(name, source, target, fstype, options, bind, guest_only)
+            Executor(lock=lock).run(ops)
+        op = next(o for o in ops if isinstance(o, (MountInto, MountGuestOnly)))
+        resolved = op.resolved if isinstance(op, MountInto) else op.target
+        return MountResult(name, source, target, resolved or target, guest_only,
+                           options or "")
 
     def plan_umount(self, name: str, target: str, lazy: bool = False) -> list[Op]:
         from . import guestonly
@@ -454,7 +525,7 @@ class Guests:
         through a mount: mirrors are detached first, then only empty directories go."""
         require_root("destroy")
         from .apply import Executor
-        from .plan import StopProcesses
+        from .ops import StopProcesses
         validate_name(name)
         if name not in guest_names(self.layout):   # said before STATE is opened
             raise UsageError(self.no_such(name))
@@ -483,22 +554,3 @@ def is_our_reaper(pid: int) -> bool:
     status = read_text(f"/proc/{pid}/status") or ""
     fields = parse_status(status)
     return fields.get("Name") == "mm-reaper" and parse_nspid(status)[-1:] == (1,)
-
-
-_FLAG_OPTS = {"ro": sc.MS_RDONLY, "nosuid": sc.MS_NOSUID, "nodev": sc.MS_NODEV,
-              "noexec": sc.MS_NOEXEC}
-
-
-def mount_options(options: str | None) -> tuple[int, str | None]:
-    """Split -o text into mount(2) flags and the filesystem's data string."""
-    flags, data = 0, []
-    for opt in (options or "").split(","):
-        if not opt:
-            continue
-        if opt in _FLAG_OPTS:
-            flags |= _FLAG_OPTS[opt]
-        elif opt == "rw":
-            continue
-        else:
-            data.append(opt)
-    return flags, ",".join(data) or None

@@ -28,7 +28,7 @@ from ..kernel import child
 from ..kernel import syscalls as sc
 from ..kernel.child import Child
 from .model import clone_flags
-from .plan import SpawnGuest, StartNursery
+from .ops import SpawnGuest, StartNursery
 from ..kernel.procfs import wait_gone
 
 NEWROOT = "/newroot"

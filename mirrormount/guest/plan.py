@@ -6,340 +6,18 @@ Nothing here touches the system.
 """
 from __future__ import annotations
 
-import json
 import shlex
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from ..errors import UsageError
 from ..kernel.mountinfo import MountTable, is_under
-from .model import KIND, CreateRequest, Layout, validate_name, validate_propagation
+from .model import CreateRequest, Layout, validate_name, validate_propagation
+from .mountopts import MountOptions
+from .ops import (Op, MakeDir, MountTmpfs, SetPropagation, RBind, StartNursery, SpawnGuest,
+                  WriteRecord, StopProcesses, ReleaseNsFile, Detach, Unmount, RemoveDir,
+                  RemoveFile, MountInto, MountGuestOnly, UmountIn, DropSelfBind, RecoverGuestOnly)
 from .owner import LABELS, layout_problems
 from .state import GuestRecord
-
-
-# ----------------------------------------------------------------------------- operations
-# Operations are frozen and never compared (eq=False): each method a dataclass generates
-# is compiled at import, and every CLI command that plans pays for it.
-@dataclass(frozen=True, eq=False)
-class Op:
-    """One step. ``why`` is printed beside the shell line: it says why, in propagation terms."""
-
-    why: str
-
-    def shell(self) -> list[str]:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True, eq=False)
-class MakeDir(Op):
-    path: str = ""
-
-    def shell(self) -> list[str]:
-        return [f"mkdir -p {shlex.quote(self.path)}"]
-
-
-@dataclass(frozen=True, eq=False)
-class MountTmpfs(Op):
-    path: str = ""
-    source: str = ""
-    options: str = "mode=0700"
-
-    def shell(self) -> list[str]:
-        return [f"mount -t tmpfs -o {self.options} {self.source} {shlex.quote(self.path)}"]
-
-
-@dataclass(frozen=True, eq=False)
-class SetPropagation(Op):
-    path: str = ""
-    flag: str = "private"        # private | shared | slave | unbindable
-    recursive: bool = False
-    undo_flag: str | None = None  # what to restore if a later step fails
-
-    def shell(self) -> list[str]:
-        r = "r" if self.recursive else ""
-        return [f"mount --make-{r}{self.flag} {shlex.quote(self.path)}"]
-
-
-@dataclass(frozen=True, eq=False)
-class RBind(Op):
-    source: str = ""
-    target: str = ""
-
-    def shell(self) -> list[str]:
-        return [f"mount --rbind {shlex.quote(self.source)} {shlex.quote(self.target)}"]
-
-
-@dataclass(frozen=True, eq=False)
-class StartNursery(Op):
-    """A persistent, nearly empty mount namespace held by an nsfs bind at ``holder``.
-    Guests are cloned from it, so a create copies ~1 mount instead of the whole host table."""
-
-    holder: str = ""
-    root: str = ""   # where its tmpfs is mounted, in the child's private copy only
-
-    def shell(self) -> list[str]:
-        q = shlex.quote
-        root = q(self.root)
-        inner = (f"mkdir -p {root}; mount -t tmpfs -o mode=0700,size=64k mirrormount-nursery "
-                 f"{root}; mkdir {root}/newroot {root}/old; cd {root}; pivot_root . old; "
-                 "umount -l /old; exec sleep infinity")
-        return [
-            f"touch {q(self.holder)}",
-            f"unshare --mount --propagation private sh -e -c {q(inner)} &",
-            "# bound from the host, so the nsfs file lands in the host's table",
-            f"mount --bind /proc/$!/ns/mnt {q(self.holder)}; kill $!",
-        ]
-
-
-@dataclass(frozen=True, eq=False)
-class SpawnGuest(Op):
-    """Fork a child that builds the guest's namespaces from the nursery; bind them to STATE."""
-
-    name: str = ""
-    mirror: str = ""
-    nursery: str = ""
-    ns_dir: str = ""
-    kinds: tuple[str, ...] = ("mnt",)
-    hostname: str | None = None
-    put_old: str = "mnt"  # an existing directory of the rootfs, used only during pivot_root
-
-    def shell(self) -> list[str]:
-        q = shlex.quote
-        flags = " ".join(KIND[k].unshare_opt for k in self.kinds)
-        old = f"/{self.put_old}"
-        steps = [
-            "# open_tree(MIRROR, OPEN_TREE_CLONE|AT_RECURSIVE) then move_mount(tree -> /newroot):",
-            "# a detached copy whose mounts are peers of the mirror; no shell equivalent, it is",
-            f"# what `mount --rbind {self.mirror} /newroot` would do from a namespace seeing both.",
-            "mount --rbind MIRROR_TREE /newroot",
-            f"# put_old must not be on a shared mount: a private self-bind of {old}, for a moment",
-            f"mount --bind /newroot{old} /newroot{old}",
-            f"mount --make-private /newroot{old}",
-            f"cd /newroot && pivot_root . {self.put_old}",
-            "cd /",
-            f"mount --make-rprivate {old}     # never let the detach propagate (findings §3)",
-            f"umount -l {old}                 # the nursery's tmpfs",
-            f"umount {old}                    # the self-bind; its host copy goes with it",
-        ]
-        if self.hostname:
-            steps.append(f"hostname {q(self.hostname)}")
-        if "pid" in self.kinds:
-            steps.append("mount -t proc proc /proc   # by the guest's PID 1 (mirrormount reaper)")
-        # Trailing comments explain each step here but must not reach `sh -c`, where the
-        # first '#' would swallow every later step.
-        inner = "; ".join(s.split("  #")[0].rstrip() for s in steps if not s.startswith("#"))
-        lines = [f"# guest {self.name}: " + s[2:] for s in steps if s.startswith("#")]
-        lines.append(f"nsenter --mount={q(self.nursery)} unshare {flags} "
-                     f"--propagation unchanged sh -e -c {q(inner)} &")
-        for kind in self.kinds:
-            # with --fork, $! is unshare itself: its children are in the new pid namespace
-            src = "pid_for_children" if kind == "pid" else kind
-            lines.append(f"touch {q(self.ns_dir)}/{kind}; "
-                         f"mount --bind /proc/$!/ns/{src} {q(self.ns_dir)}/{kind}")
-        return lines
-
-
-@dataclass(frozen=True, eq=False)
-class WriteRecord(Op):
-    """The guest's record, whole: everything it holds is known when planning, so it travels
-    here and nothing fills it in later. ``previous`` is what to restore on rollback (None:
-    there was no record, so rollback removes it)."""
-
-    path: str = ""
-    record: dict = field(default_factory=dict, hash=False, compare=False)
-    previous: dict | None = field(default=None, hash=False, compare=False)
-
-    def shell(self) -> list[str]:
-        q = shlex.quote
-        text = json.dumps(self.record, sort_keys=True)
-        return [f"printf '%s\\n' {q(text)} > {q(self.path)}.tmp && "
-                f"mv {q(self.path)}.tmp {q(self.path)}"]
-
-
-# ----------------------------------------------------------------------------- teardown
-# destroy's steps undo nothing: a detached mirror cannot be put back. Each is idempotent
-# instead, so a destroy that failed or was killed midway is completed by the next one.
-@dataclass(frozen=True, eq=False)
-class StopProcesses(Op):
-    pids: tuple[int, ...] = ()
-    grace: float = 0.0          # seconds between TERM and KILL; 0: KILL at once
-
-    def shell(self) -> list[str]:
-        pids = " ".join(map(str, self.pids))
-        if self.grace > 0:
-            return [f"kill -TERM {pids}; sleep {self.grace:g}; kill -KILL {pids}"]
-        return [f"kill -KILL {pids}"]
-
-
-@dataclass(frozen=True, eq=False)
-class ReleaseNsFile(Op):
-    path: str = ""
-
-    def shell(self) -> list[str]:
-        return [f"umount -l {shlex.quote(self.path)}; rm -f {shlex.quote(self.path)}"]
-
-
-@dataclass(frozen=True, eq=False)
-class Detach(Op):
-    """Private first, then detach: a detach of a shared tree would propagate the unmount
-    into every peer (kernel-findings §3), i.e. into the guest."""
-
-    path: str = ""
-
-    def shell(self) -> list[str]:
-        q = shlex.quote(self.path)
-        return [f"mount --make-rprivate {q}", f"umount -l {q}"]
-
-
-@dataclass(frozen=True, eq=False)
-class Unmount(Op):
-    """Unmount BASE or STATE, only while it is still mirrormount's tmpfs (``label``)."""
-
-    path: str = ""
-    label: str = ""
-
-    def shell(self) -> list[str]:
-        q = shlex.quote
-        return [f"findmnt -n -o SOURCE {q(self.path)} | grep -qx {q(self.label)} && "
-                f"umount -l {q(self.path)}"]
-
-
-@dataclass(frozen=True, eq=False)
-class RemoveDir(Op):
-    """rmdir, never rm -r: a directory that still holds files (or a mount) stays."""
-
-    path: str = ""
-
-    def shell(self) -> list[str]:
-        return [f"rmdir {shlex.quote(self.path)}"]
-
-
-@dataclass(frozen=True, eq=False)
-class RemoveFile(Op):
-    path: str = ""
-
-    def shell(self) -> list[str]:
-        return [f"rm -f {shlex.quote(self.path)}"]
-
-
-# ----------------------------------------------------------------------------- mounts
-@dataclass(frozen=True, eq=False)
-class MountInto(Op):
-    """A mount on the host side of the mirror, at TARGET resolved inside the guest's root
-    (openat2 RESOLVE_IN_ROOT, so a guest symlink cannot lead out). The mirror's mounts are
-    shared with the guest's, so it appears in the guest at TARGET; its undo detaches it
-    without making it private first, so the unmount reaches the guest's copy too."""
-
-    name: str = ""
-    mirror: str = ""
-    target: str = ""            # guest path
-    source: str = ""
-    fstype: str | None = None
-    flags: int = 0
-    data: str | None = None
-    bind: bool = False
-    options: str | None = None  # as typed, for the shell line
-
-    def shell(self) -> list[str]:
-        q = shlex.quote
-        where = q(self.mirror.rstrip("/") + "/" + self.target.lstrip("/"))
-        opts = f" -o {q(self.options)}" if self.options else ""
-        kind = "--bind" if self.bind else f"-t {q(self.fstype or 'auto')}"
-        return [f"# TARGET is resolved inside the guest's root: guest symlinks stay inside",
-                f"mount {kind}{opts} {q(self.source)} {where}"]
-
-
-@dataclass(frozen=True, eq=False)
-class MountGuestOnly(Op):
-    """A mount the host mirror never sees (guest/guestonly.py explains each step)."""
-
-    name: str = ""
-    mirror: str = ""
-    holder: str = ""            # the guest's mnt nsfs file
-    scratch: str = ""           # a private scratch dir inside STATE for a new filesystem
-    target: str = ""            # guest path, as resolved in the guest
-    source: str = ""
-    fstype: str | None = None
-    flags: int = 0
-    data: str | None = None
-    bind: bool = False
-    options: str | None = None
-
-    def shell(self) -> list[str]:
-        q = shlex.quote
-        t = q(self.target)
-        opts = f" -o {q(self.options)}" if self.options else ""
-        made = (f"mount --bind{opts} {q(self.source)}" if self.bind
-                else f"mount -t {q(self.fstype or 'auto')}{opts} {q(self.source)}")
-        host = q(self.mirror.rstrip("/") + self.target)
-        return [f"# 1. host: the filesystem as a detached, private tree ({made})",
-                f"nsenter --mount={q(self.holder)} sh -e -c "
-                + q(f"mount --bind {t} {t}; mount --make-private {t}; "
-                    f"# 2. attach the tree on the private self-bind: nothing propagates"),
-                f"umount -l {host}    # 3. its copy on the host; the guest keeps the mount"]
-
-
-@dataclass(frozen=True, eq=False)
-class UmountIn(Op):
-    """Unmount a guest path from inside the guest's namespace; the mirror follows by
-    propagation. EBUSY is reported as busy (exit 3)."""
-
-    name: str = ""
-    holder: str = ""
-    target: str = ""
-    lazy: bool = False
-    # A guest-only path still in the record: if it is no mount point any more (a call
-    # killed after unmounting), the step is done already and only the record is left.
-    gone_ok: bool = False
-
-    def shell(self) -> list[str]:
-        q = shlex.quote
-        return [f"nsenter --mount={q(self.holder)} umount {'-l ' if self.lazy else ''}"
-                f"{q(self.target)}" + ("   # done already if no mount is there"
-                                       if self.gone_ok else "")]
-
-
-@dataclass(frozen=True, eq=False)
-class DropSelfBind(Op):
-    """After unmounting a guest-only mount: remove the private self-bind it stood on, if a
-    kernel left it (guestonly.py, step 3)."""
-
-    holder: str = ""
-    target: str = ""
-
-    def shell(self) -> list[str]:
-        q = shlex.quote
-        return [f"nsenter --mount={q(self.holder)} umount -l {q(self.target)}"
-                "   # only if the top mount there is the private self-bind"]
-
-
-@dataclass(frozen=True, eq=False)
-class RecoverGuestOnly(Op):
-    """Before a guest-only mount: clean up one that was killed midway (the record's
-    ``pending`` entry), so the new one starts from the table as it was before that one."""
-
-    holder: str = ""
-    mirror: str = ""
-    scratch: str = ""
-    pending: dict = field(default_factory=dict, hash=False, compare=False)
-
-    def shell(self) -> list[str]:
-        q = shlex.quote
-        path = str(self.pending.get("path", ""))
-        return [f"umount -l {q(self.scratch)}; rmdir {q(self.scratch)}   # if left",
-                f"nsenter --mount={q(self.holder)} umount -l {q(path)}"
-                "   # each private mount stacked there by the interrupted call",
-                f"umount -l {q(self.mirror.rstrip('/') + path)}"
-                "   # its empty self-bind in the mirror, if left"]
-
-
-def render(ops: list[Op]) -> str:
-    """The dry-run text: each operation's shell lines, the reason as a trailing comment."""
-    out = []
-    for number, op in enumerate(ops, start=1):
-        out.append(f"# step {number}: {op.why}")
-        out.extend(op.shell())
-    return "\n".join(out) + "\n"
 
 
 # ----------------------------------------------------------------------------- planners
@@ -531,25 +209,25 @@ def plan_unbase(layout: Layout) -> list[Op]:
 
 # ----------------------------------------------------------------------------- mount/umount
 def plan_mount(rec: GuestRecord, layout: Layout, source: str, target: str,
-               fstype: str | None, flags: int, data: str | None, bind: bool,
-               options: str | None, guest_only: bool = False,
-               resolved: str | None = None, under: tuple[int, int] = (0, 0)) -> list[Op]:
-    """One mount into a guest. A guest-only mount also records its path, as resolved in the
-    guest (``resolved``), in the guest's record. ``under``: the ids of the mounts on top of
-    that path now, in the guest and in the mirror: the record marks the mount as pending
+               fstype: str | None, opts: MountOptions, bind: bool,
+               guest_only: bool = False, resolved: str | None = None,
+               under: tuple[int, int] = (0, 0)) -> list[Op]:
+    """One mount into a guest; ``opts`` is the parsed -o (mountopts.parse). ``resolved`` is
+    TARGET as the kernel resolved it in the guest (symlinks followed); a guest-only mount
+    records it in the guest's record. ``under``: the ids of the mounts on top of that path
+    now, in the guest and in the mirror: the record marks a guest-only mount as pending
     with them first, so whatever a kill leaves above them is known to be ours."""
     if not guest_only:
         return [MountInto("mount through the mirror: BASE/NAME and the guest are one peer "
                           "group, so the mount appears on both sides", rec.name, rec.mirror,
-                          target, source, fstype, flags, data, bind, options)]
+                          target, source, fstype, opts, bind, resolved or "")]
     path = resolved or target
     holder = layout.ns_file(rec.name, "mnt")
-    scratch = f"{layout.state.rstrip('/')}/.guest-only.{rec.name}"
     ops: list[Op] = []
     if rec.pending:
         ops.append(RecoverGuestOnly("an earlier guest-only mount was interrupted: take away "
                                     "what it left (private, so nothing else is touched)",
-                                    holder, rec.mirror, scratch, rec.pending))
+                                    holder, rec.mirror, rec.pending))
         if rec.pending.get("path") == path:     # ids measured before the leftovers came
             under = (int(rec.pending.get("guest_under", 0)),
                      int(rec.pending.get("host_under", 0)))
@@ -563,8 +241,7 @@ def plan_mount(rec: GuestRecord, layout: Layout, source: str, target: str,
                     "cleaned up by the next call", record, started.to_json(), rec.to_json()),
         MountGuestOnly("a mount in the guest only: on a private self-bind, so nothing "
                        "propagates to the host, which keeps nothing to pin",
-                       rec.name, rec.mirror, holder, scratch, path, source, fstype, flags,
-                       data, bind, options),
+                       rec.name, rec.mirror, holder, path, source, fstype, opts, bind),
         WriteRecord("remember the guest-only path in the record", record, done.to_json(),
                     started.to_json()),
     ]

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from ..errors import UsageError
 from .model import (DEFAULT_PROPAGATION, CreateRequest, printable, validate_hostname,
                     validate_kinds, validate_propagation)
+from .mountopts import parse as parse_options
 
 GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation"}
 MOUNT_KEYS = {"source", "target", "type", "options", "bind", "guest_only"}
@@ -126,7 +127,14 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
         fstype = _str(m, "type", where)
         if bind == (fstype is not None):
             raise UsageError(f"{where}: give either type = \"...\" or bind = true")
-        mounts.append(RecipeMount(source, target, fstype, _str(m, "options", where), bind,
+        options = _str(m, "options", where)
+        try:
+            # Refused options are known before any guest is made (the filesystem's own
+            # options are judged by the kernel when the mount is made).
+            parse_options(options, bind=bind)
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+        mounts.append(RecipeMount(source, target, fstype, options, bind,
                                   _bool(m, "guest_only", where)))
     return Recipe(rootfs=_str(guest, "rootfs", f"{origin} [guest]", "/") or "/",
                   hostname=hostname, kinds=kinds, propagation=propagation,

@@ -159,31 +159,84 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
+# Per-mount attributes (include/uapi/linux/mount.h; mount_setattr(2), fsmount(2)). The atime
+# setting is not a bit but a 3-valued field under MOUNT_ATTR__ATIME: to change it, put the
+# mask in attr_clr and exactly one of RELATIME (0), NOATIME, STRICTATIME in attr_set.
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
-
-
-# mount(2) flags and the mount_setattr(2) attributes that mean the same per-mount thing.
-_MS_TO_ATTR = ((MS_RDONLY, MOUNT_ATTR_RDONLY), (MS_NOSUID, MOUNT_ATTR_NOSUID),
-               (MS_NODEV, MOUNT_ATTR_NODEV), (MS_NOEXEC, MOUNT_ATTR_NOEXEC))
-
-
-def mount_attrs(ms_flags: int) -> int:
-    """MOUNT_ATTR_* bits for the per-mount MS_* flags in ms_flags (ro, nosuid, nodev, noexec)."""
-    return sum(attr for ms, attr in _MS_TO_ATTR if ms_flags & ms)
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000     # Linux 5.14+
 
 
 def mount_setattr(path: str, propagation: int, recursive: bool = True,
-                  dirfd: int = AT_FDCWD, flags: int = 0, attr_set: int = 0) -> None:
-    """mount_setattr(2): propagation and/or MOUNT_ATTR_* flags, possibly of a detached tree
-    (dirfd + "" + AT_EMPTY_PATH)."""
-    attr = _MountAttr(attr_set, 0, propagation, 0)
+                  dirfd: int = AT_FDCWD, flags: int = 0, attr_set: int = 0,
+                  attr_clr: int = 0) -> None:
+    """mount_setattr(2): propagation and/or MOUNT_ATTR_* flags set and cleared, possibly of a
+    detached tree (dirfd + "" + AT_EMPTY_PATH)."""
+    attr = _MountAttr(attr_set, attr_clr, propagation, 0)
     at = flags | (AT_RECURSIVE if recursive else 0)
     _check(_libc.syscall(_nr("mount_setattr"), ctypes.c_int(dirfd), _b(path), ctypes.c_uint(at),
                          ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
            "mount_setattr", path)
+
+
+# fsopen(2) / fsconfig(2) / fsmount(2), Linux 5.2+: a filesystem is configured in a context
+# fd, option by option, and only then created and handed back as a detached mount. The kernel
+# refuses a bad option at the fsconfig call that sets it, before anything exists.
+FSOPEN_CLOEXEC = 0x1
+FSCONFIG_SET_FLAG = 0        # key only ("ro", "sync", a filesystem's flag option)
+FSCONFIG_SET_STRING = 1      # key=value ("source", "size=1m")
+FSCONFIG_CMD_CREATE = 6      # create (or find) the superblock
+FSMOUNT_CLOEXEC = 0x1
+
+
+def fsopen(fstype: str) -> int:
+    """fsopen(2): a filesystem context for `fstype`. ENODEV: the kernel knows no such type."""
+    return _check(_libc.syscall(_nr("fsopen"), _b(fstype), ctypes.c_uint(FSOPEN_CLOEXEC)),
+                  "fsopen", fstype)
+
+
+def fs_messages(fd: int) -> list[str]:
+    """What the kernel logged into a filesystem context (Documentation/filesystems/mount_api
+    .rst, "Error handling"): one message per read(), "e "/"w "/"i " then the text, until
+    ENODATA. Without the prefix; [] when there is nothing (or the fd is not a context)."""
+    out: list[str] = []
+    for _ in range(64):        # the kernel keeps at most 8; a bound in case of a surprise
+        try:
+            raw = os.read(fd, 4096)
+        except OSError:
+            break              # ENODATA: nothing more
+        if not raw:
+            break
+        text = os.fsdecode(raw).strip()
+        out.append(text[2:] if text[1:2] == " " and text[:1] in "ewi" else text)
+    return out
+
+
+def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | None = None,
+             what: str = "") -> None:
+    """fsconfig(2). On failure, the KernelError (op "fsconfig", path `what` or the key) carries
+    the filesystem's own words in ``detail`` ("tmpfs: Unknown parameter 'x'")."""
+    ret = _libc.syscall(_nr("fsconfig"), ctypes.c_int(fd), ctypes.c_uint(cmd), _b(key),
+                        _b(value), ctypes.c_int(0))
+    if ret == -1:
+        err = KernelError(ctypes.get_errno(), "fsconfig", what or key or None)
+        err.detail = "; ".join(fs_messages(fd)) or None
+        raise err
+
+
+def fsmount(fd: int, attr_flags: int = 0) -> int:
+    """fsmount(2): the created filesystem as a detached mount (an O_PATH-like fd), attached
+    nowhere until move_mount. attr_flags: MOUNT_ATTR_* for that mount."""
+    return _check(_libc.syscall(_nr("fsmount"), ctypes.c_int(fd),
+                                ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attr_flags)),
+                  "fsmount")
 
 
 class _OpenHow(ctypes.Structure):

@@ -1,0 +1,365 @@
+"""The operations a plan is made of: each a frozen dataclass that says why (in propagation
+terms) and how (``shell()``: the equivalent mount(8)/unshare(1)/nsenter(1) lines that
+``--dry-run`` prints). ``plan.py`` builds lists of them, ``apply.py`` carries them out.
+Nothing here touches the system.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import shlex
+from dataclasses import dataclass, field
+
+from .model import KIND
+from .mountopts import MountOptions
+
+
+# ----------------------------------------------------------------------------- operations
+# Operations are frozen and never compared (eq=False): each method a dataclass generates
+# is compiled at import, and every CLI command that plans pays for it.
+@dataclass(frozen=True, eq=False)
+class Op:
+    """One step. ``why`` is printed beside the shell line: it says why, in propagation terms."""
+
+    why: str
+
+    def shell(self) -> list[str]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, eq=False)
+class MakeDir(Op):
+    path: str = ""
+
+    def shell(self) -> list[str]:
+        return [f"mkdir -p {shlex.quote(self.path)}"]
+
+
+@dataclass(frozen=True, eq=False)
+class MountTmpfs(Op):
+    path: str = ""
+    source: str = ""
+    options: str = "mode=0700"
+
+    def shell(self) -> list[str]:
+        return [f"mount -t tmpfs -o {self.options} {self.source} {shlex.quote(self.path)}"]
+
+
+@dataclass(frozen=True, eq=False)
+class SetPropagation(Op):
+    path: str = ""
+    flag: str = "private"        # private | shared | slave | unbindable
+    recursive: bool = False
+    undo_flag: str | None = None  # what to restore if a later step fails
+
+    def shell(self) -> list[str]:
+        r = "r" if self.recursive else ""
+        return [f"mount --make-{r}{self.flag} {shlex.quote(self.path)}"]
+
+
+@dataclass(frozen=True, eq=False)
+class RBind(Op):
+    source: str = ""
+    target: str = ""
+
+    def shell(self) -> list[str]:
+        return [f"mount --rbind {shlex.quote(self.source)} {shlex.quote(self.target)}"]
+
+
+@dataclass(frozen=True, eq=False)
+class StartNursery(Op):
+    """A persistent, nearly empty mount namespace held by an nsfs bind at ``holder``.
+    Guests are cloned from it, so a create copies ~1 mount instead of the whole host table."""
+
+    holder: str = ""
+    root: str = ""   # where its tmpfs is mounted, in the child's private copy only
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        root = q(self.root)
+        inner = (f"mkdir -p {root}; mount -t tmpfs -o mode=0700,size=64k mirrormount-nursery "
+                 f"{root}; mkdir {root}/newroot {root}/old; cd {root}; pivot_root . old; "
+                 "umount -l /old; exec sleep infinity")
+        return [
+            f"touch {q(self.holder)}",
+            f"unshare --mount --propagation private sh -e -c {q(inner)} &",
+            "# bound from the host, so the nsfs file lands in the host's table",
+            f"mount --bind /proc/$!/ns/mnt {q(self.holder)}; kill $!",
+        ]
+
+
+@dataclass(frozen=True, eq=False)
+class SpawnGuest(Op):
+    """Fork a child that builds the guest's namespaces from the nursery; bind them to STATE."""
+
+    name: str = ""
+    mirror: str = ""
+    nursery: str = ""
+    ns_dir: str = ""
+    kinds: tuple[str, ...] = ("mnt",)
+    hostname: str | None = None
+    put_old: str = "mnt"  # an existing directory of the rootfs, used only during pivot_root
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        flags = " ".join(KIND[k].unshare_opt for k in self.kinds)
+        old = f"/{self.put_old}"
+        steps = [
+            "# open_tree(MIRROR, OPEN_TREE_CLONE|AT_RECURSIVE) then move_mount(tree -> /newroot):",
+            "# a detached copy whose mounts are peers of the mirror; no shell equivalent, it is",
+            f"# what `mount --rbind {self.mirror} /newroot` would do from a namespace seeing both.",
+            "mount --rbind MIRROR_TREE /newroot",
+            f"# put_old must not be on a shared mount: a private self-bind of {old}, for a moment",
+            f"mount --bind /newroot{old} /newroot{old}",
+            f"mount --make-private /newroot{old}",
+            f"cd /newroot && pivot_root . {self.put_old}",
+            "cd /",
+            f"mount --make-rprivate {old}     # never let the detach propagate (findings §3)",
+            f"umount -l {old}                 # the nursery's tmpfs",
+            f"umount {old}                    # the self-bind; its host copy goes with it",
+        ]
+        if self.hostname:
+            steps.append(f"hostname {q(self.hostname)}")
+        if "pid" in self.kinds:
+            steps.append("mount -t proc proc /proc   # by the guest's PID 1 (mirrormount reaper)")
+        # Trailing comments explain each step here but must not reach `sh -c`, where the
+        # first '#' would swallow every later step.
+        inner = "; ".join(s.split("  #")[0].rstrip() for s in steps if not s.startswith("#"))
+        lines = [f"# guest {self.name}: " + s[2:] for s in steps if s.startswith("#")]
+        lines.append(f"nsenter --mount={q(self.nursery)} unshare {flags} "
+                     f"--propagation unchanged sh -e -c {q(inner)} &")
+        for kind in self.kinds:
+            # with --fork, $! is unshare itself: its children are in the new pid namespace
+            src = "pid_for_children" if kind == "pid" else kind
+            lines.append(f"touch {q(self.ns_dir)}/{kind}; "
+                         f"mount --bind /proc/$!/ns/{src} {q(self.ns_dir)}/{kind}")
+        return lines
+
+
+@dataclass(frozen=True, eq=False)
+class WriteRecord(Op):
+    """The guest's record, whole: everything it holds is known when planning, so it travels
+    here and nothing fills it in later. ``previous`` is what to restore on rollback (None:
+    there was no record, so rollback removes it)."""
+
+    path: str = ""
+    record: dict = field(default_factory=dict, hash=False, compare=False)
+    previous: dict | None = field(default=None, hash=False, compare=False)
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        text = json.dumps(self.record, sort_keys=True)
+        return [f"printf '%s\\n' {q(text)} > {q(self.path)}.tmp && "
+                f"mv {q(self.path)}.tmp {q(self.path)}"]
+
+
+# ----------------------------------------------------------------------------- teardown
+# destroy's steps undo nothing: a detached mirror cannot be put back. Each is idempotent
+# instead, so a destroy that failed or was killed midway is completed by the next one.
+@dataclass(frozen=True, eq=False)
+class StopProcesses(Op):
+    pids: tuple[int, ...] = ()
+    grace: float = 0.0          # seconds between TERM and KILL; 0: KILL at once
+
+    def shell(self) -> list[str]:
+        pids = " ".join(map(str, self.pids))
+        if self.grace > 0:
+            return [f"kill -TERM {pids}; sleep {self.grace:g}; kill -KILL {pids}"]
+        return [f"kill -KILL {pids}"]
+
+
+@dataclass(frozen=True, eq=False)
+class ReleaseNsFile(Op):
+    path: str = ""
+
+    def shell(self) -> list[str]:
+        return [f"umount -l {shlex.quote(self.path)}; rm -f {shlex.quote(self.path)}"]
+
+
+@dataclass(frozen=True, eq=False)
+class Detach(Op):
+    """Private first, then detach: a detach of a shared tree would propagate the unmount
+    into every peer (kernel-findings §3), i.e. into the guest."""
+
+    path: str = ""
+
+    def shell(self) -> list[str]:
+        q = shlex.quote(self.path)
+        return [f"mount --make-rprivate {q}", f"umount -l {q}"]
+
+
+@dataclass(frozen=True, eq=False)
+class Unmount(Op):
+    """Unmount BASE or STATE, only while it is still mirrormount's tmpfs (``label``)."""
+
+    path: str = ""
+    label: str = ""
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        return [f"findmnt -n -o SOURCE {q(self.path)} | grep -qx {q(self.label)} && "
+                f"umount -l {q(self.path)}"]
+
+
+@dataclass(frozen=True, eq=False)
+class RemoveDir(Op):
+    """rmdir, never rm -r: a directory that still holds files (or a mount) stays."""
+
+    path: str = ""
+
+    def shell(self) -> list[str]:
+        return [f"rmdir {shlex.quote(self.path)}"]
+
+
+@dataclass(frozen=True, eq=False)
+class RemoveFile(Op):
+    path: str = ""
+
+    def shell(self) -> list[str]:
+        return [f"rm -f {shlex.quote(self.path)}"]
+
+
+# ----------------------------------------------------------------------------- mounts
+def _mount_command(source: str, fstype: str | None, opts: MountOptions, bind: bool,
+                   where: str | None = None) -> str:
+    """The mount(8) command that makes the same mount, options as typed (``where``: the
+    target, already quoted; None to leave it out)."""
+    q = shlex.quote
+    words = ["mount", "--bind" if bind else f"-t {q(fstype or 'auto')}"]
+    if opts.typed:
+        words.append(f"-o {q(opts.typed)}")
+    words.append(q(source))
+    if where is not None:
+        words.append(where)
+    return " ".join(words)
+
+
+def _how(fstype: str | None, opts: MountOptions, bind: bool) -> str:
+    """What the executor really calls (detached.py), for the comment above the command."""
+    made = ("open_tree(SOURCE, OPEN_TREE_CLONE)" if bind else
+            f"fsopen({fstype}) + fsconfig(source{''.join(', ' + k for k in opts.sb_flags)}"
+            f"{''.join(', ' + k for k, _ in opts.fs_params)}) + fsmount")
+    return (f"# {made}, then mount_setattr(attributes, private) on the detached tree: the "
+            "kernel judges every option before anything is attached")
+
+
+@dataclass(frozen=True, eq=False)
+class MountInto(Op):
+    """A mount on the host side of the mirror, at TARGET resolved inside the guest's root
+    (openat2 RESOLVE_IN_ROOT, so a guest symlink cannot lead out). Built whole as a detached,
+    private tree first (detached.py), then attached under the mirror, whose mounts are shared
+    with the guest's: it gets a peer group of its own with its copy in the guest, at TARGET.
+    Its undo detaches it without making it private first, so the unmount reaches the guest's
+    copy too."""
+
+    name: str = ""
+    mirror: str = ""
+    target: str = ""            # guest path, as typed
+    source: str = ""
+    fstype: str | None = None
+    opts: MountOptions = field(default_factory=MountOptions)
+    bind: bool = False
+    resolved: str = ""          # guest path, as the kernel resolved it when planning
+
+    def shell(self) -> list[str]:
+        path = self.resolved or self.target
+        where = shlex.quote(self.mirror.rstrip("/") + "/" + path.lstrip("/"))
+        lines = ["# TARGET is resolved inside the guest's root: guest symlinks stay inside",
+                 _how(self.fstype, self.opts, self.bind)]
+        cmd = _mount_command(self.source, self.fstype, self.opts, self.bind, where)
+        if self.resolved and self.resolved != typed_path(self.target):
+            cmd += f"    # typed {self.target}: a symlink in the guest"
+        return lines + [cmd]
+
+
+def typed_path(target: str) -> str:
+    """TARGET as typed, made absolute and lexically normal: what it names if no symlink is
+    in the way."""
+    return posixpath.normpath("/" + target.lstrip("/"))
+
+
+@dataclass(frozen=True, eq=False)
+class MountGuestOnly(Op):
+    """A mount the host mirror never sees (guest/guestonly.py explains each step)."""
+
+    name: str = ""
+    mirror: str = ""
+    holder: str = ""            # the guest's mnt nsfs file
+    target: str = ""            # guest path, as resolved in the guest
+    source: str = ""
+    fstype: str | None = None
+    opts: MountOptions = field(default_factory=MountOptions)
+    bind: bool = False
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        t = q(self.target)
+        made = _mount_command(self.source, self.fstype, self.opts, self.bind)
+        host = q(self.mirror.rstrip("/") + self.target)
+        return [f"# 1. host: the filesystem as a detached, private tree ({made})",
+                _how(self.fstype, self.opts, self.bind),
+                f"nsenter --mount={q(self.holder)} sh -e -c "
+                + q(f"mount --bind {t} {t}; mount --make-private {t}; "
+                    f"# 2. attach the tree on the private self-bind: nothing propagates"),
+                f"umount -l {host}    # 3. its copy on the host; the guest keeps the mount"]
+
+
+@dataclass(frozen=True, eq=False)
+class UmountIn(Op):
+    """Unmount a guest path from inside the guest's namespace; the mirror follows by
+    propagation. EBUSY is reported as busy (exit 3)."""
+
+    name: str = ""
+    holder: str = ""
+    target: str = ""
+    lazy: bool = False
+    # A guest-only path still in the record: if it is no mount point any more (a call
+    # killed after unmounting), the step is done already and only the record is left.
+    gone_ok: bool = False
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        return [f"nsenter --mount={q(self.holder)} umount {'-l ' if self.lazy else ''}"
+                f"{q(self.target)}" + ("   # done already if no mount is there"
+                                       if self.gone_ok else "")]
+
+
+@dataclass(frozen=True, eq=False)
+class DropSelfBind(Op):
+    """After unmounting a guest-only mount: remove the private self-bind it stood on, if a
+    kernel left it (guestonly.py, step 3)."""
+
+    holder: str = ""
+    target: str = ""
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        return [f"nsenter --mount={q(self.holder)} umount -l {q(self.target)}"
+                "   # only if the top mount there is the private self-bind"]
+
+
+@dataclass(frozen=True, eq=False)
+class RecoverGuestOnly(Op):
+    """Before a guest-only mount: clean up one that was killed midway (the record's
+    ``pending`` entry), so the new one starts from the table as it was before that one."""
+
+    holder: str = ""
+    mirror: str = ""
+    pending: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def shell(self) -> list[str]:
+        q = shlex.quote
+        path = str(self.pending.get("path", ""))
+        return [f"nsenter --mount={q(self.holder)} umount -l {q(path)}"
+                "   # each private mount stacked there by the interrupted call",
+                f"umount -l {q(self.mirror.rstrip('/') + path)}"
+                "   # its empty self-bind in the mirror, if left"]
+
+
+def render(ops: list[Op]) -> str:
+    """The dry-run text: each operation's shell lines, the reason as a trailing comment."""
+    out = []
+    for number, op in enumerate(ops, start=1):
+        out.append(f"# step {number}: {op.why}")
+        out.extend(op.shell())
+    return "\n".join(out) + "\n"
