@@ -173,12 +173,13 @@ def test_host_is_a_reserved_name(sandbox, verb):
 
 
 # ---------------------------------------------------------------- 6. nested guests
-def test_nested_guest_status_is_honest_and_leaves_nothing(sandbox):
+@pytest.mark.parametrize("kinds", [(), ("--ns", "pid")])
+def test_nested_guest_status_is_honest_and_leaves_nothing(sandbox, kinds):
     """mirrormount run inside a guest: the nested guest is intact in the guest, the host's
     status of the outer guest does not count the nested BASE/STATE's private mounts as
     problems, and once the nested guest is gone nothing of it is left on the host."""
     sb = sandbox
-    ok(sb.mm("create", "c1", "--ns", "pid"))
+    ok(sb.mm("create", "c1", *kinds))
     before = sb.mountinfo()
     inner = ("exec", "c1", "--", sys.executable, "-m", "mirrormount")
     ok(sb.mm(*inner, "create", "n1"))
