@@ -9,11 +9,13 @@ timed out is killed where it runs (an nsenter killed from outside would leave it
 from __future__ import annotations
 
 import json
+import select
 import sys
 import time
 
 import pytest
 
+from conftest import q
 from test_faults import leftover_processes
 
 NAMES = [f"s{i}" for i in range(8)]
@@ -160,3 +162,91 @@ def test_sixteen_parallel_callers_on_eight_names(sandbox):
     assert world(sandbox) == base
     assert leftover_processes(sandbox) == []
 
+
+# ---------------------------------------------------------------- races, made wide
+# Runs inside the sandbox: one create or destroy through the library, slowed down right after
+# the kernel call that attaches or detaches SLOW_AT (mount, move_mount or umount2 there): it
+# prints "reached" and sleeps, so the test can start a second caller inside that window.
+SLOW = r"""
+import os, sys, time
+from mirrormount.guest.guests import Guests
+from mirrormount.guest.model import CreateRequest, Layout
+from mirrormount.kernel import syscalls as sc
+verb, name, at = sys.argv[1:4]
+
+def slowed(real, target_arg, attaches=lambda args: True):
+    def call(*args, **kw):
+        out = real(*args, **kw)
+        if args[target_arg] == at and attaches(args):
+            print("reached", flush=True)
+            time.sleep(1.5)
+        return out
+    return call
+
+# mount(2) with no source only changes propagation: that attaches nothing
+sc.mount = slowed(sc.mount, 1, lambda args: args[0] is not None)
+sc.move_mount = slowed(sc.move_mount, 3)
+sc.umount2 = slowed(sc.umount2, 0)
+g = Guests(Layout())
+if verb == "create":
+    g.create(g.validate_create(CreateRequest(name)))
+else:
+    g.destroy(name)
+print("done", flush=True)
+"""
+
+
+def slow_call(sb, verb: str, name: str, at: str):
+    """Start SLOW and wait until it reached `at`; returns the running process."""
+    p = sb.popen(f"exec {sys.executable} -c {q(SLOW)} {verb} {name} {q(at)}")
+    assert select.select([p.stdout], [], [], 30)[0], "the slowed call never started"
+    line = p.stdout.readline()
+    if line != "reached\n":
+        p.wait(timeout=60)
+        raise AssertionError(f"the slowed call ended early: {line!r} {p.stderr.read()}")
+    return p
+
+
+def finish(p) -> str:
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and out == "done\n", (p.returncode, out, err)
+    return out
+
+
+def test_create_racing_the_first_create_waits_for_it(sandbox):
+    """The first create mounts STATE's tmpfs over the directory it holds the lock on. A
+    second create that arrives as the tmpfs appears opens the new directory: it must find
+    it locked already, wait, and then see the guest ("already exists"), not build a second
+    one beside it, whose failure would take the first one's BASE and STATE away."""
+    base = world(sandbox)
+    p = slow_call(sandbox, "create", "c1", "/run/mirrormount")
+    r = sandbox.mm("create", "c1", timeout=CALL_TIMEOUT)
+    finish(p)
+    assert r.returncode == 2 and "already exists" in r.stderr, (r.returncode, r.stderr)
+    assert [g["name"] for g in sandbox.mm("--json", "list").json] == ["c1"]
+    assert sandbox.mm("--json", "status", "c1").json["mirror_intact"] is True
+    assert sandbox.mm("destroy", "c1").returncode == 0
+    assert world(sandbox) == base
+    assert leftover_processes(sandbox) == []
+
+
+@pytest.mark.parametrize("at", ["/container", "/run/mirrormount"],
+                         ids=["after-BASE", "after-STATE"])
+def test_create_racing_the_last_destroy_builds_afresh(sandbox, at):
+    """The last destroy unmounts BASE, then STATE, holding the lock on STATE's tmpfs. A
+    create arriving after BASE went waits on that tmpfs, and once it is gone locks the
+    directory beneath and sets BASE, STATE and the nursery up again. One arriving after
+    STATE went locks that directory at once, while the destroy has nothing left to do."""
+    base = world(sandbox)
+    assert sandbox.mm("create", "c1").returncode == 0
+    p = slow_call(sandbox, "destroy", "c1", at)
+    r = sandbox.mm("create", "c2", timeout=CALL_TIMEOUT)
+    finish(p)
+    assert r.returncode == 0, r.stderr
+    assert [g["name"] for g in sandbox.mm("--json", "list").json] == ["c2"]
+    assert sandbox.mm("--json", "status", "c2").json["mirror_intact"] is True
+    assert sandbox.sh("mountpoint -q /container && mountpoint -q /run/mirrormount "
+                      "&& test -e /run/mirrormount/.nursery/mnt", check=False).returncode == 0
+    assert sandbox.mm("destroy", "c2").returncode == 0
+    assert world(sandbox) == base
+    assert leftover_processes(sandbox) == []

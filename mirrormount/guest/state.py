@@ -91,8 +91,9 @@ def guest_names(layout: Layout) -> list[str]:
 
 class StateLock:
     """Exclusive flock on STATE. STATE may become a tmpfs while we hold the lock on the
-    directory beneath it, so after locking we re-open the path and, if it now names another
-    inode, lock that too (the first creator holds both until done)."""
+    directory beneath it (the first create, which locks the tmpfs's root before attaching
+    it: hold()), and may go away while we wait (the last destroy unmounts it), so after
+    locking we re-open the path and, if it now names another inode, lock that instead."""
 
     def __init__(self, path: str, create: bool = False) -> None:
         self.path = path
@@ -115,8 +116,21 @@ class StateLock:
                 return
             os.close(fd)  # STATE was mounted over while we waited: lock the new one
 
+    def hold(self, fd: int) -> None:
+        """Lock, and keep until exit, the root of a tmpfs that is about to be mounted over
+        STATE and is reachable by no one yet (apply.mount_tmpfs): a caller arriving once it
+        is attached finds it locked. Takes ownership of fd."""
+        try:
+            # Nobody else can reach the directory: waiting here would be a bug, not a race.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fds.append(fd)
+
     def refresh(self) -> None:
-        """Call after mounting over STATE: lock the new directory as well."""
+        """After STATE was mounted over by other means than hold(): lock the new directory
+        as well. Not race-free (someone may lock it first); the executor uses hold()."""
         st = os.stat(self.path)
         if self.fds:
             held = os.fstat(self.fds[-1])
