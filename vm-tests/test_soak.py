@@ -250,3 +250,35 @@ def test_create_racing_the_last_destroy_builds_afresh(sandbox, at):
     assert sandbox.mm("destroy", "c2").returncode == 0
     assert world(sandbox) == base
     assert leftover_processes(sandbox) == []
+
+
+# Runs inside the sandbox: a read-only look at BASE and STATE (what create checks before it
+# takes the lock) during which the last destroy runs, right between the statx that names the
+# mount at a path and the statmount that describes it.
+LOOK_DURING_DESTROY = r"""
+import subprocess, sys
+from mirrormount.guest.guests import Guests
+from mirrormount.guest.model import Layout
+from mirrormount.kernel import mountquery, syscalls as sc
+real = sc.statmount
+def destroy_first(*args, **kw):
+    sc.statmount = real
+    subprocess.run([sys.executable, "-m", "mirrormount", "destroy", "c1"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return real(*args, **kw)
+sc.statmount = destroy_first
+g = Guests(Layout())
+g.check_layout()
+print(sorted(m.mountpoint for m in mountquery.mounts_at([g.layout.base, g.layout.state])))
+"""
+
+
+def test_a_look_at_base_and_state_survives_the_last_destroy(sandbox):
+    """statx names BASE's tmpfs, the last destroy unmounts it, statmount of that id then
+    fails with ENOENT: the look must go on with what is there now (nothing), not fail
+    (it did: create exited 1 with "statmount failed: No such file or directory")."""
+    base = world(sandbox)
+    assert sandbox.mm("create", "c1").returncode == 0
+    r = sandbox.run([sys.executable, "-c", LOOK_DURING_DESTROY])
+    assert r.returncode == 0 and r.stdout == "[]\n", (r.stdout, r.stderr)
+    assert world(sandbox) == base
