@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import select
+import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import q
+from conftest import Result, wait_for
 from test_faults import leftover_processes
 
 NAMES = [f"s{i}" for i in range(8)]
@@ -164,11 +165,12 @@ def test_sixteen_parallel_callers_on_eight_names(sandbox):
 
 
 # ---------------------------------------------------------------- races, made wide
-# Runs inside the sandbox: one create or destroy through the library, slowed down right after
-# the kernel call that attaches or detaches SLOW_AT (mount, move_mount or umount2 there): it
-# prints "reached" and sleeps, so the test can start a second caller inside that window.
+# Runs inside the sandbox: one create or destroy through the library, stopped right after the
+# kernel call that attaches or detaches SLOW_AT (mount, move_mount or umount2 there): it
+# prints "reached" and waits for a line on stdin, so the test can run a second caller inside
+# that window for as long as it needs.
 SLOW = r"""
-import os, sys, time
+import os, sys
 from mirrormount.guest.guests import Guests
 from mirrormount.guest.model import CreateRequest, Layout
 from mirrormount.kernel import syscalls as sc
@@ -179,7 +181,7 @@ def slowed(real, target_arg, attaches=lambda args: True):
         out = real(*args, **kw)
         if args[target_arg] == at and attaches(args):
             print("reached", flush=True)
-            time.sleep(1.5)
+            sys.stdin.readline()
         return out
     return call
 
@@ -196,21 +198,51 @@ print("done", flush=True)
 """
 
 
-def slow_call(sb, verb: str, name: str, at: str):
-    """Start SLOW and wait until it reached `at`; returns the running process."""
-    p = sb.popen(f"exec {sys.executable} -c {q(SLOW)} {verb} {name} {q(at)}")
-    assert select.select([p.stdout], [], [], 30)[0], "the slowed call never started"
-    line = p.stdout.readline()
-    if line != "reached\n":
-        p.wait(timeout=60)
-        raise AssertionError(f"the slowed call ended early: {line!r} {p.stderr.read()}")
-    return p
+def inside(sb, argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(sb.enter_argv() + argv, env=sb.env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(p) -> str:
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 0 and out == "done\n", (p.returncode, out, err)
-    return out
+def waits_on_a_lock(p: subprocess.Popen) -> bool:
+    """Whether the process nsenter started for p sleeps in flock(2) now."""
+    try:
+        with open(f"/proc/{p.pid}/task/{p.pid}/children", encoding="ascii") as f:
+            kids = f.read().split()
+        return any(read_wchan(k) == "locks_lock_inode_wait" for k in kids)
+    except OSError:
+        return False
+
+
+def read_wchan(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/wchan", encoding="ascii") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def race(sb, verb: str, name: str, at: str, *second: str) -> tuple[Result, bool]:
+    """Run `verb name` through the library, stop it right after the kernel call at `at`,
+    and there run the CLI's `second` until it is done or waits on the lock; then let the
+    first go on. Returns the second's result and whether it waited on the lock."""
+    first = inside(sb, [sys.executable, "-c", SLOW, verb, name, at])
+    other = None
+    try:
+        assert select.select([first.stdout], [], [], 30)[0], "the first call never started"
+        line = first.stdout.readline()
+        assert line == "reached\n", (line, first.stderr.read() if first.poll() else "")
+        other = inside(sb, [sys.executable, "-m", "mirrormount", *second])
+        waited = wait_for(lambda: waits_on_a_lock(other) or other.poll() is not None,
+                          timeout=CALL_TIMEOUT) and other.poll() is None
+        out, err = first.communicate("go\n", timeout=CALL_TIMEOUT)
+        assert first.returncode == 0 and out == "done\n", (first.returncode, out, err)
+        out, err = other.communicate(timeout=CALL_TIMEOUT)
+        return Result(other.returncode, out, err), waited
+    finally:
+        for p in (first, other):     # only nsenter dies here; the sandbox's end kills the rest
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
 
 
 def test_create_racing_the_first_create_waits_for_it(sandbox):
@@ -219,10 +251,9 @@ def test_create_racing_the_first_create_waits_for_it(sandbox):
     it locked already, wait, and then see the guest ("already exists"), not build a second
     one beside it, whose failure would take the first one's BASE and STATE away."""
     base = world(sandbox)
-    p = slow_call(sandbox, "create", "c1", "/run/mirrormount")
-    r = sandbox.mm("create", "c1", timeout=CALL_TIMEOUT)
-    finish(p)
+    r, waited = race(sandbox, "create", "c1", "/run/mirrormount", "create", "c1")
     assert r.returncode == 2 and "already exists" in r.stderr, (r.returncode, r.stderr)
+    assert waited
     assert [g["name"] for g in sandbox.mm("--json", "list").json] == ["c1"]
     assert sandbox.mm("--json", "status", "c1").json["mirror_intact"] is True
     assert sandbox.mm("destroy", "c1").returncode == 0
@@ -230,19 +261,18 @@ def test_create_racing_the_first_create_waits_for_it(sandbox):
     assert leftover_processes(sandbox) == []
 
 
-@pytest.mark.parametrize("at", ["/container", "/run/mirrormount"],
+@pytest.mark.parametrize("at,waits", [("/container", True), ("/run/mirrormount", False)],
                          ids=["after-BASE", "after-STATE"])
-def test_create_racing_the_last_destroy_builds_afresh(sandbox, at):
+def test_create_racing_the_last_destroy_builds_afresh(sandbox, at, waits):
     """The last destroy unmounts BASE, then STATE, holding the lock on STATE's tmpfs. A
     create arriving after BASE went waits on that tmpfs, and once it is gone locks the
     directory beneath and sets BASE, STATE and the nursery up again. One arriving after
     STATE went locks that directory at once, while the destroy has nothing left to do."""
     base = world(sandbox)
     assert sandbox.mm("create", "c1").returncode == 0
-    p = slow_call(sandbox, "destroy", "c1", at)
-    r = sandbox.mm("create", "c2", timeout=CALL_TIMEOUT)
-    finish(p)
+    r, waited = race(sandbox, "destroy", "c1", at, "create", "c2")
     assert r.returncode == 0, r.stderr
+    assert waited is waits
     assert [g["name"] for g in sandbox.mm("--json", "list").json] == ["c2"]
     assert sandbox.mm("--json", "status", "c2").json["mirror_intact"] is True
     assert sandbox.sh("mountpoint -q /container && mountpoint -q /run/mirrormount "
