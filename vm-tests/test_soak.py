@@ -282,6 +282,19 @@ def test_create_racing_the_last_destroy_builds_afresh(sandbox, at, waits):
     assert leftover_processes(sandbox) == []
 
 
+def test_destroy_racing_a_create_of_that_name_waits_for_it(sandbox):
+    """While a create binds the guest's namespaces, its own forked child is still in the
+    guest's mount namespace. A destroy arriving then counted it as a process inside and
+    refused (exit 3, "use --force"); it must wait for the create and destroy the guest."""
+    base = world(sandbox)
+    r, waited = race(sandbox, "create", "c1", "/run/mirrormount/c1/ns/mnt", "destroy", "c1")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert waited
+    assert sandbox.mm("--json", "list").json == []
+    assert world(sandbox) == base
+    assert leftover_processes(sandbox) == []
+
+
 # Runs inside the sandbox: a read-only look at BASE and STATE (what create checks before it
 # takes the lock) during which the last destroy runs, right between the statx that names the
 # mount at a path and the statmount that describes it.
