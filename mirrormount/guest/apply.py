@@ -30,6 +30,7 @@ from ..errors import BusyError, OperationError
 from ..kernel.mountquery import mounts_at
 from ..kernel.procfs import wait_gone
 from . import detached, guestonly
+from .mountopts import parse as parse_options
 from .nsexec import in_namespaces
 from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
 from .ops import (Detach, DropSelfBind, MakeDir, MountGuestOnly, MountInto, MountTmpfs, Op,
@@ -55,6 +56,25 @@ def unmount_ours(path: str, label: str) -> None:
         return          # gone already, or not ours: never touched
     # MNT_DETACH: a shell left in BASE must not keep the last destroy from finishing.
     sc.umount2(path, sc.MNT_DETACH)
+
+
+def mount_tmpfs(op: MountTmpfs, lock: StateLock | None) -> None:
+    """BASE's or STATE's tmpfs, built detached (fsopen, fsmount) and then attached.
+
+    Race fix: when this is STATE, the new tmpfs's root is locked before it is attached.
+    mount(2) first and flock after left a window: a create arriving just then opened the
+    new, unlocked directory, locked it, found it "current" and ran beside the first create,
+    which held only the directory beneath. Both then built the same guest, or one's
+    rollback detached BASE and STATE from under the other's finished guest. Detached, the
+    tmpfs is reachable by no one until move_mount, and from then on it is locked."""
+    tree = detached.make_tree(op.source, "tmpfs", parse_options(f"nosuid,nodev,{op.options}"),
+                              bind=False)
+    try:
+        if lock is not None and op.path == lock.path:
+            lock.hold(os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=tree))
+        sc.move_mount(tree, "", sc.AT_FDCWD, op.path, sc.MOVE_MOUNT_F_EMPTY_PATH, op.source)
+    finally:
+        os.close(tree)
 
 
 def remove_empty_dir(path: str) -> None:
@@ -120,10 +140,8 @@ class Executor:
             if created:
                 self.undo.append(partial(remove_empty_dir, op.path))
         elif isinstance(op, MountTmpfs):
-            sc.mount(op.source, op.path, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, op.options)
+            mount_tmpfs(op, self.lock)
             self.undo.append(partial(detach, op.path))
-            if self.lock is not None:
-                self.lock.refresh()
         elif isinstance(op, SetPropagation):
             flags = PROPAGATION[op.flag] | (sc.MS_REC if op.recursive else 0)
             sc.mount(None, op.path, None, flags)

@@ -508,13 +508,24 @@ class Guests:
                         os.path.lexists(self.layout.record(name)),
                         os.path.lexists(self.layout.claim(name)), grace, last=not others)
 
-    def plan_destroy(self, name: str, force: bool = False, grace: float = 5.0) -> list[Op]:
+    def plan_destroy(self, name: str, force: bool = False, grace: float = 5.0,
+                     locked: bool = False) -> list[Op]:
+        """The plan of `destroy`. locked: the caller holds the StateLock (destroy itself);
+        without it (the CLI checking a whole batch first) a busy verdict is checked again
+        under the lock."""
         from .plan import plan_destroy
         validate_name(name)
         if name not in guest_names(self.layout):
             raise UsageError(self.no_such(name))
         t = self.teardown(name, grace)
         if t.inside and not force:
+            if not locked:
+                # Race fix: a create of this name may be under way beside us, holding the
+                # lock. Its forked child sits in the guest's mount namespace until the
+                # namespaces are bound, and was counted as a process inside (exit 3, "use
+                # --force"). Once no change is under way, only real processes are left.
+                with StateLock(self.layout.state, shared=True):
+                    return self.plan_destroy(name, force, grace, locked=True)
             raise BusyError(f"guest {name} still has {len(t.inside)} process(es) inside "
                             f"(pids {' '.join(map(str, t.inside[:10]))}); "
                             "use --force to stop them")
@@ -530,7 +541,7 @@ class Guests:
         if name not in guest_names(self.layout):   # said before STATE is opened
             raise UsageError(self.no_such(name))
         with StateLock(self.layout.state) as lock:
-            ops = self.plan_destroy(name, force, grace)
+            ops = self.plan_destroy(name, force, grace, locked=True)
             Executor(lock=lock).run(ops)
         return [p for op in ops if isinstance(op, StopProcesses) for p in op.pids]
 

@@ -90,13 +90,17 @@ def guest_names(layout: Layout) -> list[str]:
 
 
 class StateLock:
-    """Exclusive flock on STATE. STATE may become a tmpfs while we hold the lock on the
-    directory beneath it, so after locking we re-open the path and, if it now names another
-    inode, lock that too (the first creator holds both until done)."""
+    """flock on STATE: exclusive to change anything, shared for a look that must see no
+    change half made. STATE may become a tmpfs while we hold the lock on the
+    directory beneath it (the first create, which locks the tmpfs's root before attaching
+    it: hold()), and may go away while we wait (the last destroy unmounts it), so after
+    locking we re-open the path and, if it now names another inode, lock that instead."""
 
-    def __init__(self, path: str, create: bool = False) -> None:
+    def __init__(self, path: str, create: bool = False, shared: bool = False) -> None:
         self.path = path
         self.create = create     # only create makes STATE: a mistyped --state stays absent
+        # shared: for a look that changes nothing but must not see a change half made
+        self.mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         self.fds: list[int] = []
 
     def __enter__(self) -> StateLock:
@@ -108,15 +112,28 @@ class StateLock:
     def _lock_current(self) -> None:
         while True:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, self.mode)
             st, now = os.fstat(fd), os.stat(self.path)
             if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
                 self.fds.append(fd)
                 return
-            os.close(fd)  # STATE was mounted over while we waited: lock the new one
+            os.close(fd)  # STATE was mounted over, or unmounted, while we waited
+
+    def hold(self, fd: int) -> None:
+        """Lock, and keep until exit, the root of a tmpfs that is about to be mounted over
+        STATE and is reachable by no one yet (apply.mount_tmpfs): a caller arriving once it
+        is attached finds it locked. Takes ownership of fd."""
+        try:
+            # Nobody else can reach the directory: waiting here would be a bug, not a race.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fds.append(fd)
 
     def refresh(self) -> None:
-        """Call after mounting over STATE: lock the new directory as well."""
+        """After STATE was mounted over by other means than hold(): lock the new directory
+        as well. Not race-free (someone may lock it first); the executor uses hold()."""
         st = os.stat(self.path)
         if self.fds:
             held = os.fstat(self.fds[-1])

@@ -27,23 +27,33 @@ def _unique_id(path: str) -> int | None:
     return st.mnt_id if st.mask & sc.STATX_MNT_ID_UNIQUE else None
 
 
+# How often a path is looked at again when its mount went away between statx and statmount.
+_RACE_RETRIES = 8
+
+
 def _via_statmount(path: str) -> Mount | None:
     """The topmost mount whose root is at path, or None when path is not a mountpoint."""
-    try:
-        mid = _unique_id(path)
-        parent = _unique_id(os.path.dirname(path.rstrip("/")) or "/")
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if mid is None or parent is None:
-        raise NotImplementedError
-    if mid == parent and path != "/":
-        return None
-    try:
-        sm = sc.statmount(mid)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSYS, errno.EINVAL):
-            raise NotImplementedError from exc
-        raise
+    for attempt in range(_RACE_RETRIES):
+        try:
+            mid = _unique_id(path)
+            parent = _unique_id(os.path.dirname(path.rstrip("/")) or "/")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if mid is None or parent is None:
+            raise NotImplementedError
+        if mid == parent and path != "/":
+            return None
+        try:
+            sm = sc.statmount(mid)
+            break
+        except OSError as exc:
+            if exc.errno in (errno.ENOSYS, errno.EINVAL):
+                raise NotImplementedError from exc
+            # ENOENT: the mount was unmounted after statx named it (a destroy running
+            # beside this read-only caller, which holds no lock; the last destroy unmounts
+            # BASE and STATE). What is at path now is another mount, or none: look again.
+            if exc.errno != errno.ENOENT or attempt + 1 == _RACE_RETRIES:
+                raise
     if sm.mnt_point != path:
         return None  # path is inside a mount whose root is elsewhere (e.g. a bind of a file)
     if sm.sb_source is None:
