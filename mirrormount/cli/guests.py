@@ -13,6 +13,7 @@ from ..errors import EXIT_FAILED, BusyError, UsageError
 from ..guest.guests import UmountBusy
 from ..guest.model import parse_kinds, validate_name, validate_propagation
 from ..guest.recipe import Recipe, RecipeMount, load_recipe
+from ..kernel import signals
 from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
 
 
@@ -54,18 +55,24 @@ def create(
         return
     out = []
     for req in reqs:
-        info, outcome = s.guests.create(req)
-        if recipe.mounts:
-            try:
-                s.guests.add_mounts(req.name, recipe.mounts)
-            except BaseException:
-                # A recipe is all or nothing: a guest without its mounts is not what was asked.
-                s.guests.destroy(req.name, force=True, grace=0)
-                raise
-        out.append(info)
-        if not want_json(ctx, json_local):
-            ns_list = ",".join(info.namespaces)
-            typer.echo(f"created {info.name}: {info.mirror} (namespaces {ns_list})")
+        # Each guest is a whole: a stop (Ctrl-C, SIGTERM) lands between two steps of its
+        # create, which then rolls back, or once it is made, with its recipe's mounts, and
+        # reported; never in between.
+        with signals.deferred():
+            info, outcome = s.guests.create(req)
+            if recipe.mounts:
+                try:
+                    s.guests.add_mounts(req.name, recipe.mounts)
+                except BaseException:
+                    # A recipe is all or nothing: a guest without its mounts is not what was
+                    # asked. This undo, too, runs to its end whatever arrives meanwhile.
+                    with signals.shielded():
+                        s.guests.destroy(req.name, force=True, grace=0)
+                        raise
+            out.append(info)
+            if not want_json(ctx, json_local):
+                ns_list = ",".join(info.namespaces)
+                typer.echo(f"created {info.name}: {info.mirror} (namespaces {ns_list})")
     if want_json(ctx, json_local):
         emit_json([i.to_json() for i in out])
 
@@ -231,9 +238,12 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
         typer.echo("".join(render(g.plan_destroy(n, force, grace)) for n in names), nl=False)
         return
     for n in names:
-        g.destroy(n, force=force, grace=grace)
-        if not settings(ctx).json:
-            typer.echo(f"destroyed {n}")
+        # A stop lands between two steps (teardown steps are idempotent: destroy again
+        # finishes the job), or once this guest is gone and reported.
+        with signals.deferred():
+            g.destroy(n, force=force, grace=grace)
+            if not settings(ctx).json:
+                typer.echo(f"destroyed {n}")
 
 
 @app.command()
