@@ -32,7 +32,12 @@ def main() -> None:
     signals.before_exit()
     if _click_met_epipe():
         code = signals.EXIT_EPIPE
-    sys.exit(signals.close_stdout(code if isinstance(code, int) else 1))
+    elif code is None:
+        code = 0
+    elif not isinstance(code, int):      # sys.exit("message"): Python's own convention
+        print(code, file=sys.stderr)
+        code = 1
+    sys.exit(signals.close_stdout(code))
 
 
 def _click_met_epipe() -> bool:

@@ -493,3 +493,19 @@ def test_entry_point_a_stop_while_importing_is_one_line(scratch, sig, line):
         assert (p.returncode, err) in ((0, ""), (128 + sig, line)), (delay, p.returncode, err)
         seen.add(p.returncode)
     assert 128 + sig in seen
+
+
+@pytest.mark.parametrize("raised, code, err", [(None, 0, ""), (3, 3, ""),
+                                               ("a message", 1, "a message\n")])
+def test_entry_point_exits_as_python_would(monkeypatch, capsys, raised, code, err):
+    import mirrormount.cli
+    from mirrormount import entry
+
+    def app() -> None:
+        raise SystemExit(raised)
+    monkeypatch.setattr(signals, "install", lambda: None)       # not in pytest's process
+    monkeypatch.setattr(signals, "before_exit", lambda: None)
+    monkeypatch.setattr(mirrormount.cli, "app", app)
+    with pytest.raises(SystemExit) as done:
+        entry.main()
+    assert (done.value.code, capsys.readouterr().err) == (code, err)
