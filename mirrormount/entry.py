@@ -42,8 +42,7 @@ def main() -> None:
 
 def _click_met_epipe() -> bool:
     """click catches an EPIPE it meets itself (printing --help, --version) and exits 1 after
-    wrapping stdout in PacifyFlushWrapper: that wrapper is the only trace. We say 141 as for
-    any other EPIPE on stdout."""
-    click_utils = sys.modules.get("click.utils")
-    wrapper = getattr(click_utils, "PacifyFlushWrapper", None)
-    return wrapper is not None and isinstance(sys.stdout, wrapper)
+    wrapping stdout in its PacifyFlushWrapper: that wrapper is the only trace. We say 141 as
+    for any other EPIPE on stdout. (Known by name: click 8.3 renamed the class
+    _PacifyFlushWrapper and deprecated the old name, which typer still uses.)"""
+    return type(sys.stdout).__name__.lstrip("_") == "PacifyFlushWrapper"
