@@ -1,9 +1,8 @@
 """The command line (typer): commands parse, call the library, render. common.py holds the
 app and the one error handler; guests.py and busy.py register their commands on it when
-imported here."""
+imported here. The console entry point is mirrormount.entry:main, which sets up signals
+before importing this package."""
 from __future__ import annotations
-
-import sys
 
 # Importing a command module registers its commands; --help lists them in this order.
 from . import guests  # noqa: F401
@@ -11,9 +10,4 @@ from . import busy  # noqa: F401, I001
 from .common import app
 
 
-def run() -> None:
-    """Console entry point."""
-    sys.exit(app())
-
-
-__all__ = ["app", "run"]
+__all__ = ["app"]

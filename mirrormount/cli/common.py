@@ -1,14 +1,16 @@
 """What every CLI command shares: the typer app and its global options (--base, --state,
 --json, --version), the one error handler that turns domain and kernel errors into one
-stderr line and an exit code (0 ok, 1 failed, 2 usage with nothing changed, 3 busy), and the
-util-linux style rendering helpers. Command modules (guests.py, busy.py) import this; it
-imports none of them.
+stderr line and an exit code (0 ok, 1 failed, 2 usage with nothing changed, 3 busy; 128+N
+stopped by signal N: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; 141, silently, when stdout's
+reader has gone), and the util-linux style rendering helpers. Command modules (guests.py,
+busy.py) import this; it imports none of them.
 """
 from __future__ import annotations
 
 import functools
 import json
 import os
+import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +20,7 @@ from .. import __version__
 from ..errors import EXIT_FAILED, MirrormountError, PartlyDone, describe
 from ..guest.guests import Guests
 from ..guest.model import Layout
+from ..kernel import signals
 from ..kernel.mountinfo import ParseError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -47,29 +50,61 @@ def reports_errors(fn: F) -> F:
 
     MirrormountError: its exit_code. Any OSError (a KernelError from a syscall wrapper,
     also one raised in a forked child and re-raised here by kernel.child; an OSError from
-    Python itself): exit 1, described by errors.describe, the only caller of it. Ctrl-C
-    (here, or in a child that reported it): "interrupted", exit 130."""
+    Python itself): exit 1, described by errors.describe, the only caller of it. A stop
+    signal (signals.Stopped: Ctrl-C, SIGTERM, SIGHUP; or a KeyboardInterrupt where
+    mirrormount.entry did not install the handlers): "interrupted", "terminated" or "hung
+    up", exit 128+N, once the executor has rolled back. EPIPE on stdout (the reader went
+    away): nothing to say and nobody to say it to, exit 141.
+
+    Once the command is over, however it ends, later stop signals are ignored: the process
+    only reports and exits (one line, not two)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
-        except PartlyDone as exc:
-            cause = exc.cause
-            text = describe(cause) if isinstance(cause, OSError) else (
-                "interrupted" if isinstance(cause, KeyboardInterrupt) else str(cause))
-            raise fail(f"{text}; {exc.tail}", 130 if isinstance(cause, KeyboardInterrupt)
-                       else EXIT_FAILED) from None
-        except MirrormountError as exc:
-            raise fail(str(exc), exc.exit_code) from None
-        except OSError as exc:
-            raise fail(describe(exc), EXIT_FAILED) from None
-        except ParseError as exc:
-            raise fail(f"cannot read the mount table: {exc}", EXIT_FAILED) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            signals.ending()
+            reported = _reported(exc)
+            if reported is exc:
+                raise
+            raise reported from None
+        signals.ending()
+        return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def _reported(exc: BaseException) -> BaseException:
+    """The exception that ends the command: typer.Exit after one line on stderr for what we
+    know how to say; the exception itself for anything else (typer.Exit, a bug)."""
+    if isinstance(exc, PartlyDone):
+        # One line: why the failing name failed, then what was and was not done. Exit 1,
+        # or 128+N when a stop signal ended the batch.
+        cause = exc.cause
+        if isinstance(cause, OSError):
+            text, code = describe(cause), EXIT_FAILED
+        elif isinstance(cause, signals.Stopped):
+            text, code = str(cause), cause.exit_code
+        elif isinstance(cause, KeyboardInterrupt):
+            text, code = signals.STOPS[signal.SIGINT], 128 + signal.SIGINT
+        else:
+            text, code = str(cause), EXIT_FAILED
+        return fail(f"{text}; {exc.tail}", code)
+    if isinstance(exc, MirrormountError):
+        return fail(str(exc), exc.exit_code)
+    if isinstance(exc, BrokenPipeError) and signals.stdout_gone():
+        signals.silence_stdout()
+        return typer.Exit(signals.EXIT_EPIPE)
+    if isinstance(exc, OSError):
+        return fail(describe(exc), EXIT_FAILED)
+    if isinstance(exc, ParseError):
+        return fail(f"cannot read the mount table: {exc}", EXIT_FAILED)
+    if isinstance(exc, signals.Stopped):
+        return fail(str(exc), exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        return fail(signals.STOPS[signal.SIGINT], 128 + signal.SIGINT)
+    return exc
 
 
 def settings(ctx: typer.Context) -> Settings:

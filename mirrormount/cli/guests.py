@@ -13,6 +13,7 @@ from ..errors import EXIT_FAILED, BusyError, OperationError, PartlyDone, UsageEr
 from ..guest.guests import UmountBusy, require_root
 from ..guest.model import parse_kinds, validate_name, validate_propagation
 from ..guest.recipe import Recipe, RecipeMount, load_recipe
+from ..kernel import signals
 from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
 
 
@@ -57,31 +58,37 @@ def create(
                 typer.echo(f"# then, from the recipe:\n{mount_command(n, m)}")
         return
     out: list = []
-    for i, req in enumerate(reqs):
+    for req in reqs:
         try:
-            info, outcome = s.guests.create(req)
-            if recipe.mounts:
-                try:
-                    s.guests.add_mounts(req.name, recipe.mounts)
-                except BaseException as exc:
-                    # A recipe is all or nothing: a guest without its mounts is not what
-                    # was asked.
-                    s.guests.destroy(req.name, force=True, grace=0)
-                    if isinstance(exc, UsageError):
-                        # Exit 2 promises "nothing changed"; here a guest was made and
-                        # removed again: an operation that failed.
-                        raise OperationError(f"{exc}; guest {req.name} was removed again") \
-                            from None
-                    raise
+            # Each guest is a whole: a stop (Ctrl-C, SIGTERM) lands between two steps of its
+            # create, which then rolls back, or once it is made, with its recipe's mounts,
+            # and reported; never in between.
+            with signals.deferred():
+                info, outcome = s.guests.create(req)
+                if recipe.mounts:
+                    try:
+                        s.guests.add_mounts(req.name, recipe.mounts)
+                    except BaseException as exc:
+                        # A recipe is all or nothing: a guest without its mounts is not
+                        # what was asked. This undo, too, runs to its end whatever arrives.
+                        with signals.shielded():
+                            s.guests.destroy(req.name, force=True, grace=0)
+                        if isinstance(exc, UsageError):
+                            # Exit 2 promises "nothing changed"; here a guest was made and
+                            # removed again: an operation that failed.
+                            raise OperationError(f"{exc}; guest {req.name} was removed "
+                                                 "again") from None
+                        raise
+                out.append(info)
+                if not want_json(ctx, json_local):
+                    ns_list = ",".join(info.namespaces)
+                    typer.echo(f"created {info.name}: {info.mirror} (namespaces {ns_list})")
         except BaseException as exc:
-            if not out or isinstance(exc, SystemExit):
+            done = [o.name for o in out]
+            rest = [r.name for r in reqs if r.name not in done]
+            if not done or not rest or isinstance(exc, SystemExit):
                 raise
-            raise PartlyDone("create", exc, [o.name for o in out],
-                             [r.name for r in reqs[i:]]) from exc
-        out.append(info)
-        if not want_json(ctx, json_local):
-            ns_list = ",".join(info.namespaces)
-            typer.echo(f"created {info.name}: {info.mirror} (namespaces {ns_list})")
+            raise PartlyDone("create", exc, done, rest) from exc
     if want_json(ctx, json_local):
         emit_json([i.to_json() for i in out])
 
@@ -263,15 +270,21 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
         from ..guest.ops import render
         typer.echo("".join(render(p) for p in plans), nl=False)
         return
-    for i, n in enumerate(names):
+    done: list[str] = []
+    for n in names:
         try:
-            g.destroy(n, force=force, grace=grace)
+            # A stop lands between two steps (teardown steps are idempotent: destroy again
+            # finishes the job), or once this guest is gone and reported.
+            with signals.deferred():
+                g.destroy(n, force=force, grace=grace)
+                done.append(n)
+                if not settings(ctx).json:
+                    typer.echo(f"destroyed {n}")
         except BaseException as exc:
-            if i == 0 or isinstance(exc, SystemExit):
+            rest = [m for m in names if m not in done]
+            if not done or not rest or isinstance(exc, SystemExit):
                 raise
-            raise PartlyDone("destroy", exc, list(names[:i]), list(names[i:])) from exc
-        if not settings(ctx).json:
-            typer.echo(f"destroyed {n}")
+            raise PartlyDone("destroy", exc, done, rest) from exc
 
 
 @app.command()

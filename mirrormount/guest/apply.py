@@ -12,6 +12,13 @@ umount) have no undo: they are idempotent, and planning them again completes the
 Fault points (faults.py) are checked before the first step, after each step and at each
 point inside a step, so tests can fail or kill the run anywhere.
 
+Signals (kernel/signals.py): a stop (Ctrl-C, SIGTERM, SIGHUP) never cuts a step in two, where
+a kernel call could be made and its undo not yet recorded: each step is a deferred section,
+and a stop lands at the next fault point (the same places a test may fail the run), then
+the completed steps are undone. The rollback is shielded: a stop that arrives during it
+waits until it is complete, and is then dropped if a stop started the rollback (that one is
+being reported), or reported instead of the failure that started it.
+
 Privilege: root.
 """
 from __future__ import annotations
@@ -25,6 +32,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from . import faults
+from ..kernel import signals
 from ..kernel import syscalls as sc
 from ..errors import BusyError, OperationError
 from ..kernel.mountquery import mounts_at
@@ -86,8 +94,15 @@ def remove_empty_dir(path: str) -> None:
             raise
 
 
+def _point(name: str) -> None:
+    """A point between (or inside) steps: where a test may fail the run, and where a stop
+    held by the step's deferred section is raised."""
+    faults.at(name)
+    signals.safe_point()
+
+
 def _sub_point(step: int, point: int) -> None:
-    faults.at(f"{step}.{point}")
+    _point(f"{step}.{point}")
 
 
 @dataclass
@@ -108,17 +123,19 @@ class Executor:
         Fault points (faults.py): "0" before the first step, "N" after step N (numbered
         from 1, as --dry-run numbers them), "N.M" inside step N."""
         try:
-            faults.at("0")
+            _point("0")
             for number, op in enumerate(ops, start=1):
                 t0 = time.perf_counter()
-                self._do(op, partial(_sub_point, number))
+                with signals.deferred():
+                    self._do(op, partial(_sub_point, number))
                 key = type(op).__name__
                 self.outcome.seconds[key] = (self.outcome.seconds.get(key, 0.0)
                                              + time.perf_counter() - t0)
-                faults.at(str(number))
+                _point(str(number))
         except BaseException:
-            self.rollback()
-            raise
+            with signals.shielded():
+                self.rollback()
+                raise
         self.undo.clear()
         return self.outcome
 
@@ -324,13 +341,21 @@ def umount_in(op: UmountIn) -> None:
 
 
 def stop_processes(pids: list[int], grace: float) -> None:
-    """TERM, wait up to `grace` seconds, then KILL whatever is left and wait for it."""
+    """TERM, wait up to `grace` seconds, then KILL whatever is left and wait for it.
+
+    The waits are safe points (a teardown step is idempotent, and has no undo): a Ctrl-C
+    during a long --grace ends the wait, not only the step."""
     for sig in ((signal.SIGTERM, signal.SIGKILL) if grace > 0 else (signal.SIGKILL,)):
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        pids = wait_gone(pids, grace if sig == signal.SIGTERM else 5.0)
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
+        while True:
+            pids = wait_gone(pids, min(0.1, max(0.0, deadline - time.monotonic())))
+            if not pids or time.monotonic() >= deadline:
+                break
+            signals.safe_point()
         if not pids:
             return

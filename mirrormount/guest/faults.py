@@ -1,6 +1,7 @@
 """Fault injection, for tests: fail or die at a chosen point of a planned change.
 
-``MIRRORMOUNT_FAULT`` holds one or more points, comma-separated, each optionally ``:kill``:
+``MIRRORMOUNT_FAULT`` holds one or more points, comma-separated, each optionally ``:kill``
+or ``:stop``:
 
 - ``N``      after step N of the plan (numbered as ``--dry-run`` numbers them, from 1;
              ``0`` is before the first step);
@@ -8,10 +9,14 @@
              guest: after its namespaces are built, after each nsfs bind, after the commit);
 - ``undoK``  after the K-th undo action of a rollback.
 
-Without ``:kill`` the point raises ``InjectedFault`` (exit 1), so the executor rolls back;
+Without a suffix the point raises ``InjectedFault`` (exit 1), so the executor rolls back;
 with ``:kill`` the process sends itself SIGKILL, as a crash or the OOM killer would, and
-nothing is rolled back. Example: ``MIRRORMOUNT_FAULT=5,undo2:kill`` fails after step 5 and
-dies after the second undo action of the rollback that follows.
+nothing is rolled back. With ``:stop`` it sends itself SIGSTOP and, once continued
+(SIGCONT), goes on as if nothing happened: a test sends a signal meanwhile (a Ctrl-C at
+exactly that point), which arrives as the process continues. Example:
+``MIRRORMOUNT_FAULT=5,undo2:kill`` fails after step 5 and dies after the second undo action
+of the rollback that follows; ``MIRRORMOUNT_FAULT=5:stop,undo2:stop`` pauses after step 5
+and again inside the rollback that a Ctrl-C sent there starts.
 
 ``MIRRORMOUNT_FORCE_NSFS_EINVAL=K`` makes the first K binds of a new mount namespace's nsfs
 file fail with EINVAL, as the kernel's loop check sometimes does (kernel-findings §6), so
@@ -35,24 +40,28 @@ class InjectedFault(OperationError):
     """Raised at a point named in MIRRORMOUNT_FAULT (without :kill)."""
 
 
-def _points() -> dict[str, bool]:
-    """{point: kill?} from the environment, read at each call so tests may change it."""
+def _points() -> dict[str, str]:
+    """{point: "" | "kill" | "stop"} from the environment, read at each call so tests may
+    change it."""
     spec = os.environ.get(FAULT_ENV) or ""
-    out: dict[str, bool] = {}
+    out: dict[str, str] = {}
     for item in spec.split(","):
         point, _, how = item.strip().partition(":")
         if point:
-            out[point] = how == "kill"
+            out[point] = how.strip()
     return out
 
 
 def at(point: str) -> None:
-    """Fail or die here if MIRRORMOUNT_FAULT names this point."""
+    """Fail, die or pause here if MIRRORMOUNT_FAULT names this point."""
     points = _points()
     if point not in points:
         return
-    if points[point]:
+    if points[point] == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if points[point] == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)    # returns once continued
+        return
     raise InjectedFault(f"injected fault at {point} [{FAULT_ENV}]")
 
 

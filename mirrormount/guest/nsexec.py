@@ -13,10 +13,10 @@ import errno
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
-from ..kernel import child
+from ..kernel import child, signals
 from ..kernel import syscalls as sc
 from ..kernel.child import ChildFailed
 from .model import KIND, SETNS_ORDER
@@ -61,26 +61,35 @@ def in_namespaces(ns_files: Mapping[str, str], fn: Callable[..., T], *args: Any)
 
 
 def _exec_child(fds: dict[str, int], argv: list[str], env: Mapping[str, str] | None,
-                cwd: str) -> None:
+                cwd: str, mask: Collection[int], parent: int) -> None:
     """In the child of exec_in: enter the namespaces and exec argv. Returns only by raising
     (the exception reaches the parent); a successful exec closes the channel (close-on-exec),
-    which the parent sees as an outcome of None."""
+    which the parent sees as an outcome of None.
+
+    Signals: the forwarded ones and SIGCHLD arrive here blocked (exec_in blocked them before
+    the fork); the command gets default dispositions and `mask`, the CLI's own, as it
+    execs. The process that waits for the command (the CLI, or our own waiting parent below)
+    forwards what it receives, and the command dies with it (signals.die_with_parent)."""
+    signals.die_with_parent(parent)
     if "pid" in fds:
         # setns(pid) only applies to children. Enter it alone, fork, and let only the
         # command enter the rest: this waiting parent never shows up in the guest. The
-        # command (or its failure, through the inherited channel) reports; we only wait.
+        # command (or its failure, through the inherited channel) reports; we only wait,
+        # passing on what the CLI forwards to us, and exit with the command's status.
         sc.setns(fds.pop("pid"), KIND["pid"].clone_flag, "pid")
         sys.stdout.flush()
         sys.stderr.flush()
         inner = os.fork()
         if inner:
             child.close_channel()
-            for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
-                signal.signal(sig, signal.SIG_IGN)
-            _, st = os.waitpid(inner, 0)
-            os._exit(_exit_code(st))
+            # Ctrl-Z stops the command and the CLI (the terminal's whole group); we need not.
+            signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+            os._exit(signals.exit_status(signals.forward_until_exit(inner)))
+        # Our parent lives outside the pid namespace we are now in: getppid() says 0.
+        signals.die_with_parent(0)
     enter(fds)
     os.chdir(cwd)
+    signals.reset_for_exec(mask)
     os.execvpe(argv[0], argv, dict(env if env is not None else os.environ))
 
 
@@ -90,25 +99,32 @@ def exec_in(ns_files: Mapping[str, str], argv: list[str], env: Mapping[str, str]
     127 when the command, or anything on the way to it, was not found; 126 for any other
     failure before the exec, reported on stderr).
 
-    The CLI waits; Ctrl-C and friends go to the foreground process group, which the command is
-    part of, so the waiting parent ignores them rather than dying before the command does.
+    Signals (kernel/signals.py): SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to
+    the CLI are passed on to the command, and the CLI goes on waiting for it, so it exits with
+    the command's status. They are blocked from before the fork, so none is lost while the
+    child starts. Ctrl-C at a terminal already reaches the command (it is in our process
+    group): that one is not passed on a second time. If the CLI is killed (SIGKILL), the
+    command is killed too.
     """
     fds = open_ns_files(ns_files)  # open in the host's view, before anything moves
-    try:
-        proc = child.Child.start(_exec_child, fds, argv, env, cwd)
-    finally:
-        for fd in fds.values():
-            os.close(fd)
-    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
-    try:
-        # None: the exec happened (the channel closed on exec); ("err", exc): it did not.
-        outcome = proc.outcome()
-    finally:
-        proc.close()
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+    with signals.held((*signals.FORWARDED, signal.SIGCHLD)) as mask:
+        try:
+            proc = child.Child.start(_exec_child, fds, argv, env, cwd, mask, os.getpid(),
+                                     execs=True)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        try:
+            # None: the exec happened (the channel closed on exec); ("err", exc): it did not.
+            outcome = proc.outcome(reap=False)
+            status = proc.wait(forward=signals.FORWARDED)
+        finally:
+            proc.close()      # only if something failed here: kill and reap the command
+        # One that came after the command ended had nobody to go to; we exit with its
+        # status now, not by a late SIGUSR1's default action or a "terminated".
+        signals.drop_pending((*signals.FORWARDED, signal.SIGCHLD))
     if outcome is None:
-        return _exit_code(proc.wait())
+        return signals.exit_status(status)
     kind, value = outcome
     if kind == "err":
         print(f"mirrormount: exec {argv[0]}: {_reason(value)}", file=sys.stderr)
@@ -123,8 +139,3 @@ def _reason(exc: BaseException) -> str:
         text = exc.strerror or str(exc)
         return f"{op} {exc.filename or ''}: {text}".replace(" :", ":") if op else text
     return f"{type(exc).__name__}: {exc}"
-
-
-def _exit_code(status: int) -> int:
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code

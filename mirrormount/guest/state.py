@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..kernel import signals
 from .model import Layout
 
 RECORD_VERSION = 1
@@ -112,7 +113,14 @@ class StateLock:
     def _lock_current(self) -> None:
         while True:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            fcntl.flock(fd, self.mode)
+            try:
+                # Another create may hold it for a while: Ctrl-C may end the wait even inside
+                # a deferred section (nothing is changed before we hold the lock).
+                with signals.interruptible():
+                    fcntl.flock(fd, self.mode)
+            except BaseException:
+                os.close(fd)
+                raise
             st, now = os.fstat(fd), os.stat(self.path)
             if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
                 self.fds.append(fd)

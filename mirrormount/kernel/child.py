@@ -13,8 +13,14 @@ Four uses, one mechanism:
   builds namespaces, reports with ``report_ready(value)`` and waits there while the parent
   binds its /proc/PID/ns files, then exits when released (the nursery, guests);
 - several ``Child.start`` at once, then ``result()`` each: parallel workers (the /proc scan);
-- ``Child.start(fn)`` where fn execs: the pipe is close-on-exec, so ``outcome()`` is None
-  after a successful exec, or the exception that stopped it (exec and enter).
+- ``Child.start(fn, execs=True)`` where fn execs: the pipe is close-on-exec, so
+  ``outcome(reap=False)`` is None after a successful exec, or the exception that stopped it;
+  ``wait(forward=...)`` then waits, passing signals on (exec and enter).
+
+Signals (kernel/signals.py): the fork happens with the stop signals held, and a helper child
+ignores them before it runs anything: Ctrl-C reaches the CLI's whole process group, and it is
+the CLI that decides (rolls back, kills or releases its children). A child started with
+``execs=True`` keeps what its parent blocked for the command instead.
 
 Messages are length-prefixed pickles. An exception that cannot be pickled (or unpickled: it
 is round-tripped in the child before it is sent) arrives as a RuntimeError carrying its repr;
@@ -40,10 +46,11 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from ..errors import OperationError
+from . import signals
 
 T = TypeVar("T")
 
@@ -129,15 +136,28 @@ class Child:
         self.status: int | None = None
 
     @classmethod
-    def start(cls, fn: Callable[..., Any], *args: Any, cpu: int | None = None) -> Child:
-        """Fork; the child (pinned to `cpu` when given) runs fn(*args) and reports."""
+    def start(cls, fn: Callable[..., Any], *args: Any, cpu: int | None = None,
+              execs: bool = False) -> Child:
+        """Fork; the child (pinned to `cpu` when given) runs fn(*args) and reports.
+
+        execs: fn will exec a command; the caller has blocked the signals meant for it, and
+        they stay blocked (not ignored) in the child until fn hands them to the command."""
         global _channel
         msg_r, msg_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        mask = signals.fork_guard()
+        try:
+            pid = os.fork()
+        except BaseException:
+            signals.restore(mask)
+            raise
         if pid == 0:                                 # the child
+            if execs:
+                signals.restore(mask)
+            else:
+                signals.ignore_stops(mask)
             # Only our own channel: not the parent's ends (ours or other children's), not the
             # channel of the process we were forked from.
             for fd in (msg_r, go_w, *_parent_fds, *(_channel or ())):
@@ -158,7 +178,15 @@ class Child:
         os.close(msg_w)
         os.close(go_r)
         _parent_fds.update((msg_r, go_w))
-        return cls(pid, msg_r, go_w)
+        child = cls(pid, msg_r, go_w)
+        try:
+            signals.restore(mask)    # a stop held since before the fork is raised here
+        except BaseException:
+            # The caller never sees this child: it must not outlive us. (Inside an executor
+            # step, stops stay held here: only read-only helpers can be cut off this way.)
+            child.close()
+            raise
+        return child
 
     # ------------------------------------------------------------------ messages
     def _read_message(self, deadline: float | None) -> tuple[str, Any] | None:
@@ -211,15 +239,18 @@ class Child:
             os.close(self._go_w)
             self._go_w = -1
 
-    def outcome(self, timeout: float | None = None) -> tuple[str, Any] | None:
+    def outcome(self, timeout: float | None = None, reap: bool = True
+                ) -> tuple[str, Any] | None:
         """The child's final message (("ok", result) or ("err", exception)), or None when it
-        exec'd or died without one. Releases it first, and reaps it."""
+        exec'd or died without one. Releases it first, and reaps it unless `reap` is False
+        (a child that exec'd a command: the caller waits for it with wait(forward=...))."""
         self.release()
         try:
             msg = self._read_message(self._deadline(timeout))
         finally:
             self._close_messages()
-        self.wait()
+        if reap:
+            self.wait()
         return msg
 
     def result(self, timeout: float | None = None) -> Any:
@@ -233,10 +264,16 @@ class Child:
             raise value
         return value
 
-    def wait(self) -> int:
-        """Reap the child; returns its wait status (see os.waitstatus_to_exitcode)."""
+    def wait(self, forward: Collection[int] = ()) -> int:
+        """Reap the child; returns its wait status (see os.waitstatus_to_exitcode).
+
+        forward: signals to pass on to it meanwhile; the caller has blocked them, and
+        SIGCHLD, since before the fork (signals.forward_until_exit)."""
         if self.status is None:
-            _, self.status = os.waitpid(self.pid, 0)
+            if forward:
+                self.status = signals.forward_until_exit(self.pid, forward)
+            else:
+                _, self.status = os.waitpid(self.pid, 0)
         return self.status
 
     def kill(self) -> None:
