@@ -1,5 +1,5 @@
 """mirrormount.kernel.mountquery's pure parts on the captured fixtures: select_lines (the table
-`status` parses: the host outside BASE plus one mirror).
+`status` parses: the host outside BASE plus one mirror) and the /proc fallback's scan.
 
 The point of select_lines is speed at 1,000 guests (bench/results/scale.md); what these tests
 hold is that it changes no answer: health.assess judges a mirror the same on the filtered
@@ -13,7 +13,7 @@ import pytest
 from fixture_files import mountinfo_names, mountinfo_table, mountinfo_text
 from mirrormount.guest.health import assess
 from mirrormount.kernel.mountinfo import Mount, MountTable, ParseError, format_line, is_under
-from mirrormount.kernel.mountquery import select_lines
+from mirrormount.kernel.mountquery import _via_mountinfo, select_lines
 
 BASE = "/container"
 
@@ -121,3 +121,17 @@ def test_a_leak_to_the_host_is_still_seen():
     whole = assess(f"{BASE}/x", "mirror", host, guest, BASE)
     part = assess(f"{BASE}/x", "mirror", filtered(text, BASE, [f"{BASE}/x"]), guest, BASE)
     assert not whole.mirror_intact and part == whole
+
+
+# ---------------------------------------------------------------- the /proc fallback's scan
+def test_fallback_scan_finds_escaped_mountpoints(tmp_path):
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "mountinfo").write_text(mountinfo_text("optional-fields.host"),
+                                                 encoding="utf-8", errors="surrogateescape")
+    whole = mountinfo_table("optional-fields.host")
+    wanted = {"/srv/e/a b", "/srv/e/tab\tx", "/srv/e/back\\slash", "/srv/e/lit\\040",
+              "/srv/e/new\nline", "/nowhere"}
+    found = _via_mountinfo(wanted, proc=str(tmp_path))
+    assert sorted(m.mount_id for m in found) == sorted(
+        m.mount_id for m in whole if m.mountpoint in wanted)
+    assert {m.mountpoint for m in found} == wanted - {"/nowhere"}
