@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(VPY) bench/bench_create.py
 	$(VPY) bench/bench_busy.py
 
-# 1,000 guests on a 50-mount host, in a sandbox (about 2 minutes; bench/bench_scale.py --quick
+# 1,000 guests on a 50-mount host, in a sandbox (about 4 minutes; bench/bench_scale.py --quick
 # is the 30-second version). Writes bench/results/scale.md.
 bench-scale: $(STAMP)
 	$(VPY) bench/bench_scale.py
