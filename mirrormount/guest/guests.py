@@ -19,7 +19,7 @@ from ..errors import BusyError, OperationError, UsageError
 from ..kernel import mountinfo
 from ..kernel.mountinfo import MountTable
 from ..kernel.mountquery import cheap as mounts_cheap
-from ..kernel.mountquery import mounts_at
+from ..kernel.mountquery import mounts_at, table_beside
 from ..kernel.procfs import (ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
                              read_text)
 from .health import Health, assess
@@ -284,11 +284,16 @@ class Guests:
 
     def list_all(self) -> list[GuestInfo]:
         require_root("list")  # STATE is 0700: anyone else would just see no guests
-        # Per-guest statmount lookups beat parsing tens of thousands of mountinfo lines;
-        # without statmount, read the whole table once instead of once per guest.
-        table = None if mounts_cheap() else host_table()
+        names = guest_names(self.layout)
+        # Per-guest statmount lookups beat parsing tens of thousands of mountinfo lines.
+        # Without statmount, one scan of the table that parses only the lines at the paths
+        # info() asks about (a mirror and its nsfs files per guest): parsing every line made
+        # `list` take ~0.75 s at 1,000 guests (bench/results/scale.md).
+        table = None if mounts_cheap() else mounts_at(
+            p for n in names if (rec := load(self.layout, n)) is not None
+            for p in (rec.mirror, *self.ns_files(rec).values()))
         by_ns = pids_by_mnt_ns()
-        return [self.info(n, table, by_ns) for n in guest_names(self.layout)]
+        return [self.info(n, table, by_ns) for n in names]
 
     def guest_table(self, rec: GuestRecord) -> MountTable | None:
         holder = self.layout.ns_file(rec.name, "mnt")
@@ -306,7 +311,11 @@ class Guests:
     def status(self, name: str) -> StatusReport:
         require_root("status")
         rec = self.record(name)
-        table = host_table()
+        # What assess() and info() look at: this mirror's subtree, the host outside BASE
+        # (peer groups a mirror mount must not share) and the nsfs files. Other guests'
+        # mirrors, nearly all of a big host's table, are never parsed: at 1,000 guests
+        # parsing all 52k lines made `status` take 0.8-1.0 s (bench/results/scale.md).
+        table = table_beside(self.layout.base, [rec.mirror, *self.ns_files(rec).values()])
         info = self.info(name, table)
         guest = self.guest_table(rec) if "mnt" in info.namespaces else None
         pending = (str(rec.pending.get("path")),) if rec.pending else ()

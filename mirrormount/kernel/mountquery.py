@@ -6,13 +6,18 @@ Here, statx(STATX_MNT_ID_UNIQUE) names the mount at a path and statmount(2) (Lin
 describes it. Older kernels fall back to one mountinfo scan that fully parses only the lines
 asked for.
 
+`status` needs more than single mounts: one mirror's whole subtree, and every host mount
+outside BASE (to see whether a mirror mount shares a peer group with the host). table_beside
+reads the table once and parses only those lines; the other guests' mirrors, which are nearly
+all of a big host's table, are skipped on a look at their mountpoint (select_lines, pure).
+
 Privilege: none.
 """
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from . import syscalls as sc
 from .mountinfo import Mount, MountTable, parse_line, unescape
@@ -67,14 +72,55 @@ def _via_statmount(path: str) -> Mount | None:
                  source=sm.sb_source)
 
 
+def _mountpoint(line: str) -> str | None:
+    """A mountinfo line's mountpoint (field 5), decoded; None if the line has no such field.
+    Only a field holding a backslash has escapes to undo: sparing the regex for the rest
+    matters on a table of tens of thousands of lines."""
+    fields = line.split(" ", 5)
+    if len(fields) < 6:
+        return None
+    return unescape(fields[4]) if "\\" in fields[4] else fields[4]
+
+
 def _via_mountinfo(paths: set[str], proc: str = "/proc") -> list[Mount]:
     found = []
     with open(f"{proc}/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
-            fields = line.split(" ", 5)
-            if len(fields) > 4 and unescape(fields[4]) in paths:
+            if _mountpoint(line) in paths:
                 found.append(parse_line(line))
     return found
+
+
+def select_lines(lines: Iterable[str], skip_under: str,
+                 keep: Iterable[str] = ()) -> Iterator[str]:
+    """The mountinfo lines whose mountpoint is not strictly beneath skip_under, or is at or
+    beneath a path in keep. Blank lines are dropped; any other line without a mountpoint is
+    passed on, for parse_line to refuse. skip_under "/" skips nothing."""
+    top = skip_under.rstrip("/")
+    skip = top + "/"
+    kept = {k.rstrip("/") or "/" for k in keep}
+    # is_under as one startswith per line, and no unescape without a backslash: this loop
+    # runs for each of every other guest's mounts (52k lines at 1,000 guests).
+    kept_under = tuple("/" if k == "/" else k + "/" for k in kept)
+    for line in lines:
+        fields = line.split(" ", 5)
+        if len(fields) < 6:
+            if line.strip():
+                yield line
+            continue
+        mp = unescape(fields[4]) if "\\" in fields[4] else fields[4]
+        if not top or not mp.startswith(skip) or mp in kept or mp.startswith(kept_under):
+            yield line
+
+
+def table_beside(skip_under: str, keep: Iterable[str] = (), proc: str = "/proc") -> MountTable:
+    """The caller's mount table without the mounts strictly beneath skip_under, except those
+    at or beneath a path in keep (select_lines). One read of mountinfo, which the kernel
+    writes whole; Python parses only what is kept."""
+    with open(f"{proc}/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        text = f.read()
+    return MountTable.of(parse_line(line)
+                         for line in select_lines(text.split("\n"), skip_under, keep))
 
 
 def cheap() -> bool:
