@@ -11,7 +11,8 @@ import typer
 
 from ..errors import EXIT_FAILED, BusyError, OperationError, PartlyDone, UsageError
 from ..guest.guests import UmountBusy, require_root
-from ..guest.model import parse_kinds, validate_name, validate_propagation
+from ..guest.model import (parse_caps, parse_kinds, validate_confine, validate_name,
+                           validate_propagation)
 from ..guest.recipe import Recipe, RecipeMount, load_recipe
 from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
 
@@ -28,6 +29,14 @@ def create(
     ns: Optional[str] = typer.Option(None, "--ns", help="More namespaces: uts,ipc,net,pid,cgroup"),
     propagation: Optional[str] = typer.Option(
         None, "--propagation", help="mirror [default], or mirror+host to also receive host mounts."),
+    confine: Optional[str] = typer.Option(
+        None, "--confine", metavar="mirror|none",
+        help="mirror [default]: every process mirrormount starts in the guest runs under a "
+             "seccomp filter that keeps it from cutting itself off its mirror; none: no filter."),
+    drop_caps: Optional[str] = typer.Option(
+        None, "--drop-caps", metavar="CAP[,CAP...]",
+        help="Capabilities to drop from the bounding set of everything started in the guest "
+             "(e.g. sys_admin: the guest can make no mounts)."),
     recipe_file: Optional[str] = typer.Option(None, "--recipe", metavar="FILE",
                                               help="A TOML recipe instead of the flags above "
                                                    "(see recipes/)."),
@@ -39,12 +48,14 @@ def create(
     if len(set(names)) != len(names):
         raise UsageError("a name is given twice")
     if recipe_file is not None:
-        if any(v is not None for v in (rootfs, hostname, ns, propagation)):
-            raise UsageError("give either --recipe or --rootfs/--hostname/--ns/--propagation")
+        if any(v is not None for v in (rootfs, hostname, ns, propagation, confine, drop_caps)):
+            raise UsageError("give either --recipe or --rootfs/--hostname/--ns/--propagation/"
+                             "--confine/--drop-caps")
         recipe = load_recipe(recipe_file)
     else:
         recipe = Recipe(rootfs or "/", hostname, parse_kinds(ns),
-                        validate_propagation(propagation))
+                        validate_propagation(propagation), confine=validate_confine(confine),
+                        drop_caps=parse_caps(drop_caps))
     # The whole batch is checked before the first change (names, existing guests, BASE and
     # STATE, the plan itself), so exit 2 always means that nothing changed.
     reqs = [s.guests.validate_create(recipe.request(n)) for n in names]
@@ -126,7 +137,10 @@ def status(ctx: typer.Context, name: str = typer.Argument(...),
         typer.echo(f"name:          {rep.name}\nmirror:        {rep.mirror}\n"
                    f"state:         {rep.info.state}\n"
                    f"mirror_intact: {'yes' if h.mirror_intact else 'NO'}\n"
-                   f"mounts:        {h.mounts_host} on the host, {h.mounts_guest} in the guest")
+                   f"mounts:        {h.mounts_host} on the host, {h.mounts_guest} in the guest\n"
+                   f"confine:       {rep.info.confine}"
+                   + (f" (capabilities dropped: {','.join(rep.info.drop_caps)})"
+                      if rep.info.drop_caps else ""))
         for p in rep.problems:
             typer.echo(f"problem:       {p}")
     if not rep.ok:

@@ -72,12 +72,15 @@ class GuestInfo:
     hostname: str | None = None
     guest_only: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    confine: str = "none"
+    drop_caps: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"name": self.name, "mirror": self.mirror, "rootfs": self.rootfs,
                 "state": self.state, "namespaces": self.namespaces, "pids": self.pids,
                 "propagation": self.propagation, "hostname": self.hostname,
-                "guest_only": self.guest_only, "problems": self.problems}
+                "guest_only": self.guest_only, "problems": self.problems,
+                "confine": self.confine, "drop_caps": self.drop_caps}
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,8 @@ class StatusReport:
                 "mirror_intact": self.health.mirror_intact,
                 "mounts_host": self.health.mounts_host, "mounts_guest": self.health.mounts_guest,
                 "problems": self.problems, "state": self.info.state,
-                "propagation": self.info.propagation, "guest_only": self.info.guest_only}
+                "propagation": self.info.propagation, "guest_only": self.info.guest_only,
+                "confine": self.info.confine, "drop_caps": self.info.drop_caps}
 
 
 def host_table() -> MountTable:
@@ -202,8 +206,13 @@ class Guests:
         if not os.path.isdir(req.rootfs):
             raise UsageError(f"rootfs {req.rootfs} is not a directory")
         validate_hostname(req.hostname)
-        return CreateRequest(req.name, os.path.realpath(req.rootfs), req.hostname, req.kinds,
-                             req.propagation)
+        if req.confine == "mirror":
+            from ..kernel.confine import unavailable
+            why = unavailable()
+            if why:
+                raise OperationError(f"--confine mirror: {why}; nothing was changed "
+                                     "(--confine none creates an unconfined guest)")
+        return replace(req, rootfs=os.path.realpath(req.rootfs))
 
     def plan(self, req: CreateRequest) -> list[Op]:
         from .plan import plan_create
@@ -236,7 +245,8 @@ class Guests:
         namespaces = {k: ns_id(p) or "?" for k, p in self.ns_files(rec).items()}
         pids = [outcome.reaper_pid] if outcome.reaper_pid else []
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, "stopped", namespaces, pids,
-                         rec.propagation, rec.hostname), outcome
+                         rec.propagation, rec.hostname, confine=rec.confine,
+                         drop_caps=list(rec.drop_caps)), outcome
 
     # ------------------------------------------------------------------ list / status
     def info(self, name: str, table: MountTable | None = None,
@@ -262,7 +272,8 @@ class Guests:
         others = [p for p in pids if p not in reapers]
         state = "broken" if problems else ("running" if others else "stopped")
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, state, namespaces, pids,
-                         rec.propagation, rec.hostname, list(rec.guest_only), problems)
+                         rec.propagation, rec.hostname, list(rec.guest_only), problems,
+                         rec.confine, list(rec.drop_caps))
 
     def _held(self, rec: GuestRecord, table: MountTable | None = None
               ) -> tuple[dict[str, str], list[str]]:
@@ -322,7 +333,14 @@ class Guests:
         namespaces, problems = self._held(rec)   # no /proc scan: exec needs no pid list
         if "mnt" not in namespaces:
             raise OperationError(f"guest {name} is broken: {'; '.join(problems)}")
-        return exec_in(self.ns_files(rec), argv)
+        from ..kernel import confine
+        from .model import cap_numbers
+        if rec.confine == "mirror" and (why := confine.unavailable()):
+            raise OperationError(f"guest {name} is confined, but {why}; nothing was run")
+        # Built here, in the host's view; the child enforces it just before its exec.
+        prepared = confine.prepare(rec.confine == "mirror", cap_numbers(rec.drop_caps))
+        with confine.armed(prepared):
+            return exec_in(self.ns_files(rec), argv)
 
     def shell_for(self, name: str) -> str:
         rec = self.record(name)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ..kernel import child
+from ..kernel import child, confine
 from ..kernel import syscalls as sc
 from ..kernel.child import ChildFailed
 from .model import KIND, SETNS_ORDER
@@ -81,6 +81,7 @@ def _exec_child(fds: dict[str, int], argv: list[str], env: Mapping[str, str] | N
             os._exit(_exit_code(st))
     enter(fds)
     os.chdir(cwd)
+    confine.enforce_armed()     # the guest's seccomp filter and dropped capabilities, if any
     os.execvpe(argv[0], argv, dict(env if env is not None else os.environ))
 
 

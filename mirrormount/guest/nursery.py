@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from . import faults
-from ..kernel import child
+from ..kernel import child, confine
 from ..kernel import syscalls as sc
 from ..kernel.child import Child
-from .model import clone_flags
+from .model import cap_numbers, clone_flags
 from .ops import SpawnGuest, StartNursery
 from ..kernel.procfs import wait_gone
 
@@ -107,7 +107,7 @@ class Spawned:
     attempts: int
 
 
-def _reaper(commit_r: int) -> None:
+def _reaper(commit_r: int, prepared: confine.Prepared | None = None) -> None:
     """PID 1 of a guest's pid namespace when the user gave no init: mount /proc, then reap.
 
     It exists only to keep the pid namespace alive (a pid namespace whose init has exited
@@ -124,6 +124,10 @@ def _reaper(commit_r: int) -> None:
     sc.set_process_name("mm-reaper")
     # The guest's own /proc, for its own pid namespace. The mount propagates to BASE/NAME/proc.
     sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    # Confined like every process mirrormount starts in the guest (kernel/confine.py):
+    # guest processes could otherwise reach an unconfined PID 1 (ptrace, /proc/1/mem).
+    if prepared is not None:
+        prepared.enforce()
     child.report_ready()
     # Hold nothing of the caller's: an inherited pipe would keep `$(mirrormount create)` waiting.
     try:
@@ -149,7 +153,8 @@ def _reaper(commit_r: int) -> None:
                 break
 
 
-def _guest_child(op: SpawnGuest, commit_r: int) -> None:
+def _guest_child(op: SpawnGuest, commit_r: int,
+                 prepared: confine.Prepared | None = None) -> None:
     # Copy the mirror before leaving the host's namespace: a detached tree whose mounts are
     # peers of the mirror's, which is what makes the guest and BASE/NAME one tree.
     tree = sc.open_tree(op.mirror, sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE)
@@ -180,7 +185,7 @@ def _guest_child(op: SpawnGuest, commit_r: int) -> None:
         socket.sethostname(op.hostname)
     reaper = 0
     if "pid" in op.kinds:
-        pid1 = Child.start(_reaper, commit_r)  # PID 1 of the new pid namespace
+        pid1 = Child.start(_reaper, commit_r, prepared)  # PID 1 of the new pid namespace
         pid1.ready()      # /proc is mounted; or the reaper's exception, raised here
         pid1.release()    # it goes on to wait for the commit; nobody here waits for it
         reaper = pid1.pid
@@ -259,12 +264,16 @@ def spawn_guest(op: SpawnGuest, checkpoint: Callable[[int], None] = lambda m: No
     after the reaper was told to stay (commit)."""
     bound: list[str] = []
     reaper = [0]
+    # Built here, in the host's view (libseccomp lives here; the rootfs may have none), and
+    # enforced by the reaper, which inherits it across the forks.
+    prepared = (confine.prepare(op.confine == "mirror", cap_numbers(op.drop_caps))
+                if "pid" in op.kinds else None)
     # Only this process holds commit_w: the reaper exits on EOF unless told to stay.
     commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
 
     def body() -> None:
         os.close(commit_w)
-        _guest_child(op, commit_r)
+        _guest_child(op, commit_r, prepared)
 
     def hold(pid: int, words: list[str]) -> int:
         reaper[0] = int(words[0])

@@ -99,6 +99,8 @@ class SpawnGuest(Op):
     kinds: tuple[str, ...] = ("mnt",)
     hostname: str | None = None
     put_old: str = "mnt"  # an existing directory of the rootfs, used only during pivot_root
+    confine: str = "none"           # model.CONFINE_MODES: for the guest's init (reaper)
+    drop_caps: tuple[str, ...] = ()
 
     def shell(self) -> list[str]:
         q = shlex.quote
@@ -122,6 +124,7 @@ class SpawnGuest(Op):
             steps.append(f"hostname {q(self.hostname)}")
         if "pid" in self.kinds:
             steps.append("mount -t proc proc /proc   # by the guest's PID 1 (mirrormount reaper)")
+            steps.extend(confinement_lines(self.confine, self.drop_caps, "the reaper"))
         # Trailing comments explain each step here but must not reach `sh -c`, where the
         # first '#' would swallow every later step.
         inner = "; ".join(s.split("  #")[0].rstrip() for s in steps if not s.startswith("#"))
@@ -134,6 +137,19 @@ class SpawnGuest(Op):
             lines.append(f"touch {q(self.ns_dir)}/{kind}; "
                          f"mount --bind /proc/$!/ns/{src} {q(self.ns_dir)}/{kind}")
         return lines
+
+
+def confinement_lines(confine: str, drop_caps: tuple[str, ...], who: str) -> list[str]:
+    """Comment lines saying what `who` will run under (no shell has a seccomp verb)."""
+    out = []
+    if confine == "mirror":
+        out.append(f"# {who} and all it starts: seccomp refuses mount(2) with MS_PRIVATE, "
+                   "MS_SLAVE or MS_UNBINDABLE (EPERM), mount_setattr (ENOSYS) and "
+                   "open_by_handle_at (EPERM): the guest cannot cut itself off its mirror")
+    if drop_caps:
+        out.append(f"# {who}: capabilities dropped from the bounding set: "
+                   f"{','.join(drop_caps)}  (like setpriv --bounding-set -{',-'.join(drop_caps)})")
+    return out
 
 
 @dataclass(frozen=True, eq=False)
