@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from . import faults
 from ..kernel import child, confine
+from ..kernel import mountinfo
 from ..kernel import syscalls as sc
 from ..kernel.child import Child
 from .model import cap_numbers, clone_flags
@@ -107,6 +108,32 @@ class Spawned:
     attempts: int
 
 
+def own_proc_only() -> None:
+    """Put the guest's own /proc in place of every proc mount it inherited from the rootfs.
+
+    The mirror copies the host's /proc, which shows the host's pid namespace: its processes'
+    ns/* and root links lead into other guests. A proc mounted on top would hide it only
+    until a guest process unmounts the top one. So every inherited proc mount is detached
+    first (its copy in the mirror goes with it, by propagation; in mirror+host mode nothing
+    goes back to the host, whose mounts the mirror only receives from), then the guest's
+    own is mounted: proc shows the pid namespace of whoever mounts it (fs/proc/root.c)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            inherited = [m.mountpoint for m in mountinfo.parse(f.read()) if m.fstype == "proc"]
+    except OSError:
+        inherited = []          # no proc at /proc in this rootfs: nothing to hide
+    for path in sorted(set(inherited), key=lambda p: -p.count("/")):   # deepest first
+        for _ in range(16):     # stacked ones too
+            try:
+                sc.umount2(path, sc.MNT_DETACH)
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ENOENT):
+                    break       # no mount there any more
+                raise
+    # The mount propagates to BASE/NAME/proc.
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+
 def _reaper(commit_r: int, prepared: confine.Prepared | None = None) -> None:
     """PID 1 of a guest's pid namespace when the user gave no init: mount /proc, then reap.
 
@@ -122,8 +149,7 @@ def _reaper(commit_r: int, prepared: confine.Prepared | None = None) -> None:
     """
     os.setsid()
     sc.set_process_name("mm-reaper")
-    # The guest's own /proc, for its own pid namespace. The mount propagates to BASE/NAME/proc.
-    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    own_proc_only()
     # Confined like every process mirrormount starts in the guest (kernel/confine.py):
     # guest processes could otherwise reach an unconfined PID 1 (ptrace, /proc/1/mem).
     if prepared is not None:

@@ -123,6 +123,8 @@ class SpawnGuest(Op):
         if self.hostname:
             steps.append(f"hostname {q(self.hostname)}")
         if "pid" in self.kinds:
+            steps.append("umount -l /proc            # the host's /proc, beneath: no way back to "
+                         "the host's processes")
             steps.append("mount -t proc proc /proc   # by the guest's PID 1 (mirrormount reaper)")
             steps.extend(confinement_lines(self.confine, self.drop_caps, "the reaper"))
         # Trailing comments explain each step here but must not reach `sh -c`, where the
