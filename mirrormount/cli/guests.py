@@ -1,5 +1,5 @@
-"""The guest commands: create, list, status, exec, enter, mount, umount, destroy, doctor,
-demo. Each parses, calls the library (guest/), and renders a table or JSON; errors become
+"""The guest commands: create, list, status, exec, enter, mount, umount, repair, destroy,
+doctor, demo. Each parses, calls the library (guest/), and renders a table or JSON; errors become
 exit codes in common.reports_errors, the one place that does it.
 """
 from __future__ import annotations
@@ -254,6 +254,44 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
                                   "still held"))
     else:
         typer.echo(f"detached {target} in {name}; nothing holds the filesystem any more")
+
+
+@app.command()
+@reports_errors
+def repair(ctx: typer.Context, name: str = typer.Argument(...), dry_run: bool = DRY_RUN,
+           json_local: bool = JSON_OPT) -> None:
+    """Re-join a broken mirror: every mount that left its copy's peer group joins it again
+    (move_mount MOVE_MOUNT_SET_GROUP, Linux 5.15+), and what only one side has is copied to
+    the other. Exits 0 when status is intact afterwards, 1 otherwise, saying what is left."""
+    g = settings(ctx).guests
+    require_root("repair")
+    if dry_run:
+        from ..guest.ops import render
+        plan = g.plan_repair(name)
+        text = render(plan.ops) if plan.ops else "# nothing to re-join or copy\n"
+        text += "".join(f"# left as it is: {w}\n" for w in plan.left)
+        text += "".join(f"# cannot heal: {w}\n" for w in plan.cannot)
+        typer.echo(text, nl=False)
+        if plan.cannot:
+            raise typer.Exit(EXIT_FAILED)
+        return
+    rep = g.repair(name)
+    if want_json(ctx, json_local):
+        emit_json(rep.to_json())
+    else:
+        for number, why in enumerate(rep.steps, start=1):
+            typer.echo(f"step {number}: {why}")
+        for why in rep.left:
+            typer.echo(f"left as it is: {why}")
+        if not rep.steps:
+            typer.echo(f"{name}: nothing to re-join or copy")
+    if not rep.ok:
+        problems = [*rep.cannot, *(rep.status.problems if rep.status else [])]
+        raise OperationError(f"{name}: the mirror is not intact after repair: "
+                             + "; ".join(dict.fromkeys(problems)) if problems else
+                             f"{name}: the mirror is not intact after repair")
+    if not want_json(ctx, json_local):
+        typer.echo(f"{name}: mirror intact")
 
 
 @app.command()

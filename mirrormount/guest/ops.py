@@ -374,6 +374,82 @@ class RecoverGuestOnly(Op):
                 "   # its empty self-bind in the mirror, if left"]
 
 
+# ----------------------------------------------------------------------------- repair
+# A mirror mount lives on two sides: "host" (MIRROR + PATH, in the host's namespace) and
+# "guest" (PATH, in the guest's). Host paths are resolved inside the mirror from an fd
+# (openat2 RESOLVE_IN_ROOT), never as a string: a guest that swapped a directory of its
+# tree for a symlink to / must not make mirrormount change the host's own mounts.
+SIDES = ("host", "guest")
+
+
+def _where(side: str, mirror: str, holder: str, path: str, cmd: str) -> str:
+    """`cmd PATH` run on one side, as shell text."""
+    q = shlex.quote
+    if side == "host":
+        return f"{cmd} {q(mirror.rstrip('/') + (path if path != '/' else ''))}"
+    return f"nsenter --mount={q(holder)} {cmd} {q(path)}"
+
+
+@dataclass(frozen=True, eq=False)
+class Propagate(Op):
+    """One mount's propagation, on one side, not recursive. ``undo_flag``: what rollback
+    sets it back to (its kind before; None: nothing to undo)."""
+
+    mirror: str = ""
+    holder: str = ""
+    side: str = "host"
+    path: str = "/"             # guest path
+    flag: str = "shared"        # private | shared | slave | unbindable
+    undo_flag: str | None = None
+
+    def shell(self) -> list[str]:
+        return [_where(self.side, self.mirror, self.holder, self.path,
+                       f"mount --make-{self.flag}")]
+
+
+@dataclass(frozen=True, eq=False)
+class JoinGroup(Op):
+    """The mount at PATH on side ``to`` (private) joins the peer group of the mount at PATH
+    on the other side: move_mount(from, to, MOVE_MOUNT_SET_GROUP), Linux 5.15+ (findings
+    §13). Nothing propagates when a group is joined; mounts made afterwards flow both ways.
+    Undone by making the target private again."""
+
+    mirror: str = ""
+    holder: str = ""
+    to: str = "guest"
+    path: str = "/"
+
+    def shell(self) -> list[str]:
+        src = "host" if self.to == "guest" else "guest"
+        what = {"host": self.mirror.rstrip("/") + (self.path if self.path != "/" else ""),
+                "guest": f"{self.path} in the guest ({self.holder})"}
+        return [f"# move_mount({what[src]} -> {what[self.to]}, MOVE_MOUNT_F_EMPTY_PATH|"
+                "MOVE_MOUNT_SET_GROUP): no mount(8) verb does this"]
+
+
+@dataclass(frozen=True, eq=False)
+class CopyTree(Op):
+    """Re-create on side ``to`` a tree of mounts that only the other side has: a recursive
+    clone of it (open_tree OPEN_TREE_CLONE|AT_RECURSIVE; the clone of a shared mount is its
+    peer), attached at the same path with move_mount. The parent on side ``to`` is not a
+    peer of the source's parent at that moment (the plan sees to it), so the attach
+    propagates nowhere. Undone by detaching the copy privately."""
+
+    mirror: str = ""
+    holder: str = ""
+    to: str = "guest"
+    path: str = "/"
+    mounts: int = 1             # how many mounts the tree holds (for the report)
+
+    def shell(self) -> list[str]:
+        src = "host" if self.to == "guest" else "guest"
+        return [f"# open_tree({src}:{self.path}, OPEN_TREE_CLONE|AT_RECURSIVE), then "
+                f"move_mount onto {self.to}:{self.path} ({self.mounts} mount(s)); in "
+                "mount(8) words:",
+                _where(self.to, self.mirror, self.holder, self.path,
+                       f"mount --rbind {src.upper()}:{shlex.quote(self.path)}")]
+
+
 def render(ops: list[Op]) -> str:
     """The dry-run text: each operation's shell lines, the reason as a trailing comment."""
     out = []
