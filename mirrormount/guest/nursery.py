@@ -161,7 +161,12 @@ def _reaper(commit_r: int, prepared: confine.Prepared | None = None) -> None:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
     except OSError:
-        null = -1
+        # a rootfs without /dev: closed then, rather than kept open
+        for fd in (0, 1, 2):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
     if os.read(commit_r, 1) != b"c":
         os._exit(0)      # the creator is gone before binding us: leave nothing behind
     os.closerange(3, 65536)
