@@ -288,8 +288,12 @@ def repair(ctx: typer.Context, name: str = typer.Argument(...), dry_run: bool = 
     if not rep.ok:
         problems = [*rep.cannot, *(rep.status.problems if rep.status else [])]
         raise OperationError(f"{name}: the mirror is not intact after repair: "
-                             + "; ".join(dict.fromkeys(problems)) if problems else
-                             f"{name}: the mirror is not intact after repair")
+                             + "; ".join(dict.fromkeys(problems)))
+    if rep.cannot:
+        # status judges the peer groups, which are whole; what repair could not mend (two
+        # sides showing different filesystems at a path) still makes this run a failure
+        raise OperationError(f"{name}: the mirror is intact, but repair could not heal: "
+                             + "; ".join(rep.cannot))
     if not want_json(ctx, json_local):
         typer.echo(f"{name}: mirror intact")
 

@@ -136,8 +136,14 @@ class Guests:
         if not os.path.isdir(req.rootfs):
             raise UsageError(f"rootfs {req.rootfs} is not a directory")
         validate_hostname(req.hostname)
+        from ..kernel.confine import propagation_refused, unavailable
+        if propagation_refused():
+            raise OperationError("this process runs under a seccomp filter that refuses "
+                                 "propagation changes (in a guest made with --confine "
+                                 "mirror?): mirrormount cannot set up its mounts here; "
+                                 "nothing was changed; hint: make the outer guest with "
+                                 "--confine none")
         if req.confine == "mirror":
-            from ..kernel.confine import unavailable
             why = unavailable()
             if why:
                 raise OperationError(f"--confine mirror: {why}; nothing was changed "

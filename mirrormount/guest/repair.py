@@ -163,8 +163,9 @@ def plan_repair(f: RepairFacts) -> RepairPlan:
         if not _same_fs(g, h):
             diverged.add(key)
             cannot.append(f"{key[0]}: the host side shows {h.fstype} {h.source} "
-                          f"({h.root}), the guest {g.fstype} {g.source} ({g.root}): unmount "
-                          "the one that should not be there, then run repair again")
+                          f"({h.root}), the guest {g.fstype} {g.source} ({g.root}): two "
+                          "mounts, one path; unmount it (once the mirror is whole, both "
+                          "sides' go) and mount the one to keep again")
             continue
         if _peers(g, h):
             continue

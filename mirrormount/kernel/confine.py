@@ -80,6 +80,25 @@ def unavailable() -> str | None:
     return None
 
 
+def propagation_refused() -> bool:
+    """Whether this process itself runs under a filter that refuses propagation changes (a
+    mirrormount run inside a confined guest). Asked of the kernel only under a seccomp
+    filter (the Seccomp line of /proc/self/status is 2), and harmlessly: make-private of a
+    path that does not exist fails with ENOENT, unless a filter refuses it first (EPERM)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            filtered = any(line.split() == ["Seccomp:", "2"] for line in f)
+    except OSError:
+        return False
+    if not filtered:
+        return False
+    try:
+        sc.mount(None, "/proc/self/fd/-1/mirrormount-probe", None, sc.MS_PRIVATE)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return False
+
+
 def _has_cap_sys_admin() -> bool:
     try:
         with open("/proc/self/status", encoding="ascii", errors="replace") as f:
