@@ -1,5 +1,5 @@
 """The one executor: every change mirrormount makes to mounts and namespaces (create,
-destroy, mount, mount --guest-only, umount) is a plan from plan.py carried out here, step by
+destroy, mount, mount --guest-only, umount, repair) is a plan from plan.py carried out here, step by
 step. On a failure, or Ctrl-C, the completed steps are undone in reverse order.
 
 Each operation type has one do-function here. A step that makes several kernel calls pushes
