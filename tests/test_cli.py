@@ -25,7 +25,8 @@ from mirrormount.cli import app
 from mirrormount.kernel.removal import remove_tree
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("create", "list", "status", "exec", "enter", "mount", "umount", "destroy", "doctor")
+COMMANDS = ("create", "list", "status", "exec", "enter", "mount", "umount", "destroy", "doctor",
+            "repair")
 
 
 class Trap(Exception):
@@ -178,7 +179,8 @@ def test_each_command_has_help(command):
 
 def test_create_help_shows_the_contract_options():
     out = CliRunner().invoke(app, ["create", "--help"]).stdout
-    for opt in ("--rootfs", "--hostname", "--ns", "--propagation", "--dry-run"):
+    for opt in ("--rootfs", "--hostname", "--ns", "--propagation", "--confine", "--drop-caps",
+                "--dry-run"):
         assert opt in out
 
 
@@ -261,6 +263,8 @@ def test_subprocess_really_drops_root(shared_tmp):
     ["umount", "c1", "/mnt"],
     ["exec", "c1", "--", "true"],
     ["status", "c1"],
+    ["repair", "c1"],
+    ["repair", "c1", "--dry-run"],
 ])
 def test_non_root_is_refused_and_changes_nothing(shared_tmp, args):
     # require_root raises OperationError: an operation failure, exit 1 (README "Exit codes")
@@ -285,7 +289,7 @@ def test_unit_tests_cannot_change_mounts_or_namespaces(mount_guard):
     import mirrormount.guest.apply
     import mirrormount.kernel.syscalls as sc
     names = ["mount", "umount2", "unshare", "setns", "pivot_root", "open_tree", "move_mount",
-             "mount_setattr", "fsopen", "fsconfig", "fsmount"]
+             "mount_setattr", "fsopen", "fsconfig", "fsmount", "drop_capabilities"]
     for name in names:
         with pytest.raises(AssertionError, match="^unit tests must not change mounts or "
                                                  f"namespaces: {name} called$"):

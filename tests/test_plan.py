@@ -341,7 +341,8 @@ def test_render_guest_script_runs_every_step():
     words = list(shlex.shlex(script, posix=True, punctuation_chars=True))
     for word in ("pivot_root", "hostname", "box", "proc"):
         assert word in words
-    assert words.count("umount") == 2
+    # the old root, the put_old self-bind, and (pid namespace) the host's /proc beneath
+    assert words.count("umount") == 3
 
 
 # ----------------------------------------------------------------------------- mount

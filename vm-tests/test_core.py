@@ -108,7 +108,7 @@ def test_host_mount_elsewhere(sandbox, mode, reaches):
 
 # ---------------------------------------------------------------- status
 def test_status_intact_then_broken(sandbox):
-    create(sandbox, "c1")
+    create(sandbox, "c1", "--confine", "none")      # confined, it could not break it
     st = sandbox.mm("--json", "status", "c1")
     assert st.returncode == 0
     data = st.json

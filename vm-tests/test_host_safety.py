@@ -179,7 +179,15 @@ def test_nested_guest_status_is_honest_and_leaves_nothing(sandbox, kinds):
     status of the outer guest does not count the nested BASE/STATE's private mounts as
     problems, and once the nested guest is gone nothing of it is left on the host."""
     sb = sandbox
-    ok(sb.mm("create", "c1", *kinds))
+    # a confined guest cannot make mounts private, which the nested BASE and STATE must be:
+    # it is refused, said so, and nothing changes
+    ok(sb.mm("create", "c0", *kinds))
+    before = sb.mountinfo()
+    r = sb.mm("exec", "c0", "--", sys.executable, "-m", "mirrormount", "create", "n1")
+    assert r.returncode == 1 and "--confine none" in r.stderr, r.stderr
+    assert sb.mountinfo() == before
+    ok(sb.mm("destroy", "c0"))
+    ok(sb.mm("create", "c1", "--confine", "none", *kinds))
     before = sb.mountinfo()
     inner = ("exec", "c1", "--", sys.executable, "-m", "mirrormount")
     ok(sb.mm(*inner, "create", "n1"))

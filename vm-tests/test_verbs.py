@@ -29,7 +29,26 @@ VERBS = {
     "umount-guest-only": ("mkdir -p /tmp/t && python3 -m mirrormount mount c1 s /tmp/t "
                           "-t tmpfs --guest-only", ["umount", "c1", "/tmp/t"], True),
     "destroy": ("", ["destroy", "c1"], True),
+    # c1 (unconfined, on the small rootfs below) broke its mirror; a mount made on each
+    # side since: repair shares, copies both ways, and re-joins / and /proc
+    "repair": ("python3 -m mirrormount exec c1 -- mount --make-rprivate / && "
+               "python3 -m mirrormount exec c1 -- mount -t tmpfs g /tmp/g && "
+               "mount -t tmpfs h /container/c1/mnt/h", ["repair", "c1"], False),
 }
+
+# A small rootfs: mount, umount, cat and their libraries, so that repair's plan (one step
+# per mount of the guest) stays short enough to fail and kill at every point.
+SMALL_ROOTFS = """R=/srv/r; [ -e $R/usr/bin/mount ] || {
+  mkdir -p $R/usr/bin $R/usr/lib $R/usr/lib64 $R/proc $R/tmp/g $R/mnt/h
+  ln -s usr/bin $R/bin; ln -s usr/lib $R/lib; ln -s usr/lib64 $R/lib64
+  for b in mount umount cat; do
+    cp /usr/bin/$b $R/usr/bin/
+    for l in $(ldd /usr/bin/$b | grep -o '/[^ ]*'); do
+      mkdir -p $R$(dirname $l); cp -n $l $R$l
+    done
+  done; }"""
+# verb -> (shell before its `create c1`, more create arguments)
+PREPARE = {"repair": (SMALL_ROOTFS, ("--rootfs", "/srv/r", "--confine", "none"))}
 
 
 def snapshot(sb):
@@ -47,7 +66,10 @@ def snapshot(sb):
 
 def setup(sb, verb):
     shell, _, _ = VERBS[verb]
-    assert sb.mm("create", "c1", "--ns", "pid").returncode == 0
+    before, args = PREPARE.get(verb, ("", ()))
+    if before:
+        sb.sh(before)
+    assert sb.mm("create", "c1", "--ns", "pid", *args).returncode == 0
     if shell:
         sb.sh(shell)
 

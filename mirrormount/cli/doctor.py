@@ -1,7 +1,8 @@
 """`mirrormount doctor`: one line per check, each ok, warn or fail.
 
-Checks the kernel and each syscall mirrormount relies on, the propagation of /, the BASE and
-STATE set-up, headroom under fs.mount-max, privilege, and the Python version.
+Checks the kernel and each syscall mirrormount relies on (MOVE_MOUNT_SET_GROUP for repair,
+seccomp filters for --confine mirror), the propagation of /, the BASE and STATE set-up,
+headroom under fs.mount-max, privilege, and the Python version.
 Privilege: none required (it reports what it cannot check).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from ..kernel import mountinfo
 from ..kernel import syscalls as sc
-from ..kernel.mountinfo import MountTable
+from ..kernel.mountinfo import MountTable, is_under
 from ..guest.model import Layout
 from ..guest.owner import layout_problems, path_problems
 
@@ -122,27 +123,60 @@ def run_checks(layout: Layout) -> list[Check]:
                         f"{root.propagation} ({'as on systemd hosts' if root.shared else 'private host'}"
                         "; mirrors get fresh peer groups either way)"))
     checks.extend(_placement(layout, table))
-    try:
-        with open("/proc/sys/fs/mount-max") as f:
-            limit = int(f.read())
-        used = len(table)
-        # Each guest costs about one copy of the host's table on each side.
-        per_guest = max(2 * used, 1)
-        room = max(limit - used, 0) // per_guest
-        # Near the limit a create fails (ENOSPC) and rolls back: a warning, not a failure,
-        # until the namespace is at the limit and nothing at all can be mounted.
-        level = "ok" if room >= 100 else ("warn" if used < limit else "fail")
-        checks.append(Check("fs.mount-max", level,
-                            f"{used} of {limit} mounts used here; room for about {room} more "
-                            f"guests of rootfs / (~{per_guest} mounts each)"))
-    except (OSError, ValueError):
-        checks.append(Check("fs.mount-max", "warn", "cannot read /proc/sys/fs/mount-max"))
+    checks.extend(repair_and_confine_checks())
+    checks.append(mount_max_check(layout, table))
     root_ok = os.geteuid() == 0 and _cap_sys_admin()
     checks.append(Check("privilege", "ok" if root_ok else "fail",
                         "root with CAP_SYS_ADMIN" if root_ok else
                         "not root / no CAP_SYS_ADMIN: every change needs it"))
     checks.append(python_check(tuple(sys.version_info[:3])))
     return checks
+
+
+def repair_and_confine_checks() -> list[Check]:
+    """What `repair` and `--confine mirror` (the default) need from this kernel."""
+    from ..guest.rejoin import set_group_available
+    from ..kernel.confine import unavailable
+    out = [Check("MOVE_MOUNT_SET_GROUP", "ok", "available: repair can re-join a broken mirror")
+           if set_group_available() else
+           Check("MOVE_MOUNT_SET_GROUP", "warn", "not available (Linux 5.15+): repair cannot "
+                 "re-join a broken mirror; destroy and re-create instead")]
+    why = unavailable()
+    out.append(Check("seccomp", "ok", "filters and libseccomp available: guests are confined "
+                                      "(--confine mirror, the default)")
+               if why is None else
+               Check("seccomp", "warn", f"{why}: create needs --confine none here"))
+    return out
+
+
+def mirror_cost(layout: Layout, table: MountTable) -> int:
+    """Mounts one more mirror of / adds to the host's namespace: one copy of each host
+    mount an rbind of / takes (BASE, STATE and unbindable mounts are pruned). The guest's
+    copies live in its own namespace, under its own fs.mount-max."""
+    return max(1, sum(1 for m in table if not m.unbindable
+                      and not is_under(m.mountpoint, layout.base)
+                      and not is_under(m.mountpoint, layout.state)))
+
+
+def mount_max_check(layout: Layout, table: MountTable) -> Check:
+    """fs.mount-max limits each mount namespace on its own (fs/namespace.c count_mounts:
+    ns->mounts + pending against sysctl_mount_max), so what a mirror costs the host is the
+    mounts it adds to the host's namespace, not those of the guest's namespace too."""
+    try:
+        with open("/proc/sys/fs/mount-max") as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        return Check("fs.mount-max", "warn", "cannot read /proc/sys/fs/mount-max")
+    used = len(table)
+    per_guest = mirror_cost(layout, table)
+    room = max(limit - used, 0) // per_guest
+    # Near the limit a create fails (ENOSPC) and rolls back: a warning, not a failure,
+    # until the namespace is at the limit and nothing at all can be mounted.
+    level = "ok" if room >= 100 else ("warn" if used < limit else "fail")
+    return Check("fs.mount-max", level,
+                 f"{used} of {limit} mounts used in this namespace; room for about {room} "
+                 f"more guests of rootfs / (each mirror adds ~{per_guest} mounts here; the "
+                 "limit counts each mount namespace on its own)")
 
 
 MIN_PYTHON = (3, 11)   # tomllib (recipes); pyproject's requires-python says the same

@@ -1,5 +1,5 @@
-"""The guest commands: create, list, status, exec, enter, mount, umount, destroy, doctor,
-demo. Each parses, calls the library (guest/), and renders a table or JSON; errors become
+"""The guest commands: create, list, status, exec, enter, mount, umount, repair, destroy,
+doctor, demo. Each parses, calls the library (guest/), and renders a table or JSON; errors become
 exit codes in common.reports_errors, the one place that does it.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ import typer
 
 from ..errors import EXIT_FAILED, BusyError, OperationError, PartlyDone, UsageError
 from ..guest.guests import UmountBusy, require_root
-from ..guest.model import parse_kinds, validate_name, validate_propagation
+from ..guest.model import (parse_caps, parse_kinds, validate_confine, validate_name,
+                           validate_propagation)
 from ..guest.recipe import Recipe, RecipeMount, load_recipe
 from ..kernel import signals
 from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
@@ -29,6 +30,14 @@ def create(
     ns: Optional[str] = typer.Option(None, "--ns", help="More namespaces: uts,ipc,net,pid,cgroup"),
     propagation: Optional[str] = typer.Option(
         None, "--propagation", help="mirror [default], or mirror+host to also receive host mounts."),
+    confine: Optional[str] = typer.Option(
+        None, "--confine", metavar="mirror|none",
+        help="mirror [default]: every process mirrormount starts in the guest runs under a "
+             "seccomp filter that keeps it from cutting itself off its mirror; none: no filter."),
+    drop_caps: Optional[str] = typer.Option(
+        None, "--drop-caps", metavar="CAP[,CAP...]",
+        help="Capabilities to drop from the bounding set of everything started in the guest "
+             "(e.g. sys_admin: the guest can make no mounts)."),
     recipe_file: Optional[str] = typer.Option(None, "--recipe", metavar="FILE",
                                               help="A TOML recipe instead of the flags above "
                                                    "(see recipes/)."),
@@ -40,12 +49,14 @@ def create(
     if len(set(names)) != len(names):
         raise UsageError("a name is given twice")
     if recipe_file is not None:
-        if any(v is not None for v in (rootfs, hostname, ns, propagation)):
-            raise UsageError("give either --recipe or --rootfs/--hostname/--ns/--propagation")
+        if any(v is not None for v in (rootfs, hostname, ns, propagation, confine, drop_caps)):
+            raise UsageError("give either --recipe or --rootfs/--hostname/--ns/--propagation/"
+                             "--confine/--drop-caps")
         recipe = load_recipe(recipe_file)
     else:
         recipe = Recipe(rootfs or "/", hostname, parse_kinds(ns),
-                        validate_propagation(propagation))
+                        validate_propagation(propagation), confine=validate_confine(confine),
+                        drop_caps=parse_caps(drop_caps))
     # The whole batch is checked before the first change (names, existing guests, BASE and
     # STATE, the plan itself), so exit 2 always means that nothing changed.
     reqs = [s.guests.validate_create(recipe.request(n)) for n in names]
@@ -133,7 +144,10 @@ def status(ctx: typer.Context, name: str = typer.Argument(...),
         typer.echo(f"name:          {rep.name}\nmirror:        {rep.mirror}\n"
                    f"state:         {rep.info.state}\n"
                    f"mirror_intact: {'yes' if h.mirror_intact else 'NO'}\n"
-                   f"mounts:        {h.mounts_host} on the host, {h.mounts_guest} in the guest")
+                   f"mounts:        {h.mounts_host} on the host, {h.mounts_guest} in the guest\n"
+                   f"confine:       {rep.info.confine}"
+                   + (f" (capabilities dropped: {','.join(rep.info.drop_caps)})"
+                      if rep.info.drop_caps else ""))
         for p in rep.problems:
             typer.echo(f"problem:       {p}")
     if not rep.ok:
@@ -247,6 +261,48 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
                                   "still held"))
     else:
         typer.echo(f"detached {target} in {name}; nothing holds the filesystem any more")
+
+
+@app.command()
+@reports_errors
+def repair(ctx: typer.Context, name: str = typer.Argument(...), dry_run: bool = DRY_RUN,
+           json_local: bool = JSON_OPT) -> None:
+    """Re-join a broken mirror: every mount that left its copy's peer group joins it again
+    (move_mount MOVE_MOUNT_SET_GROUP, Linux 5.15+), and what only one side has is copied to
+    the other. Exits 0 when status is intact afterwards, 1 otherwise, saying what is left."""
+    g = settings(ctx).guests
+    require_root("repair")
+    if dry_run:
+        from ..guest.ops import render
+        plan = g.plan_repair(name)
+        text = render(plan.ops) if plan.ops else "# nothing to re-join or copy\n"
+        text += "".join(f"# left as it is: {w}\n" for w in plan.left)
+        text += "".join(f"# cannot heal: {w}\n" for w in plan.cannot)
+        typer.echo(text, nl=False)
+        if plan.cannot:
+            raise typer.Exit(EXIT_FAILED)
+        return
+    rep = g.repair(name)
+    if want_json(ctx, json_local):
+        emit_json(rep.to_json())
+    else:
+        for number, why in enumerate(rep.steps, start=1):
+            typer.echo(f"step {number}: {why}")
+        for why in rep.left:
+            typer.echo(f"left as it is: {why}")
+        if not rep.steps:
+            typer.echo(f"{name}: nothing to re-join or copy")
+    if not rep.ok:
+        problems = [*rep.cannot, *(rep.status.problems if rep.status else [])]
+        raise OperationError(f"{name}: the mirror is not intact after repair: "
+                             + "; ".join(dict.fromkeys(problems)))
+    if rep.cannot:
+        # status judges the peer groups, which are whole; what repair could not mend (two
+        # sides showing different filesystems at a path) still makes this run a failure
+        raise OperationError(f"{name}: the mirror is intact, but repair could not heal: "
+                             + "; ".join(rep.cannot))
+    if not want_json(ctx, json_local):
+        typer.echo(f"{name}: mirror intact")
 
 
 @app.command()

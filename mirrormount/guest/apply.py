@@ -1,5 +1,5 @@
 """The one executor: every change mirrormount makes to mounts and namespaces (create,
-destroy, mount, mount --guest-only, umount) is a plan from plan.py carried out here, step by
+destroy, mount, mount --guest-only, umount, repair) is a plan from plan.py carried out here, step by
 step. On a failure, or Ctrl-C, the completed steps are undone in reverse order.
 
 Each operation type has one do-function here. A step that makes several kernel calls pushes
@@ -37,14 +37,14 @@ from ..kernel import syscalls as sc
 from ..errors import BusyError, OperationError
 from ..kernel.mountquery import mounts_at
 from ..kernel.procfs import wait_gone
-from . import detached, guestonly
+from . import detached, guestonly, rejoin
 from .mountopts import parse as parse_options
 from .nsexec import in_namespaces
 from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
-from .ops import (Detach, DropSelfBind, MakeDir, MountGuestOnly, MountInto, MountTmpfs, Op,
-                   RBind, RecoverGuestOnly, ReleaseNsFile, RemoveDir, RemoveFile,
-                   SetPropagation, SpawnGuest, StartNursery, StopProcesses, UmountIn,
-                   Unmount, WriteRecord)
+from .ops import (CopyTree, Detach, DropSelfBind, JoinGroup, MakeDir, MountGuestOnly,
+                  MountInto, MountTmpfs, Op, Propagate, RBind, RecoverGuestOnly, ReleaseNsFile,
+                  RemoveDir, RemoveFile, SetPropagation, SpawnGuest, StartNursery,
+                  StopProcesses, UmountIn, Unmount, WriteRecord)
 from .state import StateLock, write_atomic
 
 PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
@@ -210,8 +210,42 @@ class Executor:
             guestonly.recover(op.holder, op.mirror, op.pending)
         elif isinstance(op, DropSelfBind):
             guestonly.drop_self_bind(op.holder, op.target)
+        elif isinstance(op, (Propagate, JoinGroup, CopyTree)):
+            self._mend(op)
         else:  # pragma: no cover - a planner bug
             raise TypeError(f"no executor for {type(op).__name__}")
+
+    def _mend(self, op: Propagate | JoinGroup | CopyTree) -> None:
+        """repair's steps (rejoin.py does the kernel work). The host side's mount is opened
+        inside the mirror, here, for the step and again for its undo: never a path string."""
+        def host_fd_then(fn: Callable[..., None], *args: object) -> None:
+            # a guest-side propagation change needs no host fd (the host may lack the path)
+            on_host = not (fn is rejoin.propagate and args[0] == "guest") and not (
+                fn is rejoin.detach_copy and args[0] == "guest")
+            fd = open_in_root(op.mirror, op.path) if on_host else -1
+            try:
+                fn(*args[:1], fd, *args[1:])
+            except OSError as exc:
+                exc.filename = exc.filename or f"{op.path} (mirror of {op.mirror})"
+                raise
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+
+        if isinstance(op, Propagate):
+            host_fd_then(rejoin.propagate, op.side, op.holder, op.path, op.flag)
+            if op.undo_flag:
+                self.undo.append(partial(host_fd_then, rejoin.propagate, op.side, op.holder,
+                                         op.path, op.undo_flag))
+        elif isinstance(op, JoinGroup):
+            host_fd_then(rejoin.join_group, op.to, op.holder, op.path)
+            # leaving the group again: the target's Propagate undo then restores its kind
+            self.undo.append(partial(host_fd_then, rejoin.propagate, op.to, op.holder,
+                                     op.path, "private"))
+        else:
+            host_fd_then(rejoin.copy_tree, op.to, op.holder, op.path)
+            self.undo.append(partial(host_fd_then, rejoin.detach_copy, op.to, op.holder,
+                                     op.path))
 
     def _mount_into(self, op: MountInto, checkpoint: Callable[[int], None]) -> None:
         where = f"{op.target} in {op.name}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,8 @@ from ..kernel.mountquery import cheap as mounts_cheap
 from ..kernel.mountquery import mounts_at, table_beside
 from ..kernel.procfs import (ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
                              read_text)
-from .health import Health, assess
+from .health import RECREATE, assess
+from .reports import GuestInfo, MountResult, RepairReport, StatusReport
 from .model import CreateRequest, Layout, validate_hostname, validate_name
 from .nsexec import in_namespaces, read_own_mountinfo
 from .state import GuestRecord, StateLock, guest_names, load
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from .ops import Op
     from .plan import HostFacts, Teardown
     from .recipe import RecipeMount
+    from .repair import RepairPlan
 
 # Directories tried, in order, for pivot_root's put_old (see nursery._guest_child).
 PUT_OLD_CANDIDATES = ("mnt", "tmp", "media", "srv", "opt", "home", "root", "var", "etc", "usr")
@@ -58,74 +60,6 @@ def choose_put_old(rootfs: str) -> str:
     except OSError:
         pass
     raise UsageError(f"rootfs {rootfs} has no directory: pivot_root needs one to use as put_old")
-
-
-@dataclass(frozen=True)
-class GuestInfo:
-    name: str
-    mirror: str
-    rootfs: str
-    state: str                       # running | stopped | broken
-    namespaces: dict[str, str]       # kind -> "mnt:[inode]"
-    pids: list[int]
-    propagation: str = "mirror"
-    hostname: str | None = None
-    guest_only: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "mirror": self.mirror, "rootfs": self.rootfs,
-                "state": self.state, "namespaces": self.namespaces, "pids": self.pids,
-                "propagation": self.propagation, "hostname": self.hostname,
-                "guest_only": self.guest_only, "problems": self.problems}
-
-
-@dataclass(frozen=True)
-class MountResult:
-    """What `mount` did: TARGET as typed and as the kernel resolved it inside the guest."""
-
-    name: str
-    source: str
-    typed: str
-    target: str
-    guest_only: bool = False
-    options: str = ""
-
-    @property
-    def redirected(self) -> bool:
-        """Whether a symlink in the guest led TARGET somewhere else than it reads."""
-        from .ops import typed_path
-        return self.target != typed_path(self.typed)
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "source": self.source, "target": self.target,
-                "typed": self.typed, "guest_only": self.guest_only, "options": self.options}
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    name: str
-    mirror: str
-    health: Health
-    info: GuestInfo
-
-    @property
-    def problems(self) -> list[str]:
-        """The mirror's problems, then the guest's own (held namespaces, its init, an
-        interrupted guest-only mount); the mirror's absence is said once, by the first."""
-        return [*self.health.problems,
-                *(p for p in self.info.problems if not p.startswith("mirror "))]
-
-    @property
-    def ok(self) -> bool:
-        return self.health.mirror_intact and self.info.state != "broken"
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "mirror": self.mirror,
-                "mirror_intact": self.health.mirror_intact,
-                "mounts_host": self.health.mounts_host, "mounts_guest": self.health.mounts_guest,
-                "problems": self.problems, "state": self.info.state,
-                "propagation": self.info.propagation, "guest_only": self.info.guest_only}
 
 
 def host_table() -> MountTable:
@@ -202,8 +136,19 @@ class Guests:
         if not os.path.isdir(req.rootfs):
             raise UsageError(f"rootfs {req.rootfs} is not a directory")
         validate_hostname(req.hostname)
-        return CreateRequest(req.name, os.path.realpath(req.rootfs), req.hostname, req.kinds,
-                             req.propagation)
+        from ..kernel.confine import propagation_refused, unavailable
+        if propagation_refused():
+            raise OperationError("this process runs under a seccomp filter that refuses "
+                                 "propagation changes (in a guest made with --confine "
+                                 "mirror?): mirrormount cannot set up its mounts here; "
+                                 "nothing was changed; hint: make the outer guest with "
+                                 "--confine none")
+        if req.confine == "mirror":
+            why = unavailable()
+            if why:
+                raise OperationError(f"--confine mirror: {why}; nothing was changed "
+                                     "(--confine none creates an unconfined guest)")
+        return replace(req, rootfs=os.path.realpath(req.rootfs))
 
     def plan(self, req: CreateRequest) -> list[Op]:
         from .plan import plan_create
@@ -236,7 +181,8 @@ class Guests:
         namespaces = {k: ns_id(p) or "?" for k, p in self.ns_files(rec).items()}
         pids = [outcome.reaper_pid] if outcome.reaper_pid else []
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, "stopped", namespaces, pids,
-                         rec.propagation, rec.hostname), outcome
+                         rec.propagation, rec.hostname, confine=rec.confine,
+                         drop_caps=list(rec.drop_caps)), outcome
 
     # ------------------------------------------------------------------ list / status
     def info(self, name: str, table: MountTable | None = None,
@@ -262,7 +208,8 @@ class Guests:
         others = [p for p in pids if p not in reapers]
         state = "broken" if problems else ("running" if others else "stopped")
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, state, namespaces, pids,
-                         rec.propagation, rec.hostname, list(rec.guest_only), problems)
+                         rec.propagation, rec.hostname, list(rec.guest_only), problems,
+                         rec.confine, list(rec.drop_caps))
 
     def _held(self, rec: GuestRecord, table: MountTable | None = None
               ) -> tuple[dict[str, str], list[str]]:
@@ -323,6 +270,37 @@ class Guests:
                         rec.guest_only + pending)
         return StatusReport(name, rec.mirror, health, info)
 
+    # ------------------------------------------------------------------ repair
+    def plan_repair(self, name: str) -> RepairPlan:
+        """repair's plan (guest/repair.py) from the host's table and the guest's. Raises
+        OperationError when it needs MOVE_MOUNT_SET_GROUP and the kernel has none."""
+        from .rejoin import set_group_available
+        from .repair import RepairFacts, plan_repair
+        from .ops import JoinGroup
+        rec = self.record(name)
+        holder = self.layout.ns_file(name, "mnt")
+        guest = self.guest_table(rec) if os.path.exists(holder) else None
+        skip = (*rec.guest_only, *((str(rec.pending.get("path")),) if rec.pending else ()))
+        plan = plan_repair(RepairFacts(rec.mirror, holder, rec.propagation, host_table(),
+                                       guest, self.layout.base, skip))
+        if any(isinstance(op, JoinGroup) for op in plan.ops) and not set_group_available():
+            raise OperationError(f"repair {name}: mounts must rejoin their peer groups, which "
+                                 "needs move_mount(MOVE_MOUNT_SET_GROUP), Linux 5.15+; this "
+                                 f"kernel has none; nothing was changed; hint: {RECREATE}")
+        return plan
+
+    def repair(self, name: str, dry_run: bool = False) -> RepairReport:
+        """Re-join a broken mirror (guest/repair.py says how), then judge it as status does."""
+        require_root("repair")
+        from .apply import Executor
+        self.record(name)       # no such guest: said before STATE is opened
+        with StateLock(self.layout.state) as lock:
+            plan = self.plan_repair(name)
+            if not dry_run:
+                Executor(lock=lock).run(plan.ops)
+        return RepairReport(name, [op.why for op in plan.ops], plan.cannot, plan.left,
+                            None if dry_run else self.status(name), dry_run)
+
     # ------------------------------------------------------------------ exec
     def exec(self, name: str, argv: list[str]) -> int:
         from .nsexec import exec_in
@@ -331,7 +309,14 @@ class Guests:
         namespaces, problems = self._held(rec)   # no /proc scan: exec needs no pid list
         if "mnt" not in namespaces:
             raise OperationError(f"guest {name} is broken: {'; '.join(problems)}")
-        return exec_in(self.ns_files(rec), argv)
+        from ..kernel import confine
+        from .model import cap_numbers
+        if rec.confine == "mirror" and (why := confine.unavailable()):
+            raise OperationError(f"guest {name} is confined, but {why}; nothing was run")
+        # Built here, in the host's view; the child enforces it just before its exec.
+        prepared = confine.prepare(rec.confine == "mirror", cap_numbers(rec.drop_caps))
+        with confine.armed(prepared):
+            return exec_in(self.ns_files(rec), argv)
 
     def shell_for(self, name: str) -> str:
         rec = self.record(name)

@@ -151,6 +151,65 @@ def validate_hostname(hostname: str | None) -> str | None:
     return hostname
 
 
+# ----------------------------------------------------------------------------- confinement
+# What every process mirrormount starts in a guest (its init, exec, enter) runs under:
+# mirror: a seccomp filter refuses what would cut the guest off its mirror (mount(2) with
+#         MS_PRIVATE, MS_SLAVE or MS_UNBINDABLE, and mount_setattr), and opening namespaces
+#         by file handle (kernel/confine.py says why);
+# none:   no filter; the guest can break its mirror (`repair` can mend it).
+CONFINE_MODES = ("mirror", "none")
+DEFAULT_CONFINE = "mirror"
+
+
+def validate_confine(mode: str | None) -> str:
+    if mode is None:
+        return DEFAULT_CONFINE
+    if mode not in CONFINE_MODES:
+        raise UsageError(f"unknown confinement {printable(mode)}: choose "
+                         f"{' or '.join(CONFINE_MODES)}")
+    return mode
+
+
+# Capability numbers (include/uapi/linux/capability.h; capabilities(7)), by the name
+# capsh(1) and setpriv(1) use without the "cap_" prefix.
+CAPABILITIES: dict[str, int] = {
+    "chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "fsetid": 4,
+    "kill": 5, "setgid": 6, "setuid": 7, "setpcap": 8, "linux_immutable": 9,
+    "net_bind_service": 10, "net_broadcast": 11, "net_admin": 12, "net_raw": 13,
+    "ipc_lock": 14, "ipc_owner": 15, "sys_module": 16, "sys_rawio": 17, "sys_chroot": 18,
+    "sys_ptrace": 19, "sys_pacct": 20, "sys_admin": 21, "sys_boot": 22, "sys_nice": 23,
+    "sys_resource": 24, "sys_time": 25, "sys_tty_config": 26, "mknod": 27, "lease": 28,
+    "audit_write": 29, "audit_control": 30, "setfcap": 31, "mac_override": 32,
+    "mac_admin": 33, "syslog": 34, "wake_alarm": 35, "block_suspend": 36, "audit_read": 37,
+    "perfmon": 38, "bpf": 39, "checkpoint_restore": 40,
+}
+
+
+def validate_caps(names: object) -> tuple[str, ...]:
+    """Capability names ("sys_admin", "CAP_SYS_ADMIN", any case) -> sorted canonical names
+    ("sys_admin"), each once; UsageError naming the unknown ones."""
+    if isinstance(names, str) or not hasattr(names, "__iter__"):
+        raise UsageError("capabilities must be a list of names")
+    given = [str(n).strip() for n in names]
+    canon = {n: n.lower().removeprefix("cap_") for n in given if n}
+    bad = sorted(n for n, c in canon.items() if c not in CAPABILITIES)
+    if bad:
+        raise UsageError(f"unknown capability {', '.join(map(printable, bad))}: use names "
+                         "such as sys_admin or net_raw (capabilities(7))")
+    return tuple(sorted(set(canon.values()), key=CAPABILITIES.__getitem__))
+
+
+def parse_caps(spec: str | None) -> tuple[str, ...]:
+    """--drop-caps text: 'sys_admin,net_raw' -> ('net_raw', 'sys_admin') in number order."""
+    if not spec:
+        return ()
+    return validate_caps(w for w in spec.split(",") if w.strip())
+
+
+def cap_numbers(names: object) -> list[int]:
+    return [CAPABILITIES[n] for n in validate_caps(names)]
+
+
 @dataclass(frozen=True)
 class CreateRequest:
     """What `create` is asked for, before planning (validated by the caller)."""
@@ -160,6 +219,8 @@ class CreateRequest:
     hostname: str | None = None
     kinds: frozenset[str] = frozenset()     # extra namespace kinds; mnt is implied
     propagation: str = "mirror"
+    confine: str = DEFAULT_CONFINE
+    drop_caps: tuple[str, ...] = ()
 
     @property
     def all_kinds(self) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
-from ..kernel import child, signals
+from ..kernel import child, confine, signals
 from ..kernel import syscalls as sc
 from ..kernel.child import ChildFailed
 from .model import KIND, SETNS_ORDER
@@ -90,6 +90,7 @@ def _exec_child(fds: dict[str, int], argv: list[str], env: Mapping[str, str] | N
     enter(fds)
     os.chdir(cwd)
     signals.reset_for_exec(mask)
+    confine.enforce_armed()     # the guest's seccomp filter and dropped capabilities, if any
     os.execvpe(argv[0], argv, dict(env if env is not None else os.environ))
 
 

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from . import faults
-from ..kernel import child
+from ..kernel import child, confine
+from ..kernel import mountinfo
 from ..kernel import syscalls as sc
 from ..kernel.child import Child
-from .model import clone_flags
+from .model import cap_numbers, clone_flags
 from .ops import SpawnGuest, StartNursery
 from ..kernel.procfs import wait_gone
 
@@ -107,7 +108,33 @@ class Spawned:
     attempts: int
 
 
-def _reaper(commit_r: int) -> None:
+def own_proc_only() -> None:
+    """Put the guest's own /proc in place of every proc mount it inherited from the rootfs.
+
+    The mirror copies the host's /proc, which shows the host's pid namespace: its processes'
+    ns/* and root links lead into other guests. A proc mounted on top would hide it only
+    until a guest process unmounts the top one. So every inherited proc mount is detached
+    first (its copy in the mirror goes with it, by propagation; in mirror+host mode nothing
+    goes back to the host, whose mounts the mirror only receives from), then the guest's
+    own is mounted: proc shows the pid namespace of whoever mounts it (fs/proc/root.c)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            inherited = [m.mountpoint for m in mountinfo.parse(f.read()) if m.fstype == "proc"]
+    except OSError:
+        inherited = []          # no proc at /proc in this rootfs: nothing to hide
+    for path in sorted(set(inherited), key=lambda p: -p.count("/")):   # deepest first
+        for _ in range(16):     # stacked ones too
+            try:
+                sc.umount2(path, sc.MNT_DETACH)
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ENOENT):
+                    break       # no mount there any more
+                raise
+    # The mount propagates to BASE/NAME/proc.
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+
+def _reaper(commit_r: int, prepared: confine.Prepared | None = None) -> None:
     """PID 1 of a guest's pid namespace when the user gave no init: mount /proc, then reap.
 
     It exists only to keep the pid namespace alive (a pid namespace whose init has exited
@@ -122,8 +149,11 @@ def _reaper(commit_r: int) -> None:
     """
     os.setsid()
     sc.set_process_name("mm-reaper")
-    # The guest's own /proc, for its own pid namespace. The mount propagates to BASE/NAME/proc.
-    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    own_proc_only()
+    # Confined like every process mirrormount starts in the guest (kernel/confine.py):
+    # guest processes could otherwise reach an unconfined PID 1 (ptrace, /proc/1/mem).
+    if prepared is not None:
+        prepared.enforce()
     child.report_ready()
     # Hold nothing of the caller's: an inherited pipe would keep `$(mirrormount create)` waiting.
     try:
@@ -131,7 +161,12 @@ def _reaper(commit_r: int) -> None:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
     except OSError:
-        null = -1
+        # a rootfs without /dev: closed then, rather than kept open
+        for fd in (0, 1, 2):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
     if os.read(commit_r, 1) != b"c":
         os._exit(0)      # the creator is gone before binding us: leave nothing behind
     os.closerange(3, 65536)
@@ -149,7 +184,8 @@ def _reaper(commit_r: int) -> None:
                 break
 
 
-def _guest_child(op: SpawnGuest, commit_r: int) -> None:
+def _guest_child(op: SpawnGuest, commit_r: int,
+                 prepared: confine.Prepared | None = None) -> None:
     # Copy the mirror before leaving the host's namespace: a detached tree whose mounts are
     # peers of the mirror's, which is what makes the guest and BASE/NAME one tree.
     tree = sc.open_tree(op.mirror, sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE)
@@ -180,7 +216,7 @@ def _guest_child(op: SpawnGuest, commit_r: int) -> None:
         socket.sethostname(op.hostname)
     reaper = 0
     if "pid" in op.kinds:
-        pid1 = Child.start(_reaper, commit_r)  # PID 1 of the new pid namespace
+        pid1 = Child.start(_reaper, commit_r, prepared)  # PID 1 of the new pid namespace
         pid1.ready()      # /proc is mounted; or the reaper's exception, raised here
         pid1.release()    # it goes on to wait for the commit; nobody here waits for it
         reaper = pid1.pid
@@ -259,12 +295,16 @@ def spawn_guest(op: SpawnGuest, checkpoint: Callable[[int], None] = lambda m: No
     after the reaper was told to stay (commit)."""
     bound: list[str] = []
     reaper = [0]
+    # Built here, in the host's view (libseccomp lives here; the rootfs may have none), and
+    # enforced by the reaper, which inherits it across the forks.
+    prepared = (confine.prepare(op.confine == "mirror", cap_numbers(op.drop_caps))
+                if "pid" in op.kinds else None)
     # Only this process holds commit_w: the reaper exits on EOF unless told to stay.
     commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
 
     def body() -> None:
         os.close(commit_w)
-        _guest_child(op, commit_r)
+        _guest_child(op, commit_r, prepared)
 
     def hold(pid: int, words: list[str]) -> int:
         reaper[0] = int(words[0])

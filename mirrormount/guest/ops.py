@@ -99,6 +99,8 @@ class SpawnGuest(Op):
     kinds: tuple[str, ...] = ("mnt",)
     hostname: str | None = None
     put_old: str = "mnt"  # an existing directory of the rootfs, used only during pivot_root
+    confine: str = "none"           # model.CONFINE_MODES: for the guest's init (reaper)
+    drop_caps: tuple[str, ...] = ()
 
     def shell(self) -> list[str]:
         q = shlex.quote
@@ -121,7 +123,10 @@ class SpawnGuest(Op):
         if self.hostname:
             steps.append(f"hostname {q(self.hostname)}")
         if "pid" in self.kinds:
+            steps.append("umount -l /proc            # the host's /proc, beneath: no way back to "
+                         "the host's processes")
             steps.append("mount -t proc proc /proc   # by the guest's PID 1 (mirrormount reaper)")
+            steps.extend(confinement_lines(self.confine, self.drop_caps, "the reaper"))
         # Trailing comments explain each step here but must not reach `sh -c`, where the
         # first '#' would swallow every later step.
         inner = "; ".join(s.split("  #")[0].rstrip() for s in steps if not s.startswith("#"))
@@ -134,6 +139,19 @@ class SpawnGuest(Op):
             lines.append(f"touch {q(self.ns_dir)}/{kind}; "
                          f"mount --bind /proc/$!/ns/{src} {q(self.ns_dir)}/{kind}")
         return lines
+
+
+def confinement_lines(confine: str, drop_caps: tuple[str, ...], who: str) -> list[str]:
+    """Comment lines saying what `who` will run under (no shell has a seccomp verb)."""
+    out = []
+    if confine == "mirror":
+        out.append(f"# {who} and all it starts: seccomp refuses mount(2) with MS_PRIVATE, "
+                   "MS_SLAVE or MS_UNBINDABLE (EPERM), mount_setattr (ENOSYS) and "
+                   "open_by_handle_at (EPERM): the guest cannot cut itself off its mirror")
+    if drop_caps:
+        out.append(f"# {who}: capabilities dropped from the bounding set: "
+                   f"{','.join(drop_caps)}  (like setpriv --bounding-set -{',-'.join(drop_caps)})")
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -354,6 +372,82 @@ class RecoverGuestOnly(Op):
                 "   # each private mount stacked there by the interrupted call",
                 f"umount -l {q(self.mirror.rstrip('/') + path)}"
                 "   # its empty self-bind in the mirror, if left"]
+
+
+# ----------------------------------------------------------------------------- repair
+# A mirror mount lives on two sides: "host" (MIRROR + PATH, in the host's namespace) and
+# "guest" (PATH, in the guest's). Host paths are resolved inside the mirror from an fd
+# (openat2 RESOLVE_IN_ROOT), never as a string: a guest that swapped a directory of its
+# tree for a symlink to / must not make mirrormount change the host's own mounts.
+SIDES = ("host", "guest")
+
+
+def _where(side: str, mirror: str, holder: str, path: str, cmd: str) -> str:
+    """`cmd PATH` run on one side, as shell text."""
+    q = shlex.quote
+    if side == "host":
+        return f"{cmd} {q(mirror.rstrip('/') + (path if path != '/' else ''))}"
+    return f"nsenter --mount={q(holder)} {cmd} {q(path)}"
+
+
+@dataclass(frozen=True, eq=False)
+class Propagate(Op):
+    """One mount's propagation, on one side, not recursive. ``undo_flag``: what rollback
+    sets it back to (its kind before; None: nothing to undo)."""
+
+    mirror: str = ""
+    holder: str = ""
+    side: str = "host"
+    path: str = "/"             # guest path
+    flag: str = "shared"        # private | shared | slave | unbindable
+    undo_flag: str | None = None
+
+    def shell(self) -> list[str]:
+        return [_where(self.side, self.mirror, self.holder, self.path,
+                       f"mount --make-{self.flag}")]
+
+
+@dataclass(frozen=True, eq=False)
+class JoinGroup(Op):
+    """The mount at PATH on side ``to`` (private) joins the peer group of the mount at PATH
+    on the other side: move_mount(from, to, MOVE_MOUNT_SET_GROUP), Linux 5.15+ (findings
+    §13). Nothing propagates when a group is joined; mounts made afterwards flow both ways.
+    Undone by making the target private again."""
+
+    mirror: str = ""
+    holder: str = ""
+    to: str = "guest"
+    path: str = "/"
+
+    def shell(self) -> list[str]:
+        src = "host" if self.to == "guest" else "guest"
+        what = {"host": self.mirror.rstrip("/") + (self.path if self.path != "/" else ""),
+                "guest": f"{self.path} in the guest ({self.holder})"}
+        return [f"# move_mount({what[src]} -> {what[self.to]}, MOVE_MOUNT_F_EMPTY_PATH|"
+                "MOVE_MOUNT_SET_GROUP): no mount(8) verb does this"]
+
+
+@dataclass(frozen=True, eq=False)
+class CopyTree(Op):
+    """Re-create on side ``to`` a tree of mounts that only the other side has: a recursive
+    clone of it (open_tree OPEN_TREE_CLONE|AT_RECURSIVE; the clone of a shared mount is its
+    peer), attached at the same path with move_mount. The parent on side ``to`` is not a
+    peer of the source's parent at that moment (the plan sees to it), so the attach
+    propagates nowhere. Undone by detaching the copy privately."""
+
+    mirror: str = ""
+    holder: str = ""
+    to: str = "guest"
+    path: str = "/"
+    mounts: int = 1             # how many mounts the tree holds (for the report)
+
+    def shell(self) -> list[str]:
+        src = "host" if self.to == "guest" else "guest"
+        return [f"# open_tree({src}:{self.path}, OPEN_TREE_CLONE|AT_RECURSIVE), then "
+                f"move_mount onto {self.to}:{self.path} ({self.mounts} mount(s)); in "
+                "mount(8) words:",
+                _where(self.to, self.mirror, self.holder, self.path,
+                       f"mount --rbind {src.upper()}:{shlex.quote(self.path)}")]
 
 
 def render(ops: list[Op]) -> str:

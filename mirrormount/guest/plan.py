@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 
 from ..errors import UsageError
 from ..kernel.mountinfo import MountTable, is_under
-from .model import CreateRequest, Layout, validate_name, validate_propagation
+from .model import (CreateRequest, Layout, validate_caps, validate_confine, validate_name,
+                    validate_propagation)
 from .mountopts import MountOptions
 from .ops import (Op, MakeDir, MountTmpfs, SetPropagation, RBind, StartNursery, SpawnGuest,
                   WriteRecord, StopProcesses, ReleaseNsFile, Detach, Unmount, RemoveDir,
@@ -79,6 +80,8 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
                 created: float = 0.0) -> list[Op]:
     validate_name(req.name)
     validate_propagation(req.propagation)
+    validate_confine(req.confine)
+    validate_caps(req.drop_caps)
     if req.name in facts.existing:
         raise UsageError(f"guest {req.name} already exists")
     for top, what in ((layout.base, "BASE"), (layout.state, "STATE")):
@@ -134,10 +137,11 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
         "the guest's namespaces, cloned from the nursery and pivot_rooted into the mirror; "
         "kept alive by nsfs binds, so the guest needs no process",
         req.name, mirror, layout.nursery_file, layout.ns_dir(req.name), req.all_kinds,
-        req.hostname, facts.put_old))
+        req.hostname, facts.put_old, req.confine, req.drop_caps))
     record = GuestRecord(name=req.name, mirror=mirror, rootfs=req.rootfs,
                          kinds=req.all_kinds, propagation=req.propagation,
-                         hostname=req.hostname, created=created)
+                         hostname=req.hostname, created=created, confine=req.confine,
+                         drop_caps=req.drop_caps)
     ops.append(WriteRecord("the guest's record, written atomically (temp file + rename), "
                            "last: a guest with a record is a complete guest",
                            layout.record(req.name), record.to_json()))

@@ -6,6 +6,8 @@ mounts to make once the guest exists. Pure: text in, frozen records out (tomllib
     hostname = "web1"                  # optional: its own UTS namespace
     namespaces = ["pid", "net"]        # optional: uts, ipc, net, pid, cgroup
     propagation = "mirror"             # or "mirror+host"
+    confine = "mirror"                 # or "none": the guest may break its mirror
+    drop_caps = ["sys_admin"]          # optional: out of every guest process's bounding set
 
     [[mount]]                          # zero or more, made in order after the guest exists
     source = "scratch"
@@ -22,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import UsageError
-from .model import (DEFAULT_PROPAGATION, CreateRequest, printable, validate_hostname,
-                    validate_kinds, validate_propagation)
+from .model import (DEFAULT_CONFINE, DEFAULT_PROPAGATION, CreateRequest, printable,
+                    validate_caps, validate_confine, validate_hostname, validate_kinds,
+                    validate_propagation)
 from .mountopts import parse as parse_options
 
-GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation"}
+GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation", "confine", "drop_caps"}
 MOUNT_KEYS = {"source", "target", "type", "options", "bind", "guest_only"}
 T = TypeVar("T")
 
@@ -48,9 +51,12 @@ class Recipe:
     kinds: frozenset[str] = frozenset()
     propagation: str = "mirror"
     mounts: tuple[RecipeMount, ...] = ()
+    confine: str = DEFAULT_CONFINE
+    drop_caps: tuple[str, ...] = ()
 
     def request(self, name: str) -> CreateRequest:
-        return CreateRequest(name, self.rootfs, self.hostname, self.kinds, self.propagation)
+        return CreateRequest(name, self.rootfs, self.hostname, self.kinds, self.propagation,
+                             self.confine, self.drop_caps)
 
 
 def _str(table: dict[str, object], key: str, where: str, default: str | None = None) -> str | None:
@@ -109,6 +115,13 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
     propagation = _checked(validate_propagation, propagation, f"{origin} [guest]",
                            "propagation")
     _checked(validate_hostname, hostname, f"{origin} [guest]", "hostname")
+    confine = _checked(validate_confine,
+                       _str(guest, "confine", f"{origin} [guest]", DEFAULT_CONFINE),
+                       f"{origin} [guest]", "confine")
+    raw_caps = guest.get("drop_caps", [])
+    if not isinstance(raw_caps, list) or not all(isinstance(c, str) for c in raw_caps):
+        raise UsageError(f"{origin} [guest]: drop_caps must be a list of strings")
+    drop_caps = _checked(validate_caps, raw_caps, f"{origin} [guest]", "drop_caps")
     mounts = []
     raw_mounts = data.get("mount", [])
     if not isinstance(raw_mounts, list):
@@ -138,7 +151,7 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
                                   _bool(m, "guest_only", where)))
     return Recipe(rootfs=_str(guest, "rootfs", f"{origin} [guest]", "/") or "/",
                   hostname=hostname, kinds=kinds, propagation=propagation,
-                  mounts=tuple(mounts))
+                  mounts=tuple(mounts), confine=confine, drop_caps=drop_caps)
 
 
 def load_recipe(path: str) -> Recipe:

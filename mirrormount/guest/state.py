@@ -36,11 +36,18 @@ class GuestRecord:
     # stacked above those mounts (guestonly.recover) before mounting again.
     pending: dict[str, Any] | None = None
     version: int = RECORD_VERSION
+    # What every process mirrormount starts in the guest runs under (model.CONFINE_MODES,
+    # kernel/confine.py) and the capabilities dropped from their bounding set. A record
+    # written before confinement existed has neither: its guest's init runs unconfined, so
+    # it reads as "none", which is the truth.
+    confine: str = "none"
+    drop_caps: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["kinds"] = list(self.kinds)
         d["guest_only"] = list(self.guest_only)
+        d["drop_caps"] = list(self.drop_caps)
         return d
 
     @classmethod
@@ -48,6 +55,7 @@ class GuestRecord:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         known["kinds"] = tuple(known.get("kinds", ("mnt",)))
         known["guest_only"] = tuple(known.get("guest_only", ()))
+        known["drop_caps"] = tuple(known.get("drop_caps", ()))
         return cls(**known)
 
 

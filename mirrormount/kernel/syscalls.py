@@ -29,10 +29,10 @@ _libc.syscall.restype = ctypes.c_long
 _SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {"unshare": 272, "setns": 308, "pivot_root": 155, "statx": 332, "open_tree": 428,
                "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "openat2": 437,
-               "mount_setattr": 442, "statmount": 457},
+               "mount_setattr": 442, "statmount": 457, "capget": 125, "capset": 126},
     "aarch64": {"unshare": 97, "setns": 268, "pivot_root": 41, "statx": 291, "open_tree": 428,
                 "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "openat2": 437,
-                "mount_setattr": 442, "statmount": 457},
+                "mount_setattr": 442, "statmount": 457, "capget": 90, "capset": 91},
 }
 MACHINE = os.uname().machine
 _NR = _SYSCALLS.get(MACHINE, {})
@@ -50,6 +50,10 @@ MS_UNBINDABLE = 1 << 17
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
+# Bit 31: internal to the kernel; mount(2) refuses it (EINVAL), except as part of the old
+# magic MS_MGC_VAL (0xC0ED0000 in the top 16 bits), which the kernel strips, propagation
+# bits and all, before looking at the flags (fs/namespace.c path_mount / ksys_mount).
+MS_NOUSER = 1 << 31
 PROPAGATION_FLAGS = MS_UNBINDABLE | MS_PRIVATE | MS_SLAVE | MS_SHARED
 
 # umount2(2) flags
@@ -77,6 +81,11 @@ AT_RECURSIVE = 0x8000
 AT_FDCWD = -100
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
+# Linux 5.15+ (include/uapi/linux/mount.h; fs/namespace.c do_set_group): the target mount,
+# which must be private, joins the source mount's peer group (and its master, if the source
+# is a slave). Same superblock, and the source's root at or above the target's. The one way
+# to put a mount back into a peer group it left.
+MOVE_MOUNT_SET_GROUP = 0x100
 
 # openat2 resolve flags
 RESOLVE_NO_XDEV = 0x01
@@ -371,8 +380,59 @@ def statmount(unique_id: int) -> StatmountResult:
                            if head.mask & STATMOUNT_SB_SOURCE else None)
 
 
+def can_set_group() -> bool:
+    """Whether move_mount(2) knows MOVE_MOUNT_SET_GROUP (Linux 5.15+), asked harmlessly: with
+    two bad fds, a kernel that knows the flag gets as far as the fds (EBADF); one that does
+    not refuses the flag first (EINVAL, fs/namespace.c: flags & ~MOVE_MOUNT__MASK); no
+    move_mount at all is ENOSYS. Nothing is moved either way."""
+    if "move_mount" not in _NR:
+        return False
+    ret = _libc.syscall(_NR["move_mount"], ctypes.c_int(-1), b"", ctypes.c_int(-1), b"",
+                        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
+                                      | MOVE_MOUNT_SET_GROUP))
+    return ret == -1 and ctypes.get_errno() == errno.EBADF
+
+
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24       # prctl(2): remove a capability from the bounding set
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_LOWER = 3
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522   # include/uapi/linux/capability.h: two u32 words
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities(caps: list[int]) -> None:
+    """Take capabilities away from this process and from whatever it execs (capabilities(7)):
+    out of the bounding set (prctl PR_CAPBSET_DROP, which needs CAP_SETPCAP: a root exec
+    gains only what the bounding set allows), the ambient set, and the inheritable,
+    permitted and effective sets (capset(2)), since a root exec would also keep what is
+    inheritable. Irreversible; for a child about to exec or to serve as a guest's init."""
+    for cap in caps:
+        _check(_libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0), "prctl",
+               f"PR_CAPBSET_DROP {cap}")
+        # EINVAL: no ambient capabilities in this kernel (before 4.3), nothing to lower
+        if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, ctypes.c_ulong(cap), 0, 0) == -1 \
+                and ctypes.get_errno() != errno.EINVAL:
+            _check(-1, "prctl", f"PR_CAP_AMBIENT_LOWER {cap}")
+    head = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.syscall(_nr("capget"), ctypes.byref(head), data), "capget")
+    for cap in caps:
+        word, bit = divmod(cap, 32)
+        mask = ~(1 << bit) & 0xFFFFFFFF
+        data[word].effective &= mask
+        data[word].permitted &= mask
+        data[word].inheritable &= mask
+    _check(_libc.syscall(_nr("capset"), ctypes.byref(head), data), "capset")
 
 
 def set_process_name(name: str) -> None:
