@@ -509,3 +509,43 @@ def test_entry_point_exits_as_python_would(monkeypatch, capsys, raised, code, er
     with pytest.raises(SystemExit) as done:
         entry.main()
     assert (done.value.code, capsys.readouterr().err) == (code, err)
+
+
+# ------------------------------------------------------------------ batches (PartlyDone)
+def _batch(monkeypatch, cause: BaseException) -> None:
+    """`create c1 c2 c3` where c1 is made and c2 meets `cause`."""
+    from mirrormount.guest.guests import GuestInfo
+    made: list[str] = []
+
+    def create(self, req):
+        if made:
+            raise cause
+        made.append(req.name)
+        return GuestInfo(req.name, f"/x/{req.name}", "/", "stopped", {}, []), None
+    monkeypatch.setattr(Guests, "plan", lambda self, req: [])
+    monkeypatch.setattr(Guests, "create", create)
+    monkeypatch.setattr("mirrormount.cli.guests.require_root", lambda what: None,
+                        raising=False)
+
+
+@pytest.mark.parametrize("cause, code, word", [
+    (signals.Stopped(signal.SIGTERM), 143, "terminated"),
+    (KeyboardInterrupt(), 130, "interrupted"),
+    (OSError(errno.EIO, "Input/output error"), 1, "operation failed: Input/output error (EIO)"),
+])
+def test_a_batch_stopped_midway_says_what_was_done_in_one_line(cli, monkeypatch, cause, code,
+                                                               word):
+    _batch(monkeypatch, cause)
+    r = cli("create", "c1", "c2", "c3")
+    assert (r.exit_code, r.stderr) == (
+        code, f"mirrormount: {word}; created: c1; not created: c2 c3\n"), r.output
+
+
+def test_a_batch_whose_stdout_reader_left_says_nothing(cli, monkeypatch):
+    # `create c1 c2 c3 | head -0`: the first "created" line meets EPIPE, and the batch ends
+    # there. Nobody is left to read what was done: silent, 141, as for a single name.
+    _batch(monkeypatch, BrokenPipeError(errno.EPIPE, "Broken pipe"))
+    monkeypatch.setattr(signals, "stdout_gone", lambda: True)
+    monkeypatch.setattr(signals, "silence_stdout", lambda: None)
+    r = cli("create", "c1", "c2", "c3")
+    assert (r.exit_code, r.stderr) == (141, "")

@@ -502,6 +502,9 @@ def test_a_closed_stdout_is_quiet_and_exits_141(sandbox):
     # A create whose report has no reader still made the guest, whole.
     assert closed_stdout(sandbox, "create", "c2") == (141, "")
     assert sandbox.mm("--json", "status", "c2").json["mirror_intact"] is True
+    # A batch ends at its first line that meets EPIPE, silently too: c3 made, c4 not.
+    assert closed_stdout(sandbox, "create", "c3", "c4") == (141, "")
+    assert [g["name"] for g in sandbox.mm("--json", "list").json] == ["c1", "c2", "c3"]
 
 
 def test_a_pipe_closed_early_in_a_shell_pipeline(sandbox):

@@ -78,6 +78,11 @@ def reports_errors(fn: F) -> F:
 def _reported(exc: BaseException) -> BaseException:
     """The exception that ends the command: typer.Exit after one line on stderr for what we
     know how to say; the exception itself for anything else (typer.Exit, a bug)."""
+    if _reader_gone(exc) or (isinstance(exc, PartlyDone) and _reader_gone(exc.cause)):
+        # Nobody is left to read a line, nor what a batch did (`create a b c | head -0`:
+        # the first "created" line meets EPIPE and ends the batch): silent, 141.
+        signals.silence_stdout()
+        return typer.Exit(signals.EXIT_EPIPE)
     if isinstance(exc, PartlyDone):
         # One line: why the failing name failed, then what was and was not done. Exit 1,
         # or 128+N when a stop signal ended the batch.
@@ -93,9 +98,6 @@ def _reported(exc: BaseException) -> BaseException:
         return fail(f"{text}; {exc.tail}", code)
     if isinstance(exc, MirrormountError):
         return fail(str(exc), exc.exit_code)
-    if isinstance(exc, BrokenPipeError) and signals.stdout_gone():
-        signals.silence_stdout()
-        return typer.Exit(signals.EXIT_EPIPE)
     if isinstance(exc, OSError):
         return fail(describe(exc), EXIT_FAILED)
     if isinstance(exc, ParseError):
@@ -105,6 +107,11 @@ def _reported(exc: BaseException) -> BaseException:
     if isinstance(exc, KeyboardInterrupt):
         return fail(signals.STOPS[signal.SIGINT], 128 + signal.SIGINT)
     return exc
+
+
+def _reader_gone(exc: BaseException) -> bool:
+    """EPIPE on our stdout (not a helper's pipe: that is an operation that failed)."""
+    return isinstance(exc, BrokenPipeError) and signals.stdout_gone()
 
 
 def settings(ctx: typer.Context) -> Settings:
