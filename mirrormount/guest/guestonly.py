@@ -239,6 +239,16 @@ def host_mount_ids() -> set[int]:
     return {m.mount_id for m in MountTable.of(mountinfo.read())}
 
 
+def _open_in_mirror(mirror: str, guest_path: str) -> int:
+    """O_PATH fd for a guest path seen through the host's mirror, resolved with the mirror
+    as root (so a guest's symlink cannot lead outside it)."""
+    root = os.open(mirror, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return _open(root, guest_path)
+    finally:
+        os.close(root)
+
+
 def detach_host_copy(mirror: str, guest_path: str, before: set[int]) -> bool:
     """Step 3: detach B', the copy of the guest's self-bind that propagated to the mirror.
     Returns False when there was none (TARGET's parent in the guest was not shared)."""
@@ -249,11 +259,7 @@ def detach_host_copy(mirror: str, guest_path: str, before: set[int]) -> bool:
            and shows_own_directory(m, table.by_id.get(m.parent_id))]
     if not new:
         return False
-    root = os.open(mirror, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fd = _open(root, guest_path)
-    finally:
-        os.close(root)
+    fd = _open_in_mirror(mirror, guest_path)
     try:
         if _mnt_id(fd) != new[-1].mount_id:
             raise OperationError(f"mount --guest-only: {where} changed on the host while "
@@ -268,11 +274,7 @@ def detach_host_copy(mirror: str, guest_path: str, before: set[int]) -> bool:
 
 def host_top(mirror: str, guest_path: str) -> int:
     """The id of the mount on top of guest_path in the host's mirror (statx STATX_MNT_ID)."""
-    root = os.open(mirror, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fd = _open(root, guest_path)
-    finally:
-        os.close(root)
+    fd = _open_in_mirror(mirror, guest_path)
     try:
         return _mnt_id(fd)
     finally:
@@ -331,11 +333,7 @@ def _recover_in_mirror(mirror: str, path: str, under: int) -> None:
         if top == under or m is None or m.mountpoint != where or \
                 not shows_own_directory(m, table.by_id.get(m.parent_id)):
             return
-        root = os.open(mirror, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fd = _open(root, path)
-        finally:
-            os.close(root)
+        fd = _open_in_mirror(mirror, path)
         try:
             if _mnt_id(fd) != top:
                 return
