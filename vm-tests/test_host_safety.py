@@ -160,6 +160,20 @@ def test_a_batch_validates_every_name_before_acting(sandbox):
     assert [g["name"] for g in ok(sb.mm("--json", "list")).json] == ["c1"]
 
 
+def test_umount_of_nothing_is_bad_input(sandbox):
+    """umount of a path that is not there, or is no mount point: exit 2, nothing changed
+    (the unmount is the plan's first step, so nothing can have changed)."""
+    sb = sandbox
+    ok(sb.mm("create", "c1"))
+    sb.sh("mkdir -p /srv/plain")
+    before = sb.mountinfo()
+    one_line(sb.mm("umount", "c1", "/srv/no-such-dir"), 2, "does not exist",
+             "nothing was changed")
+    one_line(sb.mm("umount", "c1", "/srv/plain"), 2, "not a mount point")
+    one_line(sb.mm("umount", "c1", "/srv/plain", "--lazy"), 2, "not a mount point")
+    assert sb.mountinfo() == before
+
+
 # ---------------------------------------------------------------- 7. reserved names
 @pytest.mark.parametrize("verb", [("create",), ("destroy",), ("status",),
                                   ("exec", "--", "true")])

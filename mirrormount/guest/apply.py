@@ -34,7 +34,7 @@ from functools import partial
 from . import faults
 from ..kernel import signals
 from ..kernel import syscalls as sc
-from ..errors import BusyError, OperationError
+from ..errors import BusyError, OperationError, UsageError
 from ..kernel.mountquery import mounts_at
 from ..kernel.procfs import wait_gone
 from . import detached, guestonly, rejoin
@@ -365,11 +365,16 @@ def umount_in(op: UmountIn) -> None:
         if exc.errno == errno.EBUSY:
             raise BusyError(f"cannot unmount {op.target} in {op.name}: target is busy "
                             "(EBUSY)") from exc
+        # The unmount is always a plan's first step: when it fails, nothing has changed,
+        # so a path that is no mount point, or not there at all, is bad input (exit 2).
         if exc.errno == errno.EINVAL:
             if op.gone_ok:
                 return
-            raise OperationError(f"umount {op.target} in {op.name} failed: not a mount "
-                                 "point (EINVAL)") from exc
+            raise UsageError(f"umount: {op.target} in {op.name} is not a mount point "
+                             "(EINVAL); nothing was changed") from exc
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise UsageError(f"umount: {op.target} in {op.name} does not exist "
+                             f"({os.strerror(exc.errno)}); nothing was changed") from exc
         exc.filename = f"{op.target} in {op.name}"
         raise
 
