@@ -23,7 +23,6 @@ import pytest
 from typer.testing import CliRunner
 
 from mirrormount.cli import app
-from mirrormount.cli import common
 from mirrormount.guest.guests import Guests
 from mirrormount.kernel import child, signals
 from mirrormount.kernel.removal import remove_tree

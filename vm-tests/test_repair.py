@@ -7,19 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from test_confine import guest_sh, ok
 from test_verbs import snapshot
-
-
-def ok(r):
-    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr}{r.stdout}"
-    return r
-
-
-def guest_sh(sb, name, script, check=True):
-    r = sb.mm("exec", name, "--", "/bin/sh", "-c", script)
-    if check:
-        ok(r)
-    return r
 
 
 def guest_mounts(sb, name="c1"):

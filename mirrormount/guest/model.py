@@ -121,13 +121,17 @@ PROPAGATION_MODES = ("mirror", "mirror+host")
 DEFAULT_PROPAGATION = "mirror"
 
 
+def _choice(value: str | None, choices: tuple[str, ...], default: str, what: str) -> str:
+    """value, or the default when it is None; UsageError (one line) for anything else."""
+    if value is None:
+        return default
+    if value not in choices:
+        raise UsageError(f"unknown {what} {printable(value)}: choose {' or '.join(choices)}")
+    return value
+
+
 def validate_propagation(mode: str | None) -> str:
-    if mode is None:
-        return DEFAULT_PROPAGATION
-    if mode not in PROPAGATION_MODES:
-        raise UsageError(f"unknown propagation {mode!r}: choose "
-                         f"{' or '.join(PROPAGATION_MODES)}")
-    return mode
+    return _choice(mode, PROPAGATION_MODES, DEFAULT_PROPAGATION, "propagation")
 
 
 # A hostname is an RFC 1123 (section 2.1) host name: dot-separated labels of letters, digits
@@ -162,12 +166,7 @@ DEFAULT_CONFINE = "mirror"
 
 
 def validate_confine(mode: str | None) -> str:
-    if mode is None:
-        return DEFAULT_CONFINE
-    if mode not in CONFINE_MODES:
-        raise UsageError(f"unknown confinement {printable(mode)}: choose "
-                         f"{' or '.join(CONFINE_MODES)}")
-    return mode
+    return _choice(mode, CONFINE_MODES, DEFAULT_CONFINE, "confinement")
 
 
 # Capability numbers (include/uapi/linux/capability.h; capabilities(7)), by the name
