@@ -6,7 +6,7 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test unit vm-tests bench bench-scale clean
+.PHONY: demo test unit vm-tests bench bench-scale clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,11 +24,19 @@ unit: $(STAMP)
 	$(VPY) -m pytest -q tests
 
 # Each vm-test runs twice: sandbox / private, and rshared (as on systemd hosts).
-vm-tests: $(STAMP)
+vm-tests: $(STAMP) system-deps
 	$(VPY) -m pytest -q vm-tests
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(VPY) -m pytest -q tests vm-tests
+
+# The Debian packages in .ci/debian-packages that are missing (none: nothing is run).
+system-deps:
+	@missing=$$(sed 's/#.*//' .ci/debian-packages | xargs -r dpkg-query -W -f '$${db:Status-Abbrev} $${Package}\n' 2>&1 | awk '$$1 != "ii" {print $$NF}'); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 bench: $(STAMP)
 	$(VPY) bench/bench_create.py
