@@ -8,6 +8,8 @@ from __future__ import annotations
 from . import guests  # noqa: F401
 from . import busy  # noqa: F401, I001
 from . import graph  # noqa: F401, I001
+from . import metrics  # noqa: F401, I001
+from . import unit  # noqa: F401, I001
 from .common import app
 
 
