@@ -4,6 +4,9 @@ mount tables (fixtures/mountinfo/README.md) through guest.health.assess, as `sta
 them; plus the CLI's refusals that need no root."""
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
@@ -131,3 +134,47 @@ def test_help_says_the_format_is_the_only_output():
     r = CliRunner().invoke(app, ["metrics", "--help"])
     assert r.exit_code == 0
     assert "Prometheus" in r.output and "--json does not apply" in r.output.replace("\n ", "")
+
+
+# ------------------------------------------------------------------ the README's timer
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_units() -> dict[str, str]:
+    """The README's textfile-collector service and timer: file name -> text, from the ```ini
+    block of the Metrics section (each unit starts with a `# /etc/systemd/system/X` line)."""
+    text = README.read_text()
+    block = text.split("```ini\n", 1)[1].split("```", 1)[0]
+    units: dict[str, str] = {}
+    name = ""
+    for line in block.splitlines(keepends=True):
+        if line.startswith("# /etc/systemd/system/"):
+            name = line.split("/")[-1].strip()
+            units[name] = ""
+        elif name:
+            units[name] += line
+    return units
+
+
+def readme_metrics_command() -> str:
+    """The shell command of the README's service (its ExecStart=, /bin/sh -c '...')."""
+    service = readme_units()["mirrormount-metrics.service"]
+    line = next(x for x in service.splitlines() if x.startswith("ExecStart=/bin/sh -c '"))
+    return line[len("ExecStart=/bin/sh -c '"):-1]
+
+
+def test_readme_timer_and_service_pass_systemd_analyze_verify(tmp_path):
+    units = readme_units()
+    assert set(units) == {"mirrormount-metrics.service", "mirrormount-metrics.timer"}
+    for name, text in units.items():
+        (tmp_path / name).write_text(text)
+    cp = subprocess.run(["/usr/bin/systemd-analyze", "verify",
+                         *(str(tmp_path / n) for n in units)],
+                        capture_output=True, text=True, timeout=120)
+    assert cp.returncode == 0 and cp.stderr == "", cp.stderr
+    # No "$" for systemd to expand, and a rename within one directory.
+    command = readme_metrics_command()
+    assert "$" not in command and "mv " in command
+    tmp, final = command.split("exec mv ")[1].split()
+    assert tmp.rsplit("/", 1)[0] == final.rsplit("/", 1)[0] and final.endswith(".prom")
+    assert not tmp.endswith(".prom")          # node_exporter reads only *.prom

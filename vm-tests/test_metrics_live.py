@@ -11,7 +11,15 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Sandbox
+from conftest import REPO, Sandbox
+
+
+def readme_metrics_command() -> str:
+    """The shell command of the README's textfile-collector service (its ExecStart=,
+    /bin/sh -c '...'; tests/test_metrics.py verifies the unit around it)."""
+    block = (REPO / "README.md").read_text().split("```ini\n", 1)[1].split("```", 1)[0]
+    line = next(x for x in block.splitlines() if x.startswith("ExecStart=/bin/sh -c '"))
+    return line[len("ExecStart=/bin/sh -c '"):-1]
 
 
 def create(sb: Sandbox, *args: str) -> None:
@@ -107,11 +115,15 @@ def test_metrics_of_live_guests(sandbox, campers):
 
 def test_textfile_collector_recipe_writes_a_whole_file(sandbox):
     create(sandbox, "c1")
-    # The README's timer command: a temporary file in the same directory, then rename(2).
+    # The README's service command, as written there: a temporary file in the same
+    # directory, then rename(2), so a scrape never reads half a file.
+    command = readme_metrics_command()
     d = "/var/lib/node_exporter/textfile_collector"
-    r = sandbox.sh(f"mkdir -p {d} && python3 -m mirrormount metrics > {d}/mirrormount.prom.$$ "
-                   f"&& mv {d}/mirrormount.prom.$$ {d}/mirrormount.prom && ls {d}")
-    assert r.stdout.split() == ["mirrormount.prom"], r.stdout
+    assert d in command
+    sandbox.sh(f"mkdir -p {d}")
+    r = sandbox.sh(command, check=False)
+    assert r.returncode == 0, r.stderr
+    assert sandbox.sh(f"ls {d}").stdout.split() == ["mirrormount.prom"]
     m = parsed(sandbox.sh(f"cat {d}/mirrormount.prom").stdout)
     assert m["mirrormount_guests"][(("state", "stopped"),)] == 1
     assert m["mirrormount_mirror_intact"][(("guest", "c1"),)] == 1

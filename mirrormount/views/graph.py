@@ -277,7 +277,8 @@ def _guest_notes(g: GuestView, host: MountTable, layout: Layout) -> Iterable[str
     masters = [(m, outside[m.master]) for m in host.under(g.mirror) if m.master in outside]
     if masters:
         m, src = masters[0]
-        more = f" (and {len(masters) - 1} more mounts)" if len(masters) > 1 else ""
+        rest = len(masters) - 1
+        more = f" (and {rest} more mount{'s' if rest > 1 else ''})" if rest else ""
         yield (f"{g.name}: {m.mountpoint} is a slave of host peer group {m.master} "
                f"({src.mountpoint}){more}: host mounts there arrive in the guest, and "
                f"the guest's never reach the host's own {src.mountpoint}" +

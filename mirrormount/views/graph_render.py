@@ -73,9 +73,9 @@ def to_dot(graph: Graph) -> str:
         label = f"peer group {g}" if seen else f"peer group {g}\\n(no member drawn)"
         out.append(f'  "pg:{g}" [shape=ellipse, label="{label}"'
                    f"{'' if seen else ', style=dashed'}];")
-    for g, members in graph.peer_groups.items():
-        for m in members:
-            out.append(f'  {dot_quote(m)} -> "pg:{g}" [dir=none];')
+    for g, member_ids in graph.peer_groups.items():
+        for m_id in member_ids:
+            out.append(f'  {dot_quote(m_id)} -> "pg:{g}" [dir=none];')
     for g, slave in graph.slaves:
         out.append(f'  "pg:{g}" -> {dot_quote(slave)} [style=dashed, label="master"];')
     for f in graph.flows:
@@ -122,8 +122,8 @@ def to_text(graph: Graph) -> str:
         out.extend("  " + line for line in _columns(
             rows, ["ID", "TARGET", "PROPAGATION", "HOST COPY", "HOST PROPAGATION", "FLOW"]))
     slaves_of: dict[int, list[str]] = {}
-    for g, s in graph.slaves:
-        slaves_of.setdefault(g, []).append(_where(by_id[s]))
+    for group, slave in graph.slaves:
+        slaves_of.setdefault(group, []).append(_where(by_id[slave]))
     groups = sorted(set(graph.peer_groups) | set(slaves_of))
     if groups:
         out.append("")
