@@ -108,3 +108,8 @@ def test_bad_input_exits_2_with_one_line(args, needle):
     r = CliRunner().invoke(app, ["systemd-unit", *args])
     assert r.exit_code == 2 and needle in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_json_is_refused_with_exit_2():
+    r = CliRunner().invoke(app, ["--json", "systemd-unit"])
+    assert r.exit_code == 2 and "--json does not apply" in r.output

@@ -42,6 +42,8 @@ def systemd_unit(
     Install it as /etc/systemd/system/mirrormount@.service. The output is a unit file:
     --json does not apply."""
     from ..views.unit import render_unit
+    if settings(ctx).json:
+        raise UsageError("systemd-unit prints a unit file; --json does not apply")
     if exe is None:
         exe = find_exe()
         if exe is None:
