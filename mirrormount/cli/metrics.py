@@ -37,7 +37,7 @@ def metrics(
     ctx: typer.Context,
     pins: bool = typer.Option(True, "--pins/--no-pins",
                               help="Count pins on the guests' mounts (one pass over /proc, "
-                                   "as busy --all) [default: --pins]."),
+                                   "as busy --all)."),
 ) -> None:
     """Print metrics in the Prometheus text exposition format (0.0.4), for node_exporter's
     textfile collector: guests by state, mounts per guest on the host and guest side, mirror
