@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "mirrormount"
-ORDER = {"kernel": 0, "guest": 1, "busy": 2, "cli": 3}
+ORDER = {"kernel": 0, "guest": 1, "busy": 2, "views": 3, "cli": 4}
 
 
 def module_name(path: Path) -> str:
