@@ -18,12 +18,12 @@ if TYPE_CHECKING:
 
 PINS = Columns([
     Column("TARGET", "the mount asked about (busy --all: each guest mount)"),
-    Column("HOW", "how it is pinned: cwd, root, exe, fd, mmap, submount, swap, loop, nsfs, ..."),
+    Column("HOW", "how: cwd, root, exe, fd, mmap, submount, swap, loop, nsfs, ..."),
     Column("PID", "the holding process, as the host numbers it", numeric=True),
     Column("GUEST_PID", "the same process as its guest numbers it", numeric=True),
     Column("COMM", "the process's command name"),
     Column("USER", "the process's user"),
-    Column("GUEST", "the guest the holder lives in (host: none)"),
+    Column("GUEST", "the guest the holder lives in, or host"),
     Column("PATH", "the pinned path, as the holder sees it"),
     Column("NAMESPACE", "the holder's mount namespace (mnt:[inode])"),
 ], default=["TARGET", "HOW", "PID", "GUEST_PID", "COMM", "USER", "GUEST", "PATH"])
