@@ -194,7 +194,9 @@ def status(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
         raise typer.Exit(EXIT_FAILED)
 
 
-EXEC_CTX = {"allow_extra_args": True, "ignore_unknown_options": True}
+# Nothing after NAME is ours (not even -h): `exec c1 df -h` runs `df -h`, as nsenter would.
+EXEC_CTX = {"allow_extra_args": True, "ignore_unknown_options": True,
+            "allow_interspersed_args": False}
 
 
 @app.command("exec", context_settings=EXEC_CTX)
@@ -203,7 +205,11 @@ def exec_(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
           cmd: List[str] = typer.Argument(..., metavar="-- CMD...",
                                           help="The command and its arguments.")) -> None:
     """Run CMD in all of the guest's namespaces, at its root; exit with CMD's status."""
-    raise typer.Exit(settings(ctx).guests.exec(name, list(cmd)))
+    # With interspersed options off (EXEC_CTX), click leaves the separator to us.
+    argv = list(cmd)[1:] if list(cmd)[:1] == ["--"] else list(cmd)
+    if not argv:
+        raise UsageError("exec: no command given (mirrormount exec NAME -- CMD...)")
+    raise typer.Exit(settings(ctx).guests.exec(name, argv))
 
 
 @app.command()
