@@ -7,8 +7,10 @@ from __future__ import annotations
 # Importing a command module registers its commands; --help lists them in this order.
 from . import guests  # noqa: F401
 from . import busy  # noqa: F401, I001
-from . import completion  # noqa: F401, I001
 from .common import app
+from .completion import completion_cmd
+
+app.command("completion")(completion_cmd)
 
 
 __all__ = ["app"]

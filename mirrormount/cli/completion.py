@@ -11,6 +11,9 @@ so far, and prints the candidates one a line:
 click's spelling of the variable's value (``bash_source``, ``bash_complete``) is accepted
 too (``prepare``).
 
+This module imports nothing of the CLI (common.Command calls ``attach``, common.Group calls
+``prepare``); cli/__init__ registers ``completion_cmd`` as the `completion` command.
+
 Guest names are read from STATE (``--state``, or $MIRRORMOUNT_STATE, as typed on the line
 being completed): one directory listing, no lock and no privilege asked. Completion never
 fails loudly: no STATE, no permission (not root), anything unexpected: no candidates.
@@ -21,8 +24,6 @@ import os
 
 import click
 import typer
-
-from .common import app
 
 SHELLS = ("bash", "zsh", "fish")
 COMPLETE_VAR = "_MIRRORMOUNT_COMPLETE"
@@ -78,7 +79,6 @@ def script(shell: str, prog_name: str = "mirrormount") -> str:
     return get_completion_script(prog_name=prog_name, complete_var=COMPLETE_VAR, shell=shell)
 
 
-@app.command("completion")
 def completion_cmd(
         shell: str = typer.Argument(..., metavar="SHELL", click_type=click.Choice(SHELLS),
                                     help="bash, zsh or fish.")) -> None:
