@@ -109,7 +109,9 @@ class Group(TyperGroup):
 
     def _main_shell_completion(self, ctx_args: MutableMapping[str, Any], prog_name: str,
                                complete_var: Optional[str] = None) -> None:
-        if os.environ.get(complete_var or f"_{prog_name.upper()}_COMPLETE"):
+        # typer's (and click's) name for the variable: _MIRRORMOUNT_COMPLETE
+        var = complete_var or f"_{prog_name}_COMPLETE".replace("-", "_").upper()
+        if os.environ.get(var):
             # Only when a shell asks (the variable is set): typer's completion classes
             # replace click's in click's registry; the scripts they print speak to them.
             from .completion import prepare
