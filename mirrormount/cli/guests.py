@@ -26,13 +26,13 @@ NAME_HELP = "An existing guest's name."
 def create(
     ctx: typer.Context,
     names: List[str] = typer.Argument(..., metavar="NAME...", help="Guest name(s)."),
-    rootfs: Optional[str] = typer.Option(None, "--rootfs",
+    rootfs: Optional[str] = typer.Option(None, "--rootfs", metavar="DIR",
                                          help="Directory to mirror as the guest's / [/]."),
-    hostname: Optional[str] = typer.Option(None, "--hostname",
+    hostname: Optional[str] = typer.Option(None, "--hostname", metavar="HOSTNAME",
                                            help="Own UTS namespace with this hostname."),
-    ns: Optional[str] = typer.Option(None, "--ns", help="More namespaces: uts,ipc,net,pid,cgroup"),
+    ns: Optional[str] = typer.Option(None, "--ns", metavar="KIND[,KIND...]", help="More namespaces: uts,ipc,net,pid,cgroup"),
     propagation: Optional[str] = typer.Option(
-        None, "--propagation", help="mirror [default], or mirror+host to also receive host mounts."),
+        None, "--propagation", metavar="MODE", help="mirror [default], or mirror+host to also receive host mounts."),
     confine: Optional[str] = typer.Option(
         None, "--confine", metavar="mirror|none",
         help="mirror [default]: every process mirrormount starts in the guest runs under a "
