@@ -1,15 +1,16 @@
 """What every CLI command shares: the typer app and its global options (--base, --state,
--J/--json, -V/--version, -h/--help), the help format, the one error handler that turns domain and kernel errors into one
-stderr line and an exit code (0 ok, 1 failed, 2 usage with nothing changed, 3 busy; 128+N
-stopped by signal N: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; 141, silently, when stdout's
-reader has gone), and the util-linux style rendering helpers. Command modules (guests.py,
-busy.py) import this; it imports none of them.
+-J/--json, -V/--version, -h/--help), the help format, the one error handler that turns
+domain and kernel errors into one stderr line and an exit code (0 ok, 1 failed, 2 usage
+with nothing changed, 3 busy; 128+N stopped by signal N: 130 Ctrl-C, 143 SIGTERM, 129
+SIGHUP; 141, silently, when stdout's reader has gone), and JSON output (columns.py renders
+tables). Command modules (guests.py, busy.py) import this; it imports none of them.
 
 Every command registered with ``@app.command()`` is a ``Command`` (``App.command`` makes it
 the default), so a new command gets, with no code of its own: -h as --help (click passes the
 root's help_option_names down to every sub-context), help without typer's stray escapes and
 with its arguments' help (``help_records``), a man page entry (cli/manpage.py walks the same
-tree) and guest-name completion where it uses ``NAME_ARG`` (cli/completion.py).
+tree) and guest-name completion for an argument called ``name`` or ``names``
+(cli/completion.attach).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def help_records(cmd: click.Command, ctx: click.Context
     Two repairs of what typer 0.20 hands click 8.5 (both measured here, see
     tests/test_help.py):
     - An argument's help= is lost: TyperArgument sets ``self.help`` and then calls
-      click's Parameter.__init__, which since click 8.2 assigns ``self.help`` itself (to
+      click's Parameter.__init__, which (click 8.5) assigns ``self.help`` itself (to
       None, as typer does not pass it on). We read it back from the command function's
       signature, where typer's ArgumentInfo keeps it.
     - Option help ends in "\\[default: 5.0]": typer escapes the "[...]" it appends with
