@@ -11,6 +11,9 @@ from . import graph  # noqa: F401, I001
 from . import metrics  # noqa: F401, I001
 from . import unit  # noqa: F401, I001
 from .common import app
+from .completion import completion_cmd
+
+app.command("completion")(completion_cmd)
 
 
 __all__ = ["app"]

@@ -9,15 +9,33 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from .columns import NOHEADINGS_OPT, OUTPUT_OPT, RAW_OPT, SORT_OPT, Column, Columns
 from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
 from ..errors import EXIT_BUSY, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
-    from ..busy.report import BusyReport
+    from ..busy.report import BusyReport, Pin
+
+PINS = Columns([
+    Column("TARGET", "the mount asked about (busy --all: each guest mount)"),
+    Column("HOW", "how: cwd, root, exe, fd, mmap, submount, swap, loop, nsfs, ..."),
+    Column("PID", "the holding process, as the host numbers it", numeric=True),
+    Column("GUEST_PID", "the same process as its guest numbers it", numeric=True),
+    Column("COMM", "the process's command name"),
+    Column("USER", "the process's user"),
+    Column("GUEST", "the guest the holder lives in, or host"),
+    Column("PATH", "the pinned path, as the holder sees it"),
+    Column("NAMESPACE", "the holder's mount namespace (mnt:[inode])"),
+], default=["TARGET", "HOW", "PID", "GUEST_PID", "COMM", "USER", "GUEST", "PATH"])
+# One target's report shows its pins without the TARGET column (it is in the summary line).
+ONE_TARGET = ["HOW", "PID", "GUEST_PID", "COMM", "USER", "GUEST", "PATH", "NAMESPACE"]
 
 
-def _dash(v: object) -> str:
-    return "-" if v is None or v == "" else str(v)
+def pin_row(target: str, p: Pin) -> dict:
+    """One pin as a row of PINS (raw values: the renderer escapes them)."""
+    return {"TARGET": target, "HOW": p.how, "PID": p.pid, "GUEST_PID": p.guest_pid,
+            "COMM": p.comm, "USER": p.user, "GUEST": p.guest, "PATH": p.path,
+            "NAMESPACE": p.namespace}
 
 
 def render_report(rep: BusyReport) -> str:
@@ -41,11 +59,8 @@ def render_report(rep: BusyReport) -> str:
                          ["NAMESPACE", "GUEST", "MOUNT_ID", "COPY"]))
     if rep.pins:
         out.append("")
-        out.append(table([[p.how, _dash(p.pid), _dash(p.guest_pid), shown(p.comm),
-                           _dash(p.user), p.guest, shown(p.path), _dash(p.namespace)]
-                          for p in rep.pins],
-                         ["HOW", "PID", "GUEST_PID", "COMM", "USER", "GUEST", "PATH",
-                          "NAMESPACE"]))
+        out.append(PINS.render([pin_row(rep.target, p) for p in rep.pins],
+                               default=ONE_TARGET))
         out.append("")
         out.extend(f"- {describe_pin(p)}" for p in rep.pins)
     if rep.uninspected:
@@ -53,7 +68,7 @@ def render_report(rep: BusyReport) -> str:
     return "\n".join(out)
 
 
-@app.command()
+@app.command(epilog=PINS.epilog())
 @reports_errors
 def busy(ctx: typer.Context,
          target: Optional[str] = typer.Argument(
@@ -61,24 +76,32 @@ def busy(ctx: typer.Context,
              help="A host path, NAME:GUESTPATH, a device node (/dev/loop0) or MAJ:MIN."),
          all_: bool = typer.Option(False, "--all",
                                    help="Audit every mount of every guest in one pass."),
-         json_local: bool = JSON_OPT) -> None:
-    """Who pins a mount, in every mount namespace. Exits 0 not busy, 3 busy, 2 bad target."""
+         json_local: bool = JSON_OPT, output: Optional[str] = OUTPUT_OPT,
+         noheadings: bool = NOHEADINGS_OPT, raw: bool = RAW_OPT,
+         sort: Optional[str] = SORT_OPT) -> None:
+    """Who pins a mount, in every mount namespace. Exits 0 not busy, 3 busy, 2 bad target.
+
+    With -o, -n, -r or --sort, TARGET's report is its pins alone, one a line, as busy --all
+    prints them (default columns: HOW,PID,GUEST_PID,COMM,USER,GUEST,PATH,NAMESPACE)."""
     # Imported here: every other command would otherwise pay for the finder (and psutil).
     from ..busy.finder import audit_all, find_pins
-    from ..busy.report import shown
     s = settings(ctx)
     if all_ == (target is not None):
         raise UsageError("give either TARGET or --all")
+    # Bad columns are bad input: refused before the (long) scan, nothing looked at.
+    PINS.select(output)
+    if sort is not None:
+        PINS.column(sort, "--sort")
+    records = output is not None or noheadings or raw or sort is not None
     if all_:
         reports = [r for r in audit_all(s.layout) if r.busy]
         if want_json(ctx, json_local):
             emit_json([r.to_json() for r in reports])
-        elif reports:
-            typer.echo(table([[shown(r.target), p.how, _dash(p.pid), _dash(p.guest_pid),
-                               shown(p.comm), _dash(p.user), p.guest, shown(p.path)]
-                              for r in reports for p in r.pins],
-                             ["TARGET", "HOW", "PID", "GUEST_PID", "COMM", "USER", "GUEST",
-                              "PATH"]))
+        elif reports or records:
+            text = PINS.render([pin_row(r.target, p) for r in reports for p in r.pins],
+                               output, sort=sort, raw=raw, headings=not noheadings)
+            if text:
+                typer.echo(text)
         else:
             typer.echo("no guest mount is pinned")
         raise typer.Exit(EXIT_BUSY if reports else EXIT_OK)
@@ -86,6 +109,12 @@ def busy(ctx: typer.Context,
     rep = find_pins(target, s.layout)
     if want_json(ctx, json_local):
         emit_json(rep.to_json())
+    elif records:
+        text = PINS.render([pin_row(rep.target, p) for p in rep.pins],
+                           output, sort=sort, raw=raw, headings=not noheadings,
+                           default=ONE_TARGET)
+        if text:
+            typer.echo(text)
     else:
         typer.echo(render_report(rep))
     raise typer.Exit(EXIT_BUSY if rep.busy else EXIT_OK)

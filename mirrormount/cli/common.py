@@ -1,20 +1,30 @@
 """What every CLI command shares: the typer app and its global options (--base, --state,
---json, --version), the one error handler that turns domain and kernel errors into one
-stderr line and an exit code (0 ok, 1 failed, 2 usage with nothing changed, 3 busy; 128+N
-stopped by signal N: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; 141, silently, when stdout's
-reader has gone), and the util-linux style rendering helpers. Command modules (guests.py,
-busy.py) import this; it imports none of them.
+-J/--json, -V/--version, -h/--help), the help format, the one error handler that turns
+domain and kernel errors into one stderr line and an exit code (0 ok, 1 failed, 2 usage
+with nothing changed, 3 busy; 128+N stopped by signal N: 130 Ctrl-C, 143 SIGTERM, 129
+SIGHUP; 141, silently, when stdout's reader has gone), and JSON output (columns.py renders
+tables). Command modules (guests.py, busy.py) import this; it imports none of them.
+
+Every command registered with ``@app.command()`` is a ``Command`` (``App.command`` makes it
+the default), so a new command gets, with no code of its own: -h as --help (click passes the
+root's help_option_names down to every sub-context), help without typer's stray escapes and
+with its arguments' help (``help_records``), a man page entry (cli/manpage.py walks the same
+tree) and guest-name completion for an argument called ``name`` or ``names``
+(cli/completion.attach).
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import signal
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, MutableMapping
+from typing import Any, Optional, TypeVar
 
+import click
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..errors import EXIT_FAILED, MirrormountError, PartlyDone, describe
@@ -23,11 +33,107 @@ from ..guest.model import Layout
 from ..kernel import signals
 from ..kernel.mountinfo import ParseError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None,
-                  help="Mirror each guest's mount tree on the host with shared subtrees.")
+HELP_OPTIONS = ["-h", "--help"]       # as util-linux: -h is --help on every command
+
+
+def help_records(cmd: click.Command, ctx: click.Context
+                 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(arguments, options) of ``cmd`` as (term, text) rows, as --help and the man page
+    show them.
+
+    Two repairs of what typer 0.20 hands click 8.5 (both measured here, see
+    tests/test_help.py):
+    - An argument's help= is lost: TyperArgument sets ``self.help`` and then calls
+      click's Parameter.__init__, which (click 8.5) assigns ``self.help`` itself (to
+      None, as typer does not pass it on). We read it back from the command function's
+      signature, where typer's ArgumentInfo keeps it.
+    - Option help ends in "\\[default: 5.0]": typer escapes the "[...]" it appends with
+      rich.markup.escape whenever rich is importable (for an HTML export), even with
+      rich_markup_mode=None, when nothing will ever unescape it. We undo exactly that."""
+    args: list[tuple[str, str]] = []
+    opts: list[tuple[str, str]] = []
+    for param in cmd.get_params(ctx):
+        if isinstance(param, click.Argument):
+            args.append((param.make_metavar(ctx), argument_help(cmd, param)))
+        else:
+            rec = param.get_help_record(ctx)
+            if rec is not None:
+                opts.append((rec[0], rec[1].replace("\\[", "[")))
+    return args, opts
+
+
+def argument_help(cmd: click.Command, param: click.Parameter) -> str:
+    """The help= given to typer.Argument for ``param`` ("" when none)."""
+    if getattr(param, "help", None):
+        return str(getattr(param, "help"))
+    if cmd.callback is None or param.name is None:
+        return ""
+    try:
+        declared = inspect.signature(cmd.callback).parameters.get(param.name)
+    except (TypeError, ValueError):
+        return ""
+    text = getattr(declared.default, "help", None) if declared is not None else None
+    return inspect.cleandoc(text) if isinstance(text, str) else ""
+
+
+def _format_options(cmd: click.Command, ctx: click.Context,
+                    formatter: click.HelpFormatter) -> None:
+    args, opts = help_records(cmd, ctx)
+    if args:
+        with formatter.section("Arguments"):
+            formatter.write_dl(args)
+    if opts:
+        with formatter.section("Options"):
+            formatter.write_dl(opts)
+
+
+class Command(TyperCommand):
+    """Every mirrormount command (App.command's default class): click's plain help, with
+    the repairs of help_records, and guest names completing for its NAME argument."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from .completion import attach
+        attach(self)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _format_options(self, ctx, formatter)
+
+
+class Group(TyperGroup):
+    """The mirrormount command itself: plain help as Command, and typer's completion
+    protocol (see cli/completion.py)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _format_options(self, ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+    def _main_shell_completion(self, ctx_args: MutableMapping[str, Any], prog_name: str,
+                               complete_var: Optional[str] = None) -> None:
+        # typer's (and click's) name for the variable: _MIRRORMOUNT_COMPLETE
+        var = complete_var or f"_{prog_name}_COMPLETE".replace("-", "_").upper()
+        if os.environ.get(var):
+            # Only when a shell asks (the variable is set): typer's completion classes
+            # replace click's in click's registry; the scripts they print speak to them.
+            from .completion import prepare
+            prepare()
+        super()._main_shell_completion(ctx_args, prog_name, complete_var)
+
+
+class App(typer.Typer):
+    """typer.Typer whose commands are ``Command`` unless one asks for another class."""
+
+    def command(self, name: Optional[str] = None, *, cls: Optional[type[TyperCommand]] = None,
+                **kwargs: Any) -> Callable[[F], F]:
+        return super().command(name, cls=cls or Command, **kwargs)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+app = App(cls=Group, add_completion=False, no_args_is_help=True,
+          pretty_exceptions_enable=False, rich_markup_mode=None,
+          context_settings={"help_option_names": HELP_OPTIONS},
+          help="Mirror each guest's mount tree on the host with shared subtrees.")
 
 
 class Settings:
@@ -138,6 +244,12 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
+JSON_HELP = "JSON on stdout, for scripts (before or after the command)."
+# Every command that prints takes -J/--json itself too, so it works before or after the
+# command (`mirrormount -J list` and `mirrormount list -J`); want_json() reads both.
+JSON_OPT = typer.Option(False, "-J", "--json", help=JSON_HELP)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"mirrormount {__version__}")
@@ -147,15 +259,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     ctx: typer.Context,
-    base: str = typer.Option("/container", "--base", envvar="MIRRORMOUNT_BASE",
+    base: str = typer.Option("/container", "--base", envvar="MIRRORMOUNT_BASE", metavar="DIR",
                              help="Where the mirrors live."),
     state: str = typer.Option("/run/mirrormount", "--state", envvar="MIRRORMOUNT_STATE",
-                              help="Records and nsfs binds."),
-    json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                              metavar="DIR", help="Records and nsfs binds."),
+    json_out: bool = typer.Option(False, "-J", "--json", help=JSON_HELP),
+    version: bool = typer.Option(False, "-V", "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
     ctx.obj = Settings(base, state, json_out)
 
-
-JSON_OPT = typer.Option(False, "--json", help="Machine-readable output on stdout.")

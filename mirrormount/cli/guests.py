@@ -15,7 +15,10 @@ from ..guest.model import (parse_caps, parse_kinds, validate_confine, validate_n
                            validate_propagation)
 from ..guest.recipe import Recipe, RecipeMount, load_recipe
 from ..kernel import signals
-from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, want_json
+from .columns import NOHEADINGS_OPT, OUTPUT_OPT, RAW_OPT, SORT_OPT, Column, Columns
+from .common import JSON_OPT, app, emit_json, reports_errors, settings, want_json
+
+NAME_HELP = "An existing guest's name."
 
 
 @app.command()
@@ -23,13 +26,13 @@ from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, w
 def create(
     ctx: typer.Context,
     names: List[str] = typer.Argument(..., metavar="NAME...", help="Guest name(s)."),
-    rootfs: Optional[str] = typer.Option(None, "--rootfs",
+    rootfs: Optional[str] = typer.Option(None, "--rootfs", metavar="DIR",
                                          help="Directory to mirror as the guest's / [/]."),
-    hostname: Optional[str] = typer.Option(None, "--hostname",
+    hostname: Optional[str] = typer.Option(None, "--hostname", metavar="HOSTNAME",
                                            help="Own UTS namespace with this hostname."),
-    ns: Optional[str] = typer.Option(None, "--ns", help="More namespaces: uts,ipc,net,pid,cgroup"),
+    ns: Optional[str] = typer.Option(None, "--ns", metavar="KIND[,KIND...]", help="More namespaces: uts,ipc,net,pid,cgroup"),
     propagation: Optional[str] = typer.Option(
-        None, "--propagation", help="mirror [default], or mirror+host to also receive host mounts."),
+        None, "--propagation", metavar="MODE", help="mirror [default], or mirror+host to also receive host mounts."),
     confine: Optional[str] = typer.Option(
         None, "--confine", metavar="mirror|none",
         help="mirror [default]: every process mirrormount starts in the guest runs under a "
@@ -41,7 +44,8 @@ def create(
     recipe_file: Optional[str] = typer.Option(None, "--recipe", metavar="FILE",
                                               help="A TOML recipe instead of the flags above "
                                                    "(see recipes/)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing "
+                                                          "(with -J: the plan as JSON)."),
     json_local: bool = JSON_OPT,
 ) -> None:
     """Create guests: BASE/NAME mirrors the guest's whole mount tree, both ways."""
@@ -62,6 +66,12 @@ def create(
     reqs = [s.guests.validate_create(recipe.request(n)) for n in names]
     for req in reqs:
         s.guests.plan(req)
+    if dry_run and want_json(ctx, json_local):
+        from ..guest.ops import ops_json
+        emit_json([{"name": req.name, "ops": ops_json(s.guests.plan(req)),
+                    "then": [mount_command(req.name, m) for m in recipe.mounts]}
+                   for req in reqs])
+        return
     if dry_run:
         typer.echo(s.guests.dry_run(reqs), nl=False)
         for n in names:
@@ -118,22 +128,52 @@ def mount_command(name: str, m: RecipeMount) -> str:
     return shlex.join(words)
 
 
-@app.command("list")
+GUESTS = Columns([
+    Column("NAME", "the guest's name"),
+    Column("STATE", "running, stopped or broken"),
+    Column("MIRROR", "the guest's mirror on the host (BASE/NAME)"),
+    Column("ROOTFS", "the host directory mirrored as the guest's /"),
+    Column("PROPAGATION", "mirror, or mirror+host (also receives host mounts)"),
+    Column("NS", "the guest's own namespaces (mnt, uts, ipc, net, pid, cgroup)"),
+    Column("PIDS", "processes inside, as the host numbers them"),
+    Column("HOSTNAME", "the guest's hostname (own UTS namespace)"),
+    Column("CONFINE", "mirror (seccomp filter) or none"),
+    Column("DROP_CAPS", "capabilities dropped from the bounding set"),
+    Column("GUEST_ONLY", "mounts kept out of the host mirror"),
+    Column("PROBLEMS", "what is wrong with the guest, if anything"),
+], default=["NAME", "STATE", "MIRROR", "ROOTFS", "PROPAGATION", "NS", "PIDS"])
+
+
+def guest_row(i) -> dict:
+    """One GuestInfo as a row of GUESTS (lists are joined with commas by the renderer)."""
+    return {"NAME": i.name, "STATE": i.state, "MIRROR": i.mirror, "ROOTFS": i.rootfs,
+            "PROPAGATION": i.propagation, "NS": list(i.namespaces), "PIDS": i.pids,
+            "HOSTNAME": i.hostname, "CONFINE": i.confine, "DROP_CAPS": i.drop_caps,
+            "GUEST_ONLY": i.guest_only, "PROBLEMS": "; ".join(i.problems)}
+
+
+@app.command("list", epilog=GUESTS.epilog())
 @reports_errors
-def list_(ctx: typer.Context, json_local: bool = JSON_OPT) -> None:
+def list_(ctx: typer.Context, json_local: bool = JSON_OPT, output: Optional[str] = OUTPUT_OPT,
+          noheadings: bool = NOHEADINGS_OPT, raw: bool = RAW_OPT,
+          sort: Optional[str] = SORT_OPT) -> None:
     """List every guest, its state, namespaces and processes."""
+    GUESTS.select(output)                 # bad columns: exit 2 before anything is read
+    if sort is not None:
+        GUESTS.column(sort, "--sort")
     infos = settings(ctx).guests.list_all()
     if want_json(ctx, json_local):
         emit_json([i.to_json() for i in infos])
         return
-    rows = [[i.name, i.state, i.mirror, i.rootfs, i.propagation,
-             ",".join(i.namespaces) or "-", ",".join(map(str, i.pids)) or "-"] for i in infos]
-    typer.echo(table(rows, ["NAME", "STATE", "MIRROR", "ROOTFS", "PROPAGATION", "NS", "PIDS"]))
+    text = GUESTS.render([guest_row(i) for i in infos], output, sort=sort, raw=raw,
+                         headings=not noheadings)
+    if text:
+        typer.echo(text)
 
 
 @app.command()
 @reports_errors
-def status(ctx: typer.Context, name: str = typer.Argument(...),
+def status(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
            json_local: bool = JSON_OPT) -> None:
     """Health of a guest's mirror: one peer group with the guest, no leaks to the host."""
     rep = settings(ctx).guests.status(name)
@@ -154,35 +194,55 @@ def status(ctx: typer.Context, name: str = typer.Argument(...),
         raise typer.Exit(EXIT_FAILED)
 
 
-EXEC_CTX = {"allow_extra_args": True, "ignore_unknown_options": True}
+# Nothing after NAME is ours (not even -h): `exec c1 df -h` runs `df -h`, as nsenter would.
+EXEC_CTX = {"allow_extra_args": True, "ignore_unknown_options": True,
+            "allow_interspersed_args": False}
 
 
 @app.command("exec", context_settings=EXEC_CTX)
 @reports_errors
-def exec_(ctx: typer.Context, name: str = typer.Argument(...),
-          cmd: List[str] = typer.Argument(..., metavar="-- CMD...")) -> None:
+def exec_(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
+          cmd: List[str] = typer.Argument(..., metavar="-- CMD...",
+                                          help="The command and its arguments.")) -> None:
     """Run CMD in all of the guest's namespaces, at its root; exit with CMD's status."""
-    raise typer.Exit(settings(ctx).guests.exec(name, list(cmd)))
+    # With interspersed options off (EXEC_CTX), click leaves the separator to us.
+    argv = list(cmd)[1:] if list(cmd)[:1] == ["--"] else list(cmd)
+    if not argv:
+        raise UsageError("exec: no command given (mirrormount exec NAME -- CMD...)")
+    raise typer.Exit(settings(ctx).guests.exec(name, argv))
 
 
 @app.command()
 @reports_errors
-def enter(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+def enter(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP)) -> None:
     """Start an interactive shell ($SHELL, or /bin/sh) inside the guest."""
     g = settings(ctx).guests
     raise typer.Exit(g.exec(name, [g.shell_for(name)]))
 
 
-DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan as numbered shell steps; "
-                                                 "change nothing.")
+DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan as numbered shell steps "
+                                                 "(with -J: as JSON); change nothing.")
+
+
+def show_plan(ctx: typer.Context, json_local: bool, ops: list) -> None:
+    """--dry-run's output: the numbered shell steps, or with -J the ops as JSON."""
+    from ..guest.ops import ops_json, render
+    if want_json(ctx, json_local):
+        emit_json(ops_json(ops))
+    else:
+        typer.echo(render(ops), nl=False)
 
 
 @app.command()
 @reports_errors
-def mount(ctx: typer.Context, name: str = typer.Argument(...),
-          source: str = typer.Argument(...), target: str = typer.Argument(...),
-          fstype: Optional[str] = typer.Option(None, "-t", "--type"),
-          options: Optional[str] = typer.Option(None, "-o", "--options"),
+def mount(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
+          source: str = typer.Argument(..., help="A device, a filesystem's source, or a "
+                                                 "host path (--bind)."),
+          target: str = typer.Argument(..., help="A path inside the guest."),
+          fstype: Optional[str] = typer.Option(None, "-t", "--type", metavar="FSTYPE",
+                                               help="The filesystem type, as mount -t."),
+          options: Optional[str] = typer.Option(None, "-o", "--options", metavar="OPTS",
+                                                help="Mount options, as mount -o."),
           bind: bool = typer.Option(False, "--bind", help="Bind a host path."),
           guest_only: bool = typer.Option(False, "--guest-only",
                                           help="Keep the mount out of the host mirror."),
@@ -194,9 +254,8 @@ def mount(ctx: typer.Context, name: str = typer.Argument(...),
     is mounted. Propagation options are refused: mirrormount owns them."""
     g = settings(ctx).guests
     if dry_run:
-        from ..guest.ops import render
-        typer.echo(render(g.plan_mount(name, source, target, fstype, options, bind,
-                                       guest_only)), nl=False)
+        show_plan(ctx, json_local, g.plan_mount(name, source, target, fstype, options, bind,
+                                                guest_only))
         return
     done = g.mount(name, source, target, fstype, options, bind, guest_only)
     if want_json(ctx, json_local):
@@ -209,12 +268,12 @@ def mount(ctx: typer.Context, name: str = typer.Argument(...),
 
 @app.command()
 @reports_errors
-def umount(ctx: typer.Context, name: str = typer.Argument(...),
-           target: str = typer.Argument(...),
+def umount(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
+           target: str = typer.Argument(..., help="A mount point inside the guest."),
            lazy: bool = typer.Option(False, "--lazy", help="Detach now; report who holds it."),
            wait: float = typer.Option(0.0, "--wait", metavar="SECONDS",
                                       help="Retry until free or the time runs out."),
-           dry_run: bool = DRY_RUN) -> None:
+           dry_run: bool = DRY_RUN, json_local: bool = JSON_OPT) -> None:
     """Unmount a guest path (on both sides). Exits 3 when busy, saying who holds it.
 
     With --wait and --lazy together: wait for a clean unmount, then detach what is left."""
@@ -223,8 +282,7 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
     if wait < 0:
         raise UsageError("--wait must be 0 or more seconds")
     if dry_run:
-        from ..guest.ops import render
-        typer.echo(render(g.plan_umount(name, target, lazy)), nl=False)
+        show_plan(ctx, json_local, g.plan_umount(name, target, lazy))
         return
     # The busy finder reads every namespace and /proc: imported only when it must explain.
     from ..busy import finder
@@ -253,7 +311,7 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
     if not lazy:
         return
     report = finder.find_residue(identity, s.layout) if identity is not None else None
-    if s.json:
+    if want_json(ctx, json_local):
         emit_json(report.to_json() if report is not None else None)
     elif report is not None and report.pins:
         typer.echo(finder.explain(report, name, target,
@@ -265,13 +323,22 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
 
 @app.command()
 @reports_errors
-def repair(ctx: typer.Context, name: str = typer.Argument(...), dry_run: bool = DRY_RUN,
+def repair(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
+           dry_run: bool = DRY_RUN,
            json_local: bool = JSON_OPT) -> None:
     """Re-join a broken mirror: every mount that left its copy's peer group joins it again
     (move_mount MOVE_MOUNT_SET_GROUP, Linux 5.15+), and what only one side has is copied to
     the other. Exits 0 when status is intact afterwards, 1 otherwise, saying what is left."""
     g = settings(ctx).guests
     require_root("repair")
+    if dry_run and want_json(ctx, json_local):
+        from ..guest.ops import ops_json
+        plan = g.plan_repair(name)
+        emit_json({"ops": ops_json(plan.ops), "left": list(plan.left),
+                   "cannot": list(plan.cannot)})
+        if plan.cannot:
+            raise typer.Exit(EXIT_FAILED)
+        return
     if dry_run:
         from ..guest.ops import render
         plan = g.plan_repair(name)
@@ -307,10 +374,13 @@ def repair(ctx: typer.Context, name: str = typer.Argument(...), dry_run: bool = 
 
 @app.command()
 @reports_errors
-def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="NAME..."),
+def destroy(ctx: typer.Context,
+            names: List[str] = typer.Argument(..., metavar="NAME...",
+                                              help="Existing guests' names."),
             force: bool = typer.Option(False, "--force", help="TERM, wait, then KILL."),
-            grace: float = typer.Option(5.0, "--grace", metavar="SECONDS"),
-            dry_run: bool = DRY_RUN) -> None:
+            grace: float = typer.Option(5.0, "--grace", metavar="SECONDS",
+                                        help="With --force: how long TERM has before KILL."),
+            dry_run: bool = DRY_RUN, json_local: bool = JSON_OPT) -> None:
     """Unmount a guest's mirror and remove its state; refuses while processes are inside."""
     g = settings(ctx).guests
     if len(set(names)) != len(names):
@@ -323,8 +393,12 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
         require_root("destroy")
     plans = [g.plan_destroy(n, force, grace) for n in names]
     if dry_run:
-        from ..guest.ops import render
-        typer.echo("".join(render(p) for p in plans), nl=False)
+        if want_json(ctx, json_local):
+            from ..guest.ops import ops_json
+            emit_json([{"name": n, "ops": ops_json(p)} for n, p in zip(names, plans)])
+        else:
+            from ..guest.ops import render
+            typer.echo("".join(render(p) for p in plans), nl=False)
         return
     done: list[str] = []
     for n in names:
@@ -334,13 +408,15 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
             with signals.deferred():
                 g.destroy(n, force=force, grace=grace)
                 done.append(n)
-                if not settings(ctx).json:
+                if not want_json(ctx, json_local):
                     typer.echo(f"destroyed {n}")
         except BaseException as exc:
             rest = [m for m in names if m not in done]
             if not done or not rest or isinstance(exc, SystemExit):
                 raise
             raise PartlyDone("destroy", exc, done, rest) from exc
+    if want_json(ctx, json_local):
+        emit_json([{"name": n, "destroyed": True} for n in done])
 
 
 @app.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from .model import KIND
 from .mountopts import MountOptions
@@ -457,3 +457,28 @@ def render(ops: list[Op]) -> str:
         out.append(f"# step {number}: {op.why}")
         out.extend(op.shell())
     return "\n".join(out) + "\n"
+
+
+def op_json(op: Op) -> dict:
+    """One operation for `--dry-run --json`: {"op": its class name, then every field by
+    name ("why" first), then "shell": the lines --dry-run prints for it}. Values as JSON
+    has them: tuples become lists, a nested dataclass (MountOptions) an object."""
+    out: dict = {"op": type(op).__name__}
+    out.update({f.name: _jsonable(getattr(op, f.name)) for f in fields(op)})
+    out["shell"] = op.shell()
+    return out
+
+
+def _jsonable(value: object) -> object:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def ops_json(ops: list[Op]) -> list[dict]:
+    """The plan as JSON: one object per step, in order (``op_json``)."""
+    return [op_json(op) for op in ops]
