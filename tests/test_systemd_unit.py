@@ -3,6 +3,8 @@ a temporary directory as mirrormount@.service and verified as an instance, which
 loads the template), and a broken one is caught by the same check."""
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 from pathlib import Path
@@ -110,6 +112,11 @@ def test_bad_input_exits_2_with_one_line(args, needle):
     assert len(r.output.strip().splitlines()) == 1
 
 
-def test_json_is_refused_with_exit_2():
-    r = CliRunner().invoke(app, ["--json", "systemd-unit"])
-    assert r.exit_code == 2 and "--json does not apply" in r.output
+def test_json_carries_the_same_unit_text(tmp_path):
+    exe = tmp_path / "mirrormount"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    text = CliRunner().invoke(app, ["systemd-unit", "--exe", str(exe)])
+    js = CliRunner().invoke(app, ["-J", "systemd-unit", "--exe", str(exe)])
+    assert text.exit_code == js.exit_code == 0
+    assert json.loads(js.output) == {"unit": "mirrormount@.service", "text": text.output}

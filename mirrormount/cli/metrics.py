@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import typer
 
-from ..errors import MirrormountError, UsageError
-from .common import app, reports_errors, settings
+from ..errors import MirrormountError
+from .common import JSON_OPT, app, emit_json, reports_errors, settings, want_json
 
 MOUNT_MAX = "/proc/sys/fs/mount-max"
 
@@ -38,15 +38,13 @@ def metrics(
     pins: bool = typer.Option(True, "--pins/--no-pins",
                               help="Count pins on the guests' mounts (one pass over /proc, "
                                    "as busy --all)."),
+    json_local: bool = JSON_OPT,
 ) -> None:
     """Print metrics in the Prometheus text exposition format (0.0.4), for node_exporter's
     textfile collector: guests by state, mounts per guest on the host and guest side, mirror
-    intact, pins per guest, fs.mount-max headroom per mount namespace. That format is the
-    only output: --json does not apply."""
+    intact, pins per guest, fs.mount-max headroom per mount namespace. With --json, the same
+    families as a list of {name, help, type, samples: [{labels, value}]}."""
     s = settings(ctx)
-    if s.json:
-        raise UsageError("metrics prints the Prometheus text exposition format only; "
-                         "--json does not apply")
     from ..guest.guests import require_root
     from ..guest.state import guest_names
     from ..views.metrics import GuestFacts, families, render
@@ -74,4 +72,10 @@ def metrics(
             name, rep.info.state, h.mounts_host,
             # A readable guest table holds at least its /: 0 means it could not be read.
             h.mounts_guest or None, h.mirror_intact, counted[0], counted[1]))
-    typer.echo(render(families(facts, read_mount_max(), count_mounts(), pins)), nl=False)
+    fams = families(facts, read_mount_max(), count_mounts(), pins)
+    if want_json(ctx, json_local):
+        emit_json([{"name": f.name, "help": f.help, "type": f.type,
+                    "samples": [{"labels": dict(x.labels), "value": x.value}
+                                for x in f.samples]} for f in fams])
+        return
+    typer.echo(render(fams), nl=False)

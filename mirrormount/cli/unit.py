@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from .common import app, reports_errors, settings
+from .common import JSON_OPT, app, emit_json, reports_errors, settings, want_json
 
 DEFAULT_BASE, DEFAULT_STATE = "/container", "/run/mirrormount"
 
@@ -36,14 +36,13 @@ def systemd_unit(
     stop_timeout: float = typer.Option(
         30.0, "--stop-timeout", metavar="S",
         help="Seconds the unit's `stop --timeout` gives the guest before KILL."),
+    json_local: bool = JSON_OPT,
 ) -> None:
     """Print the systemd template unit mirrormount@.service: at boot it creates NAME from
     /etc/mirrormount/NAME.toml and starts it; on stop it stops it cleanly and destroys it.
-    Install it as /etc/systemd/system/mirrormount@.service. The output is a unit file:
-    --json does not apply."""
+    Install it as /etc/systemd/system/mirrormount@.service. With --json:
+    {"unit": "mirrormount@.service", "text": the unit file}."""
     from ..views.unit import render_unit
-    if settings(ctx).json:
-        raise UsageError("systemd-unit prints a unit file; --json does not apply")
     if exe is None:
         exe = find_exe()
         if exe is None:
@@ -59,4 +58,8 @@ def systemd_unit(
     env = {k: v for k, v, default in (("MIRRORMOUNT_BASE", lay.base, DEFAULT_BASE),
                                       ("MIRRORMOUNT_STATE", lay.state, DEFAULT_STATE))
            if v != default}
-    typer.echo(render_unit(exe, stop_timeout, env), nl=False)
+    text = render_unit(exe, stop_timeout, env)
+    if want_json(ctx, json_local):
+        emit_json({"unit": "mirrormount@.service", "text": text})
+        return
+    typer.echo(text, nl=False)
