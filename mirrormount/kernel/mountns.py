@@ -343,3 +343,64 @@ def unique_id(path: str) -> int | None:
         return None
     st = sc.statx(path, flags=sc.AT_SYMLINK_NOFOLLOW, mask=sc.STATX_MNT_ID_UNIQUE)
     return st.mnt_id if st.mask & sc.STATX_MNT_ID_UNIQUE else None
+
+
+def _root_uid(path: str) -> int | None:
+    """The unique id of the mount whose root is at path (the topmost), or None when path is
+    not a mountpoint (or missing)."""
+    try:
+        uid = unique_id(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if uid is None:
+        raise NotImplementedError("STATX_MNT_ID_UNIQUE")
+    try:
+        sm = sc.statmount(uid)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return uid if sm.mnt_point == path.rstrip("/") or sm.mnt_point == path else None
+
+
+def table_around(subtree: str, skip_under: tuple[str, ...], keep: tuple[str, ...] = ()
+                 ) -> MountTable:
+    """Our namespace's mounts at or beneath subtree, the mounts at the paths in keep, and
+    every mount not strictly beneath any of skip_under, each by statmount; the mounts beneath skip_under (other guests'
+    mirrors, nsfs files) are only counted in listmount's id lists, never described. What
+    `status` needs of the host, at a cost that grows with the host's own mounts and the
+    guest's, not with other guests'. NotImplementedError where the kernel has no listmount
+    (or the switches say so): the caller reads mountinfo instead."""
+    if switched_off("LISTMOUNT") or not sc.has_syscall("listmount"):
+        raise NotImplementedError("listmount")
+    try:
+        everything = sc.listmount()
+    except OSError as exc:
+        if exc.errno in NOT_HERE:
+            raise NotImplementedError("listmount") from exc
+        raise
+    hidden: set[int] = set()
+    for top in skip_under:
+        uid = _root_uid(top)
+        if uid is not None:
+            hidden.update(sc.listmount(uid))
+    wanted = [u for u in everything if u not in hidden]
+    top = _root_uid(subtree)
+    if top is not None:
+        wanted += [top, *sc.listmount(top)]
+    wanted += [u for u in map(_root_uid, keep) if u is not None]
+    out: dict[int, Mount] = {}
+    for uid in wanted:
+        if uid in out:
+            continue
+        try:
+            sm = sc.statmount(uid)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                continue
+            raise
+        if sm.sb_source is None:
+            raise NotImplementedError("statmount SB_SOURCE")
+        out[uid] = record(sm)
+    # In unique-id order, as mountinfo lists them (the namespace's tree of mounts by id).
+    return MountTable.of(out[u] for u in sorted(out))
