@@ -163,11 +163,11 @@ def scan_proc(proc: str = "/proc", fds: bool = True) -> list[MountNs]:
                 held.setdefault(ino, []).append(f"fd {fd} of process {pid}")
     pid_of[own_ino] = os.getpid()
     # nsfs binds, in each table a process lets us read (ours through /proc/self).
-    for ino, pid in list(pid_of.items()):
-        if pid is None:
+    for ino, reader in list(pid_of.items()):
+        if reader is None:
             continue
         try:
-            with open(f"{proc}/{pid}/mountinfo", encoding="utf-8",
+            with open(f"{proc}/{reader}/mountinfo", encoding="utf-8",
                       errors="surrogateescape") as f:
                 table = parse(f.read())
         except OSError:
@@ -176,7 +176,8 @@ def scan_proc(proc: str = "/proc", fds: bool = True) -> list[MountNs]:
             hit = _NSFS_MNT.fullmatch(m.root) if m.fstype == "nsfs" else None
             if hit:
                 target = int(hit.group(1))
-                where = m.mountpoint if ino == own_ino else f"{proc}/{pid}/root{m.mountpoint}"
+                where = (m.mountpoint if ino == own_ino
+                         else f"{proc}/{reader}/root{m.mountpoint}")
                 path_of.setdefault(target, where)
                 held.setdefault(target, []).append(f"nsfs file {where}")
     out = []
@@ -184,14 +185,14 @@ def scan_proc(proc: str = "/proc", fds: bool = True) -> list[MountNs]:
         ns_id = 0
         if not switched_off("LISTMOUNT"):
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                nsfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
-                fd = -1
-            if fd >= 0:
+                nsfd = -1
+            if nsfd >= 0:
                 try:
-                    ns_id = _ns_id(fd)
+                    ns_id = _ns_id(nsfd)
                 finally:
-                    os.close(fd)
+                    os.close(nsfd)
         out.append(MountNs(ino, ns_id, path, pid_of.get(ino), tuple(held.get(ino, ()))))
     return out
 
@@ -385,9 +386,9 @@ def table_around(subtree: str, skip_under: tuple[str, ...], keep: tuple[str, ...
         if uid is not None:
             hidden.update(sc.listmount(uid))
     wanted = [u for u in everything if u not in hidden]
-    top = _root_uid(subtree)
-    if top is not None:
-        wanted += [top, *sc.listmount(top)]
+    sub = _root_uid(subtree)
+    if sub is not None:
+        wanted += [sub, *sc.listmount(sub)]
     wanted += [u for u in map(_root_uid, keep) if u is not None]
     out: dict[int, Mount] = {}
     for uid in wanted:
@@ -404,3 +405,4 @@ def table_around(subtree: str, skip_under: tuple[str, ...], keep: tuple[str, ...
         out[uid] = record(sm)
     # In unique-id order, as mountinfo lists them (the namespace's tree of mounts by id).
     return MountTable.of(out[u] for u in sorted(out))
+

@@ -13,6 +13,7 @@ Privilege: every call except statx and openat2 needs CAP_SYS_ADMIN in the initia
 """
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import os
@@ -411,15 +412,17 @@ def statmount(unique_id: int, ns_id: int = 0) -> StatmountResult:
                            head.propagate_from)
 
 
-_LM_CHUNK = 4096
+_LM_CHUNK = 1 << 15      # ids per call (256 KiB): a host of 25k mounts in one call
 
 
 def listmount(parent: int = LSMT_ROOT, ns_id: int = 0) -> list[int]:
     """listmount(2), Linux 6.8+: the unique ids of every mount beneath `parent` (a unique id,
-    or LSMT_ROOT for the root), recursively, reachable from the root, in ascending id order,
-    without the parent itself. ns_id (6.11+): in that mount namespace instead of the
-    caller's. Asked in chunks of 4096, each continuing after the last id seen (param).
-    ENOSYS before 6.8; EINVAL on 6.8-6.10 for a nonzero ns_id; ENOENT: no such mount/ns."""
+    or LSMT_ROOT for the root, which is then included), recursively, reachable from the
+    root, in ascending id order. ns_id (6.11+): in that mount namespace instead of the
+    caller's. Asked in chunks, each continuing after the last id seen (param). The kernel
+    walks the namespace's whole list for every call, whatever the parent (fs/namespace.c
+    do_listmount checks each mount's reachability). ENOSYS before 6.8; EINVAL on 6.8-6.10
+    for a nonzero ns_id; ENOENT: no such mount, or no root found in that namespace."""
     out: list[int] = []
     buf = (ctypes.c_uint64 * _LM_CHUNK)()
     last = 0
@@ -428,7 +431,7 @@ def listmount(parent: int = LSMT_ROOT, ns_id: int = 0) -> list[int]:
         req = _mnt_id_req(parent, last, ns_id)
         n = _check(_libc.syscall(nr, ctypes.byref(req), buf, ctypes.c_size_t(_LM_CHUNK),
                                  ctypes.c_uint(0)), "listmount", "")
-        out.extend(buf[:n])
+        out.extend(array.array("Q", ctypes.string_at(buf, n * 8)))
         if n < _LM_CHUNK:
             return out
         last = out[-1]
