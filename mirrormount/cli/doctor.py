@@ -145,7 +145,7 @@ def interface_checks() -> list[Check]:
     out = []
     for i in found:
         forced = i.forced_by
-        why = (f"off: {forced}=1" if forced
+        why = (f"off: {forced}=1" if forced else i.note if i.note
                else "not in this kernel" if not i.available else "")
         out.append(Check(i.name, "ok" if i.available else "warn",
                          f"Linux {i.since}+, available: {'yes' if i.available else 'no'}; "

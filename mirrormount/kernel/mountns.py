@@ -74,20 +74,34 @@ def _ns_id(fd: int) -> int:
         raise
 
 
-def walk_available(proc: str = "/proc") -> bool:
-    """Whether NS_MNT_GET_INFO answers on our own namespace (Linux 6.12+)."""
+def walk_refused(proc: str = "/proc") -> str | None:
+    """Why the kernel's namespace walk cannot be used here, or None when it can: one
+    NS_MNT_GET_INFO and one NS_MNT_GET_NEXT step from our own namespace (the fd it gives is
+    closed at once). ENOTTY before 6.12. EPERM (measured on 6.18): the kernel refuses
+    the walk to a caller outside the initial pid namespace, even root; a container or a
+    sandbox with its own pid namespace uses the /proc scan."""
     if switched_off("NSWALK"):
-        return False
+        return "off: MIRRORMOUNT_NO_NSWALK=1"
     fd = os.open(f"{proc}/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     try:
         sc.mntns_info(fd)
-        return True
+        step = sc.mntns_step(fd, True)
+        if step is not None:
+            os.close(step[0])
+        return None
     except OSError as exc:
+        if exc.errno == errno.EPERM:
+            return "refused (EPERM): the walk works only from the initial pid namespace"
         if exc.errno in NOT_HERE:
-            return False
+            return "not in this kernel"
         raise
     finally:
         os.close(fd)
+
+
+def walk_available(proc: str = "/proc") -> bool:
+    """Whether the namespace walk (NS_MNT_GET_NEXT, Linux 6.12+) works here (walk_refused)."""
+    return walk_refused(proc) is None
 
 
 @contextmanager
@@ -108,6 +122,10 @@ def walked(proc: str = "/proc") -> Iterator[list[tuple[MountNs, int]]]:
             while True:
                 try:
                     step = sc.mntns_step(cur, forward)
+                except OSError as exc:
+                    if exc.errno == errno.EPERM:    # see walk_refused
+                        raise NotImplementedError("NS_MNT_GET_NEXT: EPERM") from exc
+                    raise
                 finally:
                     os.close(cur)
                 if step is None:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from . import syscalls as sc
 from .mntevents import fanotify_available
-from .mountns import NOT_HERE, switched_off, unique_id, unique_mounts, walk_available
+from .mountns import (NOT_HERE, switched_off, unique_id, unique_mounts, walk_available,
+                      walk_refused)
 
 @dataclass(frozen=True)
 class Interface:
@@ -20,6 +21,7 @@ class Interface:
     available: bool
     fallback: str       # what mirrormount uses where it is not available (or switched off)
     switch: str         # MIRRORMOUNT_NO_<switch>=1 forces the fallback
+    note: str | None = None     # why it is not available, when more is known
 
     @property
     def forced_by(self) -> str | None:
@@ -70,8 +72,9 @@ def interfaces() -> list[Interface]:
                   not switched_off("LISTMOUNT") and _probe_ok(
                       lambda: unique_mounts(_own_ns_id(), parent=sc.LSMT_ROOT) and None),
                   "mountinfo, setns for a namespace no process is in", "LISTMOUNT"),
-        Interface("namespace walk", "6.12", _probe_ok(walk_available) and walk_available(),
-                  "/proc scan (processes, fds, nsfs binds)", "NSWALK"),
+        Interface("namespace walk", "6.12", walk_available(),
+                  "/proc scan (processes, fds, nsfs binds)", "NSWALK",
+                  note=walk_refused()),
         Interface("fanotify mount events", "6.15", fanotify_available(),
                   "POLLPRI on mountinfo, diffed", "FANOTIFY_MNT"),
     ]
