@@ -60,8 +60,9 @@ class MountWatch:
                                       own=ns_path is None)
             except NotImplementedError:
                 # listmount/statmount refuse this namespace (ENOENT on 6.18 for a guest's:
-                # the kernel finds no root to start from, fs/namespace.c
-                # grab_requested_root), so its events could not be described: poll it.
+                # fs/namespace.c grab_requested_root looks for the namespace's root among
+                # mounts with higher ids only; fixed upstream later), so its events could
+                # not be described: poll it.
                 self.polled.append(guest)
         return PollSource(guest, ns_path)
 
