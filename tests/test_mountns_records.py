@@ -138,3 +138,13 @@ def test_ns_id_ioctl_refuses_a_non_namespace_cleanly():
         assert exc.value.errno in (errno.ENOTTY, errno.EINVAL)
     finally:
         os.close(fd)
+
+
+def test_watch_line():
+    from mirrormount.busy.mountwatch import render
+    ev = mntevents.MountEvent("move", "c1", "/b", 24, "t", "tmpfs", "/a")
+    assert render(ev) == "move    c1           /a -> /b t tmpfs 24"
+    assert ev.to_json()["old_path"] == "/a"
+    ev = mntevents.MountEvent("attach", "host", "/x", 3, "", "")
+    assert render(ev).split() == ["attach", "host", "/x", "-", "-", "3"]
+    assert "old_path" not in ev.to_json()

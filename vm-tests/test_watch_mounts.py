@@ -189,3 +189,46 @@ def test_bad_flags(sandbox):
     assert r.returncode == 2 and "--count" in r.stderr
     r = sandbox.mm("watch", "--mounts", "--device", "7:0")
     assert r.returncode == 2 and "--device" in r.stderr
+
+
+SOURCE_PROBE = r"""
+import json, select, subprocess, time
+from mirrormount.kernel.mntevents import FanotifySource
+src = FanotifySource("held", "/srv/held/ns")
+
+def inside(script):
+    subprocess.run(["nsenter", "--mount=/srv/held/ns", "--", "sh", "-c", script], check=True)
+
+def wait_one():
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        select.select([src.fd], [], [], 0.5)
+        got = [e.to_json() for e in src.read()]
+        if got:
+            return got
+    return []
+
+inside("mkdir -p /tmp/f && mount -t tmpfs in-held-f /tmp/f")
+events = wait_one()
+inside("umount /tmp/f")
+events += wait_one()
+src.close()
+print(json.dumps(events))
+"""
+
+
+def test_fanotify_source_describes_another_namespace(sandbox):
+    """The fanotify path for a namespace listmount/statmount can read by its id (one made by
+    unshare; a guest's cannot be read on 6.18, so `watch --mounts` polls those): attach and
+    detach with the path as that namespace sees it."""
+    cmd = ("unshare --mount=/srv/held/ns --propagation private "
+           "sh -c 'mount -t tmpfs in-held /tmp'")
+    sandbox.sh("mkdir -p /srv/held && mount -t tmpfs held /srv/held && mount --make-private "
+               "/srv/held && touch /srv/held/ns && n=$(nproc); i=0; "
+               f"until taskset -c $((i % n)) {cmd} 2>/dev/null; do i=$((i + 1)); "
+               f"[ $i -lt $((4 * n)) ] || {{ {cmd}; exit 1; }}; done")
+    out = sandbox.run([sys.executable, "-c", SOURCE_PROBE], check=True).stdout
+    events = json.loads(out)
+    assert [(e["event"], e["path"], e["source"], e["fstype"]) for e in events] == [
+        ("attach", "/tmp/f", "in-held-f", "tmpfs"), ("detach", "/tmp/f", "in-held-f", "tmpfs")]
+    assert events[0]["mount_id"] == events[1]["mount_id"]
