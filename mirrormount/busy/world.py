@@ -23,6 +23,7 @@ from ..kernel import mountinfo
 from ..kernel import syscalls as sc
 from ..kernel.child import run
 from ..kernel.mountinfo import Mount, MountTable
+from ..kernel.mountns import walked
 from ..guest.model import Layout
 from ..guest.nsexec import read_own_mountinfo
 from ..guest.state import guest_names, load
@@ -136,6 +137,7 @@ class World:
         self.own = self_ns.st_ino
         self.nsfs_dev = self_ns.st_dev
         self.views: dict[int, NsView] = {}
+        self.walk_fds: list[int] = []
         own = self.view(self.own)
         own.table = MountTable.of(mountinfo.read("self", proc))
         own.probes = {p: stat_key(p) for p in self.probes}
@@ -161,6 +163,31 @@ class World:
 
     def close(self) -> None:
         os.close(self.proc_fd)
+        for fd in self.walk_fds:
+            os.close(fd)
+        self.walk_fds = []
+
+    def add_walked(self) -> int:
+        """Namespaces the kernel's walk finds (NS_MNT_GET_NEXT, 6.12; kernel/mountns.py) that
+        neither a process, an fd we saw nor an nsfs bind in a table we read leads to. We keep
+        the walk's fd of each and reach it through /proc/OURPID/fd/N. Returns how many were
+        added; 0 where the kernel has no walk (or MIRRORMOUNT_NO_NSWALK is set): the /proc
+        discovery above is then all there is."""
+        try:
+            with walked(self.proc) as found:
+                added = 0
+                for ns, fd in found:
+                    if ns.ino in self.views:
+                        continue
+                    keep = os.dup(fd)
+                    self.walk_fds.append(keep)
+                    v = self.view(ns.ino)
+                    v.chain = (("proc", f"{os.getpid()}/fd/{keep}"),)
+                    v.holders.append("found by the kernel's namespace walk only")
+                    added += 1
+                return added
+        except NotImplementedError:
+            return 0
 
     def _nsfs_ino(self, path: str) -> int | None:
         try:
@@ -219,6 +246,13 @@ class World:
         """Read every namespace not yet read (or just `only`), then any namespace found held
         by an nsfs bind inside those, until nothing new turns up."""
         wanted = set(only) if only is not None else None
+        self._read_rounds(wanted)
+        # Last, the kernel's walk: what it finds now had no other way in (nsfs binds found
+        # in the tables give the chains busy reports as holders).
+        if wanted is None and self.add_walked():
+            self._read_rounds(None)
+
+    def _read_rounds(self, wanted: set[int] | None) -> None:
         for _ in range(8):   # nsfs binds nest rarely; bound the rounds anyway
             todo = [v for v in self.views.values() if v.table is None and v.error is None
                     and (wanted is None or v.ino in wanted)]

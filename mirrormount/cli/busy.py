@@ -135,9 +135,20 @@ def watch_cmd(
                                             help="Stop after this long."),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEV",
                                          help="Only this device (/dev/NAME or MAJ:MIN)."),
+    mounts: bool = typer.Option(False, "--mounts",
+                                help="Stream mount attach, detach and move events of every "
+                                     "guest and the host instead (Ctrl-C: exit 130)."),
 ) -> None:
     """Stream block-device events (one line each): who still uses a device that changes or
-    goes away. Ctrl-C stops (exit 0)."""
+    goes away. Ctrl-C stops (exit 0). With --mounts: every guest's and the host's mount
+    events."""
+    if mounts:
+        import sys
+        from ..busy.mountwatch import watch_mounts
+        if device is not None:
+            raise UsageError("--device is for block-device events, not with --mounts")
+        raise typer.Exit(watch_mounts(settings(ctx).layout, want_json(ctx, json_local), count,
+                                      timeout, sys.stdout, sys.stderr))
     from ..busy.watch import watch
     raise typer.Exit(watch(settings(ctx).layout, want_json(ctx, json_local), count, timeout,
                            device))

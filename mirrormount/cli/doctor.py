@@ -124,6 +124,7 @@ def run_checks(layout: Layout) -> list[Check]:
                         "; mirrors get fresh peer groups either way)"))
     checks.extend(_placement(layout, table))
     checks.extend(repair_and_confine_checks())
+    checks.extend(interface_checks())
     checks.append(mount_max_check(layout, table))
     root_ok = os.geteuid() == 0 and _cap_sys_admin()
     checks.append(Check("privilege", "ok" if root_ok else "fail",
@@ -131,6 +132,26 @@ def run_checks(layout: Layout) -> list[Check]:
                         "not root / no CAP_SYS_ADMIN: every change needs it"))
     checks.append(python_check(tuple(sys.version_info[:3])))
     return checks
+
+
+def interface_checks() -> list[Check]:
+    """The newer mount interfaces (kernel/mountns.py interfaces): one check each, ok when
+    the kernel has it, else a warn naming the fallback in use (which works, more slowly)."""
+    from ..kernel.probes import interfaces
+    try:
+        found = interfaces()
+    except OSError as exc:
+        return [Check("newer interfaces", "warn", f"cannot probe: {exc.strerror}")]
+    out = []
+    for i in found:
+        forced = i.forced_by
+        why = (f"off: {forced}=1" if forced else i.note if i.note
+               else "not in this kernel" if not i.available else "")
+        out.append(Check(i.name, "ok" if i.available else "warn",
+                         f"Linux {i.since}+, available: {'yes' if i.available else 'no'}; "
+                         + (f"fallback in use: {i.fallback} ({why})" if why else
+                            f"fallback {i.fallback} not needed")))
+    return out
 
 
 def repair_and_confine_checks() -> list[Check]:

@@ -19,6 +19,7 @@ from ..errors import BusyError, OperationError, UsageError
 from ..kernel import mountinfo
 from ..kernel.mountinfo import MountTable
 from ..kernel.mountquery import cheap as mounts_cheap
+from ..kernel.mountns import ns_of_path, table_around, unique_mounts
 from ..kernel.mountquery import mounts_at, table_beside
 from ..kernel.procfs import (ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
                              read_text)
@@ -246,6 +247,15 @@ class Guests:
         holder = self.layout.ns_file(rec.name, "mnt")
         if not os.path.exists(holder):
             return None
+        try:
+            # listmount + statmount by the namespace's id (6.11+): no fork, no setns.
+            ns = ns_of_path(holder)
+            if ns.ns_id:
+                return MountTable.of(unique_mounts(ns.ns_id).values())
+        except NotImplementedError:
+            pass
+        except OSError:
+            return None
         proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         try:
             text = in_namespaces({"mnt": holder}, read_own_mountinfo, proc_fd)
@@ -262,7 +272,15 @@ class Guests:
         # (peer groups a mirror mount must not share) and the nsfs files. Other guests'
         # mirrors, nearly all of a big host's table, are never parsed: at 1,000 guests
         # parsing all 52k lines made `status` take 0.8-1.0 s (bench/results/scale.md).
-        table = table_beside(self.layout.base, [rec.mirror, *self.ns_files(rec).values()])
+        # With listmount (6.8+), not even that: only the ids of other guests' mounts are
+        # listed, and only this mirror, the host outside BASE and STATE, and the nsfs files
+        # are described (kernel/mountns.py table_around). STATE is private and unbindable
+        # (layout_problems), so its nsfs binds share no peer group a mirror could join.
+        keep = tuple(self.ns_files(rec).values())
+        try:
+            table = table_around(rec.mirror, (self.layout.base, self.layout.state), keep)
+        except NotImplementedError:
+            table = table_beside(self.layout.base, [rec.mirror, *keep])
         info = self.info(name, table)
         guest = self.guest_table(rec) if "mnt" in info.namespaces else None
         pending = (str(rec.pending.get("path")),) if rec.pending else ()

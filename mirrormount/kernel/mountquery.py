@@ -24,7 +24,9 @@ from .mountinfo import Mount, MountTable, parse_line, unescape
 
 # None: not tried yet. Kernels before 6.8 (Debian's 6.1 among them) have no statmount and
 # no STATX_MNT_ID_UNIQUE; MIRRORMOUNT_NO_STATMOUNT=1 forces that path here, for tests.
-_statmount_ok: bool | None = False if os.environ.get("MIRRORMOUNT_NO_STATMOUNT") else None
+# MIRRORMOUNT_NO_UNIQUE_ID=1 does the same: statmount names mounts by their unique ids.
+_statmount_ok: bool | None = False if (os.environ.get("MIRRORMOUNT_NO_STATMOUNT") or
+                                       os.environ.get("MIRRORMOUNT_NO_UNIQUE_ID")) else None
 
 
 def _unique_id(path: str) -> int | None:

@@ -13,6 +13,7 @@ Privilege: every call except statx and openat2 needs CAP_SYS_ADMIN in the initia
 """
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import os
@@ -29,10 +30,12 @@ _libc.syscall.restype = ctypes.c_long
 _SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {"unshare": 272, "setns": 308, "pivot_root": 155, "statx": 332, "open_tree": 428,
                "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "openat2": 437,
-               "mount_setattr": 442, "statmount": 457, "capget": 125, "capset": 126},
+               "mount_setattr": 442, "statmount": 457, "listmount": 458, "capget": 125,
+               "capset": 126},
     "aarch64": {"unshare": 97, "setns": 268, "pivot_root": 41, "statx": 291, "open_tree": 428,
                 "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "openat2": 437,
-                "mount_setattr": 442, "statmount": 457, "capget": 90, "capset": 91},
+                "mount_setattr": 442, "statmount": 457, "listmount": 458, "capget": 90,
+                "capset": 91},
 }
 MACHINE = os.uname().machine
 _NR = _SYSCALLS.get(MACHINE, {})
@@ -317,9 +320,28 @@ STATMOUNT_FS_TYPE = 0x20
 STATMOUNT_SB_SOURCE = 0x200     # 6.13 (include/uapi/linux/mount.h); older kernels leave it unset
 
 
+STATMOUNT_MNT_NS_ID = 0x80       # 6.11: the namespace the mount belongs to
+LSMT_ROOT = 0xFFFFFFFFFFFFFFFF   # listmount: start from the (caller's or namespace's) root
+
+
 class _MntIdReq(ctypes.Structure):
     _fields_ = [("size", ctypes.c_uint32), ("spare", ctypes.c_uint32),
                 ("mnt_id", ctypes.c_uint64), ("param", ctypes.c_uint64)]
+
+
+class _MntIdReqV1(ctypes.Structure):
+    """MNT_ID_REQ_SIZE_VER1 (32 bytes, Linux 6.11, include/uapi/linux/mount.h): mnt_ns_id
+    names another mount namespace (its NS_GET_MNTNS_ID); 0 means the caller's."""
+    _fields_ = [("size", ctypes.c_uint32), ("spare", ctypes.c_uint32),
+                ("mnt_id", ctypes.c_uint64), ("param", ctypes.c_uint64),
+                ("mnt_ns_id", ctypes.c_uint64)]
+
+
+def _mnt_id_req(mnt_id: int, param: int, ns_id: int) -> ctypes.Structure:
+    # The 24-byte VER0 form when no namespace is named: 6.8-6.10 refuse the larger size.
+    if ns_id:
+        return _MntIdReqV1(ctypes.sizeof(_MntIdReqV1), 0, mnt_id, param, ns_id)
+    return _MntIdReq(ctypes.sizeof(_MntIdReq), 0, mnt_id, param)
 
 
 class _StatmountHead(ctypes.Structure):
@@ -350,16 +372,24 @@ class StatmountResult:
     mnt_root: str
     mnt_point: str
     sb_source: str | None = None   # None: this kernel does not say (before 6.13)
+    mnt_id: int = 0                # the unique 64-bit ids (never reused)
+    parent_id: int = 0
+    ns_id: int = 0                 # 0: not asked, or before 6.11
+    mnt_attr: int = 0              # MOUNT_ATTR_* of this mount
+    propagate_from: int = 0        # dominating peer group of a slave (mountinfo's field)
 
 
 _SM_BUF = ctypes.create_string_buffer(ctypes.sizeof(_StatmountHead) + 8192)
 
 
-def statmount(unique_id: int) -> StatmountResult:
-    """statmount(2) for one mount (by STATX_MNT_ID_UNIQUE id): O(1), whatever the table size."""
+def statmount(unique_id: int, ns_id: int = 0) -> StatmountResult:
+    """statmount(2) for one mount (by STATX_MNT_ID_UNIQUE id): O(1), whatever the table size.
+    ns_id (Linux 6.11+): look the mount up in that mount namespace instead of the caller's;
+    mnt_point is then relative to that namespace's root (fs/namespace.c grab_requested_root).
+    ENOENT: no such mount (there); EINVAL on 6.8-6.10 for a nonzero ns_id."""
     want = (STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_FS_TYPE | STATMOUNT_MNT_ROOT
             | STATMOUNT_MNT_POINT | STATMOUNT_SB_SOURCE)
-    req = _MntIdReq(ctypes.sizeof(_MntIdReq), 0, unique_id, want)  # param: what we want
+    req = _mnt_id_req(unique_id, want, ns_id)  # param: what we want
     _check(_libc.syscall(_nr("statmount"), ctypes.byref(req), _SM_BUF,
                          ctypes.c_size_t(len(_SM_BUF)), ctypes.c_uint(0)), "statmount", "")
     head = _StatmountHead.from_buffer_copy(_SM_BUF)
@@ -377,7 +407,115 @@ def statmount(unique_id: int) -> StatmountResult:
                            string(head.mnt_root, STATMOUNT_MNT_ROOT),
                            string(head.mnt_point, STATMOUNT_MNT_POINT),
                            string(head.sb_source, STATMOUNT_SB_SOURCE)
-                           if head.mask & STATMOUNT_SB_SOURCE else None)
+                           if head.mask & STATMOUNT_SB_SOURCE else None,
+                           head.mnt_id, head.mnt_parent_id, ns_id, head.mnt_attr,
+                           head.propagate_from)
+
+
+_LM_CHUNK = 1 << 15      # ids per call (256 KiB): a host of 25k mounts in one call
+
+
+def listmount(parent: int = LSMT_ROOT, ns_id: int = 0) -> list[int]:
+    """listmount(2), Linux 6.8+: the unique ids of every mount beneath `parent` (a unique id,
+    or LSMT_ROOT for the root, which is then included), recursively, reachable from the
+    root, in ascending id order. ns_id (6.11+): in that mount namespace instead of the
+    caller's. Asked in chunks, each continuing after the last id seen (param). The kernel
+    walks the namespace's whole list for every call, whatever the parent (fs/namespace.c
+    do_listmount checks each mount's reachability). ENOSYS before 6.8; EINVAL on 6.8-6.10
+    for a nonzero ns_id; ENOENT: no such mount, or no root found in that namespace."""
+    out: list[int] = []
+    buf = (ctypes.c_uint64 * _LM_CHUNK)()
+    last = 0
+    nr = _nr("listmount")
+    while True:
+        req = _mnt_id_req(parent, last, ns_id)
+        n = _check(_libc.syscall(nr, ctypes.byref(req), buf, ctypes.c_size_t(_LM_CHUNK),
+                                 ctypes.c_uint(0)), "listmount", "")
+        out.extend(array.array("Q", ctypes.string_at(buf, n * 8)))
+        if n < _LM_CHUNK:
+            return out
+        last = out[-1]
+
+
+# nsfs ioctls (include/uapi/linux/nsfs.h; NSIO 0xb7). _IOR encodes the argument size.
+NS_GET_MNTNS_ID = 0x8008B705     # _IOR(NSIO, 5, __u64), 6.11 (the earlier _IO form: ENOTTY)
+NS_MNT_GET_INFO = 0x8010B70A     # _IOR(NSIO, 10, struct mnt_ns_info), 6.12
+NS_MNT_GET_NEXT = 0x8010B70B     # same, and returns an fd of the next namespace
+NS_MNT_GET_PREV = 0x8010B70C
+
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+
+
+class _MntNsInfo(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("nr_mounts", ctypes.c_uint32),
+                ("mnt_ns_id", ctypes.c_uint64)]
+
+
+@dataclass(frozen=True)
+class MntNsInfo:
+    ns_id: int        # the namespace's 64-bit id (never reused; NS_GET_MNTNS_ID's answer)
+    nr_mounts: int
+
+
+def mntns_id(nsfd: int) -> int:
+    """NS_GET_MNTNS_ID on an nsfs fd of a mount namespace. ENOTTY before 6.11 (or for a
+    fd that is no mount namespace: EINVAL)."""
+    out = ctypes.c_uint64(0)
+    _check(_libc.ioctl(nsfd, NS_GET_MNTNS_ID, ctypes.byref(out)), "ioctl", "NS_GET_MNTNS_ID")
+    return out.value
+
+
+def mntns_info(nsfd: int) -> MntNsInfo:
+    """NS_MNT_GET_INFO (6.12): the namespace's id and how many mounts it holds."""
+    info = _MntNsInfo(ctypes.sizeof(_MntNsInfo), 0, 0)
+    _check(_libc.ioctl(nsfd, NS_MNT_GET_INFO, ctypes.byref(info)), "ioctl", "NS_MNT_GET_INFO")
+    return MntNsInfo(info.mnt_ns_id, info.nr_mounts)
+
+
+def mntns_step(nsfd: int, forward: bool = True) -> tuple[int, MntNsInfo] | None:
+    """NS_MNT_GET_NEXT / PREV (6.12): an fd (O_CLOEXEC is up to us) of the next (previous)
+    mount namespace, in id order, that the caller may see (fs/namespace.c
+    mntns_get_next: those whose user namespace the caller has CAP_SYS_ADMIN over), and its
+    info; None at the end (ENOENT). ENOTTY before 6.12."""
+    info = _MntNsInfo(ctypes.sizeof(_MntNsInfo), 0, 0)
+    ret = _libc.ioctl(nsfd, NS_MNT_GET_NEXT if forward else NS_MNT_GET_PREV,
+                      ctypes.byref(info))
+    if ret == -1 and ctypes.get_errno() == errno.ENOENT:
+        return None
+    fd = _check(ret, "ioctl", "NS_MNT_GET_NEXT" if forward else "NS_MNT_GET_PREV")
+    os.set_inheritable(fd, False)
+    return fd, MntNsInfo(info.mnt_ns_id, info.nr_mounts)
+
+
+# fanotify mount events (include/uapi/linux/fanotify.h; Linux 6.15): one group per mount
+# namespace, marked with FAN_MARK_MNTNS on an nsfs fd; each event carries an info record of
+# type FAN_EVENT_INFO_TYPE_MNT with the mount's unique id. A move sets both bits.
+FAN_CLOEXEC = 0x1
+FAN_NONBLOCK = 0x2
+FAN_REPORT_MNT = 0x4000
+FAN_MARK_ADD = 0x1
+FAN_MARK_MNTNS = 0x110
+FAN_MNT_ATTACH = 0x01000000
+FAN_MNT_DETACH = 0x02000000
+FAN_Q_OVERFLOW = 0x4000
+FAN_EVENT_INFO_TYPE_MNT = 7
+_libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+_libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int,
+                                ctypes.c_char_p]
+
+
+def fanotify_mount_group() -> int:
+    """fanotify_init(FAN_REPORT_MNT): a notification group for mount events. EINVAL before
+    6.15 (the flag is unknown); EPERM without CAP_SYS_ADMIN."""
+    return _check(_libc.fanotify_init(FAN_REPORT_MNT | FAN_CLOEXEC | FAN_NONBLOCK,
+                                      os.O_RDONLY), "fanotify_init", "FAN_REPORT_MNT")
+
+
+def fanotify_mark_mntns(group: int, nsfd: int) -> None:
+    """Watch attach/detach of every mount in the mount namespace of nsfd."""
+    _check(_libc.fanotify_mark(group, FAN_MARK_ADD | FAN_MARK_MNTNS,
+                               FAN_MNT_ATTACH | FAN_MNT_DETACH, nsfd, None),
+           "fanotify_mark", "FAN_MARK_MNTNS")
 
 
 def can_set_group() -> bool:

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): `status` on one guest with 1 and with N other guests.
+
+Issue 9's target: `status c1` costs the same with 1 and with 500 other guests, where the kernel
+allows. Before, it read the whole host table (3.6 ms -> 210 ms in-process). Now it lists mount
+ids with listmount(2) and describes only c1's mirror, the host outside BASE and STATE, and the
+nsfs files with statmount(2); c1's own table comes from listmount/statmount on its namespace
+id, without a fork (kernel/mountns.py).
+
+Inside one throwaway sandbox (`python -m mirrormount.sandbox`, / tmpfs, private mount + pid
+namespace) this script re-executes itself, creates c1 and then other guests (rootfs /, about
+20 mounts each in the sandbox's namespace), and at each point times in-process
+Guests.status("c1") (median of --samples) on the listmount path and with
+MIRRORMOUNT_NO_LISTMOUNT=1 (the mountinfo path kernels before 6.11 take), plus the CLI's
+`mirrormount status c1` wall time on both paths.
+
+Usage (root): .venv/bin/python bench/bench_status.py [--quick] [--guests N] [--samples N]
+              [--no-write]
+--quick: 50 other guests (~15 s); default 500 (~1-2 min). Writes bench/results/status.md
+unless --quick or --no-write; prints the same.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "status.md"
+MARKER = "/.mirrormount-status-sandbox"
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def timed(fn, samples: int) -> float:
+    out = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def measure(g, samples: int) -> dict:
+    from mirrormount.kernel.mountinfo import read
+    res = {"mounts": len(read())}
+    os.environ.pop("MIRRORMOUNT_NO_LISTMOUNT", None)
+    rep = g.status("c1")
+    res["intact"] = rep.health.mirror_intact
+    res["new_ms"] = timed(lambda: g.status("c1"), samples) * 1e3
+    os.environ["MIRRORMOUNT_NO_LISTMOUNT"] = "1"
+    old = g.status("c1")
+    res["same_answer"] = (old.health == rep.health)
+    res["old_ms"] = timed(lambda: g.status("c1"), samples) * 1e3
+    os.environ.pop("MIRRORMOUNT_NO_LISTMOUNT", None)
+    cli = [sys.executable, "-m", "mirrormount", "status", "c1"]
+    for key, env in (("cli_new_ms", dict(os.environ)),
+                     ("cli_old_ms", dict(os.environ, MIRRORMOUNT_NO_LISTMOUNT="1"))):
+        res[key] = timed(lambda: subprocess.run(cli, env=env, stdout=subprocess.DEVNULL,
+                                                check=True), max(3, samples // 4)) * 1e3
+    return res
+
+
+def inside(args: argparse.Namespace) -> int:
+    if os.getpid() > 10 or not os.path.exists(MARKER):
+        print("bench: --inside runs only inside mirrormount.sandbox", file=sys.stderr)
+        return 2
+    from mirrormount.guest.guests import Guests
+    from mirrormount.guest.model import CreateRequest, Layout
+    g = Guests(Layout())
+    g.create(CreateRequest("c1"))
+    points = {}
+    log("point 1 (c1 alone)")
+    points[1] = measure(g, args.samples)
+    t = time.perf_counter()
+    for i in range(args.guests):
+        g.create(CreateRequest(f"o{i}"))
+        if (i + 1) % 100 == 0:
+            log(f"{i + 1} other guests")
+    log(f"created {args.guests} other guests in {time.perf_counter() - t:.0f} s")
+    points[args.guests + 1] = measure(g, args.samples)
+    print(json.dumps({str(k): v for k, v in points.items()}))
+    return 0
+
+
+def render(points: dict, args: argparse.Namespace) -> str:
+    keys = sorted(points, key=int)
+    first, last = points[keys[0]], points[keys[-1]]
+    out = ["# `status c1` with 1 and with many guests (bench/bench_status.py)", "",
+           f"Kernel {platform.release()}, {os.cpu_count()} CPUs, Python "
+           f"{platform.python_version()}; one sandbox, / private; guests mirror /. "
+           f"Median of {args.samples} in-process calls (CLI: of {max(3, args.samples // 4)}). "
+           "The machine is shared with other work: read ratios, not absolute times.", "",
+           "| guests | mounts in the host's namespace | status, listmount path (ms) | "
+           "status, mountinfo path (ms) | CLI, listmount (ms) | CLI, mountinfo (ms) | "
+           "same answer |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for k in keys:
+        p = points[k]
+        out.append(f"| {k} | {p['mounts']:,} | {p['new_ms']:.1f} | {p['old_ms']:.1f} | "
+                   f"{p['cli_new_ms']:.0f} | {p['cli_old_ms']:.0f} | {p['same_answer']} |")
+    out += ["", f"Ratio last/first: listmount path {last['new_ms'] / first['new_ms']:.2f}x, "
+            f"mountinfo path {last['old_ms'] / first['old_ms']:.2f}x.", ""]
+    return "\n".join(out)
+
+
+def outside(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("bench: needs root (it builds a sandbox)", file=sys.stderr)
+        return 2
+    inner = [sys.executable, str(Path(__file__).resolve()), "--inside", "--guests",
+             str(args.guests), "--samples", str(args.samples)]
+    cmd = [sys.executable, "-m", "mirrormount.sandbox", "--", "/bin/sh", "-c",
+           f'touch {MARKER} && exec "$@"', "sh", *inner]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen(cmd, cwd="/tmp", env=env, stdout=subprocess.PIPE)
+    try:
+        out, _ = p.communicate()
+    finally:
+        if p.poll() is None:      # Ctrl-C: the sandbox's PID 1 dies with its launcher
+            p.kill()
+            p.wait()
+    if p.returncode != 0:
+        raise SystemExit(f"bench: the sandbox failed (exit {p.returncode})")
+    text = render(json.loads(out.decode().strip().splitlines()[-1]), args)
+    print(text)
+    if not (args.quick or args.no_write):
+        RESULTS.write_text(text)
+        log(f"wrote {RESULTS}")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="50 other guests, not 500")
+    ap.add_argument("--guests", type=int, help="other guests (default 500)")
+    ap.add_argument("--samples", type=int, default=20)
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.guests is None:
+        args.guests = 50 if args.quick else 500
+    return inside(args) if args.inside else outside(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
