@@ -48,7 +48,7 @@ from ..guest.model import Layout
 from .facts import (LOOP_GET_STATUS64, NFSD_EXPORTS, Facts, LoopDevice, SwapEntry,
                     block_holders, describe_device, parse_exports, parse_swaps, read_facts,
                     unpack_loop_info)
-from .judge import Judge
+from .judge import UNRELIABLE_ST_DEV, Judge
 from .report import (HOST, HOW_ORDER, PIN_KINDS, PROCESS_KINDS, BusyReport, Copy, Pin,
                      describe_pin, explain, shown, who)
 from .scan import (MAX_WORKERS, PARALLEL_MIN_PROCESSES, MapEntry, ProcRecord, Scan,
@@ -56,10 +56,6 @@ from .scan import (MAX_WORKERS, PARALLEL_MIN_PROCESSES, MapEntry, ProcRecord, Sc
 from .target import Target, TargetSpec, parse_target, resolve
 from .world import Index, NsView, World, families, fs_dentry
 
-# st_dev of these filesystems is not the device mountinfo shows (btrfs subvolumes have their
-# own anonymous devices; overlayfs reports the lower/upper fs for files), so the cheap device
-# filter would miss pins. For them every fd is statx()ed for its mount id instead.
-UNRELIABLE_ST_DEV = frozenset({"btrfs", "overlay", "bcachefs", "zfs", "aufs"})
 
 # Kernel interfaces, not mounts of the guest's own: `busy --all` skips them.
 PSEUDO_FS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "devtmpfs",
@@ -80,7 +76,10 @@ def _gather(layout: Layout,
         devs = {t.dev for t in targets}
         full = any(t.fstype in UNRELIABLE_ST_DEV for t in targets)
         # Not ourselves: our cwd may well be on the target (`busy .`).
-        scan = scan_processes(devs, full=full, exclude={os.getpid()})
+        # Device nodes worth matching by st_rdev: the targets, and every bound loop device
+        # (a process holding one open decides what its loop pin's fix is).
+        nodes = devs | {lo.rdev for lo in facts.loops if lo.rdev is not None}
+        scan = scan_processes(devs, full=full, exclude={os.getpid()}, nodes=nodes)
         world.add_processes(scan)
         world.read_all()
         return world, Judge(world, scan, facts, full), targets

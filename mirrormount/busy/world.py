@@ -102,12 +102,18 @@ def _read_tables(proc_fd: int, chains: list[tuple[tuple[str, str], ...]],
     return out
 
 
-def stat_key(path: str) -> tuple[int, int] | None:
+_STATX_INO = 0x100      # linux/stat.h; st_dev comes with every statx
+
+
+def stat_key(path: str) -> tuple[int, int, int] | None:
+    """(st_dev, inode, mount id) of a path as the caller's namespace resolves it; None when
+    it names nothing. The mount id places the file on a mount even where st_dev is not the
+    device mountinfo shows (btrfs subvolumes have anonymous devices of their own)."""
     try:
-        st = os.stat(path)
+        st = sc.statx(path, mask=_STATX_INO | sc.STATX_MNT_ID)
     except (OSError, ValueError):
         return None
-    return st.st_dev, st.st_ino
+    return os.makedev(st.dev_major, st.dev_minor), st.ino, st.mnt_id
 
 
 def in_ns(chain: tuple[tuple[str, str], ...] | None,
