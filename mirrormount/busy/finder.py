@@ -34,8 +34,9 @@ also uses devices.py, which imports none of them):
   facts.py    swaps, loop devices, nfsd exports, holders, device identity;
   target.py   what a query is about: parsing and resolving the target (step 1);
   judge.py    copies and pins per target (step 4);
-  finder.py   this module: the entry points (find_pins, find_residue, resolve_target,
-              guest_mounts, audit_all), and the names other code imports from here.
+  finder.py   this module: the entry points (find_pins, find_residue(s), resolve_target,
+              guest_mounts, guest_identities, audit_all), and the names other code imports
+              from here.
 
 Privilege: root (other processes' fds and map_files, setns into namespaces).
 """
@@ -99,16 +100,43 @@ def find_pins(target: str, layout: Layout) -> BusyReport:
 
 
 def find_residue(identity: Target, layout: Layout) -> BusyReport:
-    """After a lazy umount: what still holds the filesystem that `identity` (a target resolved
-    before the umount) named. Every surviving copy is a leak; detached holders are listed."""
-    t = Target(identity.spec, identity.major, identity.minor, identity.root, None,
-               identity.guest, identity.guest_path, identity.fstype, identity.source,
-               residue=True)
-    world, judge, _ = _gather(layout, lambda w: [t])
+    """After an umount (lazy or not): what still holds the filesystem that `identity` (a
+    target resolved before the umount) named. Every surviving copy is a leak; detached
+    holders are listed."""
+    return find_residues([identity], layout)[0]
+
+
+def find_residues(identities: list[Target], layout: Layout) -> list[BusyReport]:
+    """find_residue for several filesystems at once (a destroyed guest's mounts), from one
+    pass over /proc. One report per identity, in order."""
+    ts = [Target(i.spec, i.major, i.minor, i.root, None, i.guest, i.guest_path, i.fstype,
+                 i.source, residue=True) for i in identities]
+    if not ts:
+        return []
+    world, judge, _ = _gather(layout, lambda w: ts)
     try:
-        return judge.report(t)
+        return [judge.report(t) for t in ts]
     finally:
         world.close()
+
+
+def guest_identities(layout: Layout, name: str) -> list[Target]:
+    """The guest's own mounts (as guest_mounts finds them), resolved before a destroy, so
+    that what survives it can be followed afterwards. Empty when the guest's namespace is
+    not held."""
+    world = World(layout)
+    try:
+        return [t for t in guest_mounts(world) if t.guest == name]
+    finally:
+        world.close()
+
+
+def residue_left(report: BusyReport) -> list[dict]:
+    """What keeps a filesystem alive after an unmount that succeeded, as JSON rows:
+    {how, pid, comm, mnt_ns, guest, path} (pid and comm None for a namespace held by a file,
+    a swap, a loop device and the like)."""
+    return [{"how": p.how, "pid": p.pid, "comm": p.comm, "mnt_ns": p.namespace,
+             "guest": p.guest, "path": p.path} for p in report.pins]
 
 
 def resolve_target(target: str, layout: Layout) -> Target:
@@ -155,7 +183,8 @@ def audit_all(layout: Layout) -> list[BusyReport]:
 
 __all__ = [
     # the entry points
-    "audit_all", "find_pins", "find_residue", "guest_mounts", "resolve_target",
+    "audit_all", "find_pins", "find_residue", "find_residues", "guest_identities",
+    "guest_mounts", "residue_left", "resolve_target",
     "PSEUDO_FS", "UNRELIABLE_ST_DEV",
     # re-exported from the modules that own them (see the module docstring)
     "BusyReport", "Copy", "HOST", "HOW_ORDER", "PIN_KINDS", "PROCESS_KINDS", "Pin",

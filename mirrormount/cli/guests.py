@@ -229,14 +229,14 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
     # The busy finder reads every namespace and /proc: imported only when it must explain.
     from ..busy import finder
     identity = None
-    if lazy:
-        g.record(name)
-        # Resolved before the detach: afterwards the path names nothing in the guest, and
-        # the device and fs root are what we follow to the leftovers.
-        try:
-            identity = finder.resolve_target(f"{name}:{target}", s.layout)
-        except UsageError:
-            identity = None   # not a path in the guest: umount says so below
+    g.record(name)
+    # Resolved before the unmount (lazy or not): afterwards the path names nothing in the
+    # guest, and the device and fs root are what we follow to the leftovers: a copy in a
+    # namespace propagation does not reach keeps the filesystem alive though umount succeeds.
+    try:
+        identity = finder.resolve_target(f"{name}:{target}", s.layout)
+    except (UsageError, OSError):
+        identity = None   # not a path in the guest: umount says so below
     try:
         g.umount(name, target, lazy=lazy, wait=wait)
     except UmountBusy as busy:
@@ -250,11 +250,19 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
                     + (f" ({report.uninspected} process(es) could not be inspected)"
                        if report and report.uninspected else ""))
         raise BusyError(text) from None
-    if not lazy:
-        return
     report = finder.find_residue(identity, s.layout) if identity is not None else None
+    left = finder.residue_left(report) if report is not None else []
+    if not lazy:
+        # Unmounted, exit 0; but say so when a copy still keeps the filesystem alive.
+        if s.json:
+            emit_json({"guest": name, "target": target, "left": left})
+        elif left:
+            typer.echo(finder.explain(report, name, target,
+                                      f"warning: unmounted {target} in {name}, but the "
+                                      "filesystem is still held"), err=True)
+        return
     if s.json:
-        emit_json(report.to_json() if report is not None else None)
+        emit_json(dict(report.to_json(), left=left) if report is not None else None)
     elif report is not None and report.pins:
         typer.echo(finder.explain(report, name, target,
                                   f"detached {target} in {name}, but the filesystem is "
@@ -327,8 +335,12 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
         typer.echo("".join(render(p) for p in plans), nl=False)
         return
     done: list[str] = []
+    residue: list[dict] = []
     for n in names:
         try:
+            # The guest's own mounts, resolved before they go: a host process camped in the
+            # mirror keeps such a filesystem alive, detached, after the destroy.
+            identities = _destroy_identities(settings(ctx).layout, n)
             # A stop lands between two steps (teardown steps are idempotent: destroy again
             # finishes the job), or once this guest is gone and reported.
             with signals.deferred():
@@ -336,11 +348,40 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
                 done.append(n)
                 if not settings(ctx).json:
                     typer.echo(f"destroyed {n}")
+            residue.append({"name": n, "left": _destroy_residue(settings(ctx), n, identities)})
         except BaseException as exc:
             rest = [m for m in names if m not in done]
             if not done or not rest or isinstance(exc, SystemExit):
                 raise
             raise PartlyDone("destroy", exc, done, rest) from exc
+    if settings(ctx).json:
+        emit_json(residue)
+
+
+def _destroy_identities(layout, name: str) -> list:
+    """The guest's own mounts before destroy (busy/finder.guest_identities); none when they
+    cannot be read: the destroy itself must not depend on it."""
+    from ..busy import finder
+    try:
+        return finder.guest_identities(layout, name)
+    except (UsageError, OSError):
+        return []
+
+
+def _destroy_residue(s, name: str, identities: list) -> list[dict]:
+    """After destroy: what still keeps one of the guest's filesystems alive (a process
+    camped in the mirror holds it detached). Warned on stderr; returned for the JSON."""
+    if not identities:
+        return []
+    from ..busy import finder
+    left: list[dict] = []
+    for ident, rep in zip(identities, finder.find_residues(identities, s.layout)):
+        left += [dict(row, guest_path=ident.guest_path) for row in finder.residue_left(rep)]
+        if rep.pins and not s.json:
+            typer.echo(finder.explain(rep, name, ident.guest_path,
+                                      f"warning: destroyed {name}, but its filesystem at "
+                                      f"{ident.guest_path} is still held"), err=True)
+    return left
 
 
 @app.command()
