@@ -186,3 +186,16 @@ def test_loop_hint_plain_when_nothing_uses_it(make_judge):
     rep = make_judge(facts, vs=vs).report(guest_target())
     [pin] = [p for p in rep.pins if p.how == "loop"]
     assert describe_pin(pin).endswith("(losetup -d /dev/loop9)")
+
+
+# ----------------------------------------------------------------------------- the /proc pass
+def test_maps_filter_linear_and_same_for_many_devices():
+    from mirrormount.busy.scan import maps_on_devices
+    lines = [f"7f{i:04x}000-7f{i:04x}fff r--p 00000000 {7 + i % 3:02x}:{i % 50:02x} {i + 1}"
+             f"                  /lib/f{i}.so" for i in range(600)]
+    text = "\n".join(lines) + "\n7fff0000-7fff1000 rw-p 00000000 00:00 0 \n"
+    few = maps_on_devices(text, [(7, 1)])
+    many = maps_on_devices(text, [(7, 1)] + [(200 + i, i) for i in range(500)])
+    assert few == many and {e.path for e in few} == {f"/lib/f{i}.so" for i in range(600)
+                                                     if (7 + i % 3, i % 50) == (7, 1)}
+    assert maps_on_devices(text, []) == []

@@ -27,8 +27,12 @@ from pathlib import Path
 import pytest
 
 from conftest import OwnLoops, q, wait_for
-from test_busy import (GUEST_MNT_NS, MIRROR, X, busy, campers, guest_sh_for, kill,  # noqa: F401
-                       ns_label, pins, start, swaps)
+import test_busy
+from test_busy import X, busy, kill, ns_label, pins, start
+
+# test_busy's fixtures, shared: long-running campers, and swaps turned off before the sandbox
+campers = test_busy.campers
+swaps = test_busy.swaps
 
 PINMAKERS = Path(__file__).resolve().parent / "pinmakers.py"
 

@@ -12,12 +12,11 @@ Privilege: none beyond the gathering's; it reads a pinning process's name, user 
 from __future__ import annotations
 
 import os
+import pwd
 from collections import defaultdict
 
-import psutil
-
 from ..kernel.mountinfo import Mount, is_under
-from ..kernel.procfs import parse_nspid, read_text
+from ..kernel.procfs import parse_nspid, parse_status, read_text
 from .devices import block_device_of
 from .facts import (Facts, LoopDevice, block_holders, describe_device, parse_fanotify_fdinfo,
                     parse_io_uring_fdinfo)
@@ -34,6 +33,28 @@ UNRELIABLE_ST_DEV = frozenset({"btrfs", "overlay", "bcachefs", "zfs", "aufs"})
 
 
 # ============================================================================ judging
+def _full_comm(proc: str, pid: int, name: str | None) -> str | None:
+    """The process name as ps and psutil show it: /proc/PID/status Name (the kernel's comm,
+    cut to 15 bytes), completed from argv[0] when it was cut."""
+    if name is None or len(name) < 15:
+        return name
+    raw = read_text(f"{proc}/{pid}/cmdline") or ""
+    argv0 = os.path.basename(raw.split("\0", 1)[0])
+    return argv0 if argv0.startswith(name) else name
+
+
+def _user_of(uid_line: str) -> str | None:
+    """User name of the real uid in a status 'Uid:' line; the number when no name is known."""
+    try:
+        uid = int(uid_line.split()[0])
+    except (IndexError, ValueError):
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 class _ProcInfo:
     """comm, user, guest pid and guest of a process, fetched once and only for pinners."""
 
@@ -46,20 +67,17 @@ class _ProcInfo:
         if pid in self.cache:
             return self.cache[pid]
         info: tuple[str | None, str | None, int | None, str] | None
-        try:
-            p = psutil.Process(pid)
-            comm = p.name()
-            try:
-                user: str | None = p.username()
-            except (KeyError, psutil.AccessDenied):
-                user = None
-            nspid = parse_nspid(read_text(f"{self.world.proc}/{pid}/status") or "")
+        # Straight from /proc (proc(5)), not psutil: importing it costs the CLI ~15 ms.
+        status = read_text(f"{self.world.proc}/{pid}/status")
+        if not status or "\nState:\tZ" in status or "\nState:\tX" in status:
+            info = None      # it exited (or is a zombie): it pins nothing any more
+        else:
+            fields = parse_status(status)
+            comm = _full_comm(self.world.proc, pid, fields.get("Name"))
+            user = _user_of(fields.get("Uid", ""))
+            nspid = parse_nspid(status)
             guest = self.world.guest_of_pid(pid, self.scan.ns_of_pid.get(pid))
             info = (comm, user, nspid[-1] if nspid else pid, guest)
-        except psutil.NoSuchProcess:
-            info = None      # it exited: it pins nothing any more
-        except psutil.AccessDenied:
-            info = (None, None, None, self.world.guest_of_pid(pid, self.scan.ns_of_pid.get(pid)))
         self.cache[pid] = info
         return info
 

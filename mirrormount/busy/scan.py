@@ -40,23 +40,30 @@ class MapEntry:
     path: str
 
 
+# One line of /proc/PID/maps: range, perms, offset, MAJ:MIN (hex), inode, padding, path.
+_MAPS_LINE = re.compile(r"^(\S+) \S+ \S+ ([0-9a-f]+:[0-9a-f]+) (\d+) *(.*)$", re.M)
+# Up to this many devices, a substring test per device over the whole text (C speed) rules
+# out most processes at once; past it, one regex pass with a set lookup per line, so that
+# the cost stays linear in the text whatever the number of devices (busy --all).
+_SUBSTRING_MAX = 8
+
+
 def maps_on_devices(text: str, devices: Iterable[tuple[int, int]]) -> list[MapEntry]:
     """The lines of /proc/PID/maps whose file lies on one of the devices.
 
-    The device field is "%02x:%02x" (major:minor in hex). A cheap substring test on the whole
-    text comes first: most processes map nothing from the target."""
-    pats = {f" {ma:02x}:{mi:02x} ": (ma, mi) for ma, mi in devices}
-    if not any(p in text for p in pats):
+    The device field is "%02x:%02x" (major:minor in hex; fs/proc/task_mmu.c). Cost: linear in
+    the text, for any number of devices."""
+    pats = {f"{ma:02x}:{mi:02x}": (ma, mi) for ma, mi in devices}
+    if not pats:
+        return []
+    if len(pats) <= _SUBSTRING_MAX and not any(f" {p} " in text for p in pats):
         return []
     out = []
-    for line in text.splitlines():
-        fields = line.split(None, 5)
-        if len(fields) < 6:
+    for m in _MAPS_LINE.finditer(text):
+        dev = pats.get(m.group(2))
+        if dev is None or m.group(3) == "0":
             continue
-        dev = pats.get(f" {fields[3]} ")
-        if dev is None or fields[4] == "0":
-            continue
-        out.append(MapEntry(fields[0], dev[0], dev[1], int(fields[4]), fields[5]))
+        out.append(MapEntry(m.group(1), dev[0], dev[1], int(m.group(3)), m.group(4)))
     return out
 
 
@@ -218,14 +225,9 @@ def _scan_names(names: list[str], devlist: list[tuple[int, int]], full: bool,
                             st = stat_(fdname, dir_fd=dfd)
                         except OSError:
                             continue     # closed meanwhile
+                        # Most fds match nothing: the cheapest tests come first.
                         dev = st.st_dev
-                        if st.st_rdev in nodeset and s_isblk(st.st_mode):
-                            try:
-                                text = readlink(fdname, dir_fd=dfd)
-                            except OSError:
-                                continue
-                            records.append(ProcRecord(pid, "fd", 0, dev, text, st.st_rdev))
-                        elif dev in devset or (full and dev != nsfs_dev and dev != anon_dev):
+                        if dev in devset:
                             keep(pid, "fd", fdname, dfd, dev)
                         elif dev == nsfs_dev or dev == anon_dev:
                             try:
@@ -240,6 +242,14 @@ def _scan_names(names: list[str], devlist: list[tuple[int, int]], full: bool,
                             hit = NSFS_MNT.fullmatch(link)
                             if hit:
                                 out.nsfs_fds.append((pid, fdname, int(hit.group(1))))
+                        elif st.st_rdev in nodeset and s_isblk(st.st_mode):
+                            try:
+                                text = readlink(fdname, dir_fd=dfd)
+                            except OSError:
+                                continue
+                            records.append(ProcRecord(pid, "fd", 0, dev, text, st.st_rdev))
+                        elif full:
+                            keep(pid, "fd", fdname, dfd, dev)
                 finally:
                     os.close(dfd)
             if devlist:
