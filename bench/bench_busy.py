@@ -12,7 +12,7 @@ between them, plus needles on one guest mount:
   fanotify a host process with a fanotify mount mark on the mirror and an unread event
   io_uring a host process that registered a file of the mount with an io_uring and closed it
   binfmt   a binfmt_misc entry with flag F whose interpreter lies on the mount (no process:
-           the kernel holds it; a tool finds it if it says so, as fuser's "kernel" would)
+           the kernel holds it; found when a tool names it)
 The fanotify and io_uring needles come from vm-tests/pinmakers.py (test-only ctypes).
 Then it times each tool on that one mount (median of several runs) and says which needles each
 found. Second part: `busy --all` over 100 guest mounts against `fuser -m` looped over them.
@@ -46,7 +46,6 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "busy.md"
 INNER_ENV = "MIRRORMOUNT_BENCH_INNER"
 NEEDLES = ("cwd", "fd", "mmap", "guest", "leak", "fanotify", "io_uring", "binfmt")
-KERNEL_NEEDLES = ("binfmt",)          # held by the kernel: no pid to find
 PINMAKERS = REPO / "vm-tests" / "pinmakers.py"
 BINFMT = "/proc/sys/fs/binfmt_misc"
 
@@ -302,21 +301,13 @@ def pids_busy(cp: subprocess.CompletedProcess) -> set[int]:
         ({0} if any(p["how"] == "binfmt" for p in pins) else set())
 
 
-def _kernel_use(text: str) -> bool:
-    """fuser -v lists what the kernel holds as lines with the user `kernel`: `mount` (the
-    mount point itself, always there with -m), `swap`, `loop` and the like. Any other than
-    `mount` counts."""
-    return any("kernel" in line.split() and "mount" not in line.split()
-               for line in text.splitlines())
-
-
-def found(pids: set[int], needles: dict[str, int],
-          kernel_text: str | None = None) -> tuple[list[str], list[str]]:
-    """Needles whose pid a tool printed. Kernel-held ones count when the tool's output says
-    `kernel` (fuser does, for what it knows the kernel holds)."""
-    hit = [n for n in NEEDLES if n in needles and (
-        needles[n] in pids if n not in KERNEL_NEEDLES
-        else 0 in pids or (kernel_text is not None and _kernel_use(kernel_text)))]
+def found(pids: set[int], needles: dict[str, int]) -> tuple[list[str], list[str]]:
+    """Needles whose pid a tool printed. A kernel-held needle (binfmt) stands as pid 0, which
+    only busy reports (its binfmt pin): fuser -v lists what the kernel holds as the pseudo
+    process `kernel`, and for a mount that is only the mount itself (ACCESS `mount`), with or
+    without a binfmt entry holding a file there (checked by hand on this kernel); lsof and
+    lsfd look at processes only."""
+    hit = [n for n in NEEDLES if n in needles and needles[n] in pids]
     return hit, [n for n in NEEDLES if n in needles and n not in hit]
 
 
@@ -360,8 +351,7 @@ def run_single(state: State, runs: int) -> list[dict]:
     ]
     for label, argv, parse in tools:
         secs, cp = timed(argv, runs)
-        hit, miss = found(parse(cp), state.needles,
-                          cp.stdout + cp.stderr if label.startswith("fuser") else None)
+        hit, miss = found(parse(cp), state.needles)
         rows.append({"tool": label, "secs": secs, "found": hit, "missed": miss})
     return rows
 

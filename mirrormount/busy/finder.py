@@ -120,13 +120,16 @@ def find_residues(identities: list[Target], layout: Layout) -> list[BusyReport]:
         world.close()
 
 
-def guest_identities(layout: Layout, name: str) -> list[Target]:
-    """The guest's own mounts (as guest_mounts finds them), resolved before a destroy, so
-    that what survives it can be followed afterwards. Empty when the guest's namespace is
-    not held."""
+def guest_identities(layout: Layout, names: list[str]) -> dict[str, list[Target]]:
+    """Each named guest's own mounts (as guest_mounts finds them), resolved before a destroy,
+    so that what survives it can be followed afterwards: name -> targets (none for a guest
+    whose namespace is not held). One World for the whole batch."""
     world = World(layout)
     try:
-        return [t for t in guest_mounts(world) if t.guest == name]
+        out: dict[str, list[Target]] = {n: [] for n in names}
+        for t in guest_mounts(world, set(names)):
+            out[t.guest or ""].append(t)
+        return out
     finally:
         world.close()
 
@@ -148,15 +151,17 @@ def resolve_target(target: str, layout: Layout) -> Target:
         world.close()
 
 
-def guest_mounts(world: World) -> list[Target]:
-    """Every mount a guest has of its own: not its root, not a kernel interface, and not one
-    it inherited from its rootfs (the host has the same filesystem at rootfs + path)."""
+def guest_mounts(world: World, names: set[str] | None = None) -> list[Target]:
+    """Every mount a guest (of `names`, default all) has of its own: not its root, not a
+    kernel interface, and not one it inherited from its rootfs (the host has the same
+    filesystem at rootfs + path)."""
     own = world.views[world.own]
     assert own.table is not None
     host_keys = {(m.mountpoint, m.major, m.minor, m.root) for m in own.table}
-    world.read_all(only=world.guest_by_mnt)
+    wanted = {i: n for i, n in world.guest_by_mnt.items() if names is None or n in names}
+    world.read_all(only=wanted)
     out = []
-    for ino, name in sorted(world.guest_by_mnt.items(), key=lambda x: x[1]):
+    for ino, name in sorted(wanted.items(), key=lambda x: x[1]):
         v = world.views[ino]
         if v.table is None:
             continue

@@ -100,6 +100,7 @@ class Judge:
         self.full = full
         self.index = Index(world.read_views(), world.own)
         self.procs = _ProcInfo(world, scan)
+        self._anon_cache: dict[tuple[int, str], list] = {}
         self.by_dev: dict[int, list[ProcRecord]] = defaultdict(list)
         # fds on block device nodes, by the device they open (st_rdev): kept apart, since
         # their st_dev is only devtmpfs's
@@ -409,6 +410,17 @@ class Judge:
     def _fdinfo(self, pid: int, fd: str) -> str:
         return read_text(f"{self.world.proc}/{pid}/fdinfo/{fd}") or ""
 
+    def _anon_parsed(self, pid: int, fd: str, kind: str) -> list:
+        """The marks (fanotify) or registered paths (io_uring) of one fd, read once for all
+        targets (busy --all asks for every guest mount)."""
+        key = (pid, fd)
+        got = self._anon_cache.get(key)
+        if got is None:
+            text = self._fdinfo(pid, fd)
+            got = self._anon_cache[key] = (parse_fanotify_fdinfo(text) if kind == "fanotify"
+                                           else parse_io_uring_fdinfo(text))
+        return got
+
     def _anon_pins(self, t: Target, copies: list[tuple[NsView, Mount]]) -> list[Pin]:
         """fanotify groups with a mark on a copy (their unread events hold the mount), and
         io_urings with a registered file on a copy (held after its fd is closed): both are
@@ -420,11 +432,11 @@ class Judge:
         anon = self._anon_st_dev(t, copies)
         out: list[Pin] = []
         for pid, fd, kind in self.scan.anon_fds:
-            text = self._fdinfo(pid, fd)
+            parsed = self._anon_parsed(pid, fd, kind)
             ns = self.scan.ns_of_pid.get(pid)
             label = f"mnt:[{ns}]" if ns is not None else None
             if kind == "fanotify":
-                for mark in parse_fanotify_fdinfo(text):
+                for mark in parsed:
                     if mark.kind == "mount" and mark.mnt_id in by_id:
                         path = by_id[mark.mnt_id][1].mountpoint
                     elif mark.dev is not None and (mark.dev in devs or anon):
@@ -439,7 +451,7 @@ class Judge:
                     if pin is not None:
                         out.append(pin)
                 continue
-            for path in parse_io_uring_fdinfo(text):
+            for path in parsed:
                 if self._on_copy(path, ns, copies):
                     pin = self.procs.pin("io_uring", pid, path, label, f"io_uring fd {fd}")
                     if pin is not None:

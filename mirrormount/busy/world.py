@@ -47,7 +47,8 @@ class NsView:
     holders: list[str] = field(default_factory=list)          # for namespaces no process uses
     fd_holders: list[int] = field(default_factory=list)       # pids holding an fd to it
     via_pid: int | None = None      # its table came from /proc/PID (root of PID is ns root)
-    probes: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    # path -> (st_dev, inode, mount id) as this namespace resolves it (stat_key)
+    probes: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
     error: str | None = None
 
     @property

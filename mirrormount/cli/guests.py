@@ -256,7 +256,7 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
         # Unmounted, exit 0; but say so when a copy still keeps the filesystem alive.
         if s.json:
             emit_json({"guest": name, "target": target, "left": left})
-        elif left:
+        elif left and report is not None:
             typer.echo(finder.explain(report, name, target,
                                       f"warning: unmounted {target} in {name}, but the "
                                       "filesystem is still held"), err=True)
@@ -335,12 +335,11 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
         typer.echo("".join(render(p) for p in plans), nl=False)
         return
     done: list[str] = []
-    residue: list[dict] = []
+    # The guests' own mounts, resolved before they go: a host process camped in a mirror
+    # keeps such a filesystem alive, detached, after the destroy (reported at the end).
+    identities = _destroy_identities(settings(ctx).layout, names)
     for n in names:
         try:
-            # The guest's own mounts, resolved before they go: a host process camped in the
-            # mirror keeps such a filesystem alive, detached, after the destroy.
-            identities = _destroy_identities(settings(ctx).layout, n)
             # A stop lands between two steps (teardown steps are idempotent: destroy again
             # finishes the job), or once this guest is gone and reported.
             with signals.deferred():
@@ -348,35 +347,39 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
                 done.append(n)
                 if not settings(ctx).json:
                     typer.echo(f"destroyed {n}")
-            residue.append({"name": n, "left": _destroy_residue(settings(ctx), n, identities)})
         except BaseException as exc:
             rest = [m for m in names if m not in done]
             if not done or not rest or isinstance(exc, SystemExit):
                 raise
             raise PartlyDone("destroy", exc, done, rest) from exc
+    residue = _destroy_residue(settings(ctx), identities)
     if settings(ctx).json:
-        emit_json(residue)
+        emit_json([{"name": n, "left": residue.get(n, [])} for n in names])
 
 
-def _destroy_identities(layout, name: str) -> list:
-    """The guest's own mounts before destroy (busy/finder.guest_identities); none when they
-    cannot be read: the destroy itself must not depend on it."""
+def _destroy_identities(layout, names: List[str]) -> dict:
+    """Each guest's own mounts before destroy (busy/finder.guest_identities); none when
+    they cannot be read: the destroy itself must not depend on it."""
     from ..busy import finder
     try:
-        return finder.guest_identities(layout, name)
+        return finder.guest_identities(layout, list(names))
     except (UsageError, OSError):
-        return []
+        return {}
 
 
-def _destroy_residue(s, name: str, identities: list) -> list[dict]:
-    """After destroy: what still keeps one of the guest's filesystems alive (a process
-    camped in the mirror holds it detached). Warned on stderr; returned for the JSON."""
-    if not identities:
-        return []
+def _destroy_residue(s, identities: dict) -> dict[str, list[dict]]:
+    """After destroy: what still keeps one of the guests' filesystems alive (a process
+    camped in a mirror holds it detached), from one /proc pass for the whole batch. Warned
+    on stderr; returned (name -> rows) for the JSON."""
+    flat = [(n, t) for n, ts in identities.items() for t in ts]
+    if not flat:
+        return {}
     from ..busy import finder
-    left: list[dict] = []
-    for ident, rep in zip(identities, finder.find_residues(identities, s.layout)):
-        left += [dict(row, guest_path=ident.guest_path) for row in finder.residue_left(rep)]
+    left: dict[str, list[dict]] = {}
+    reports = finder.find_residues([t for _, t in flat], s.layout)
+    for (name, ident), rep in zip(flat, reports):
+        left.setdefault(name, []).extend(dict(row, guest_path=ident.guest_path)
+                                         for row in finder.residue_left(rep))
         if rep.pins and not s.json:
             typer.echo(finder.explain(rep, name, ident.guest_path,
                                       f"warning: destroyed {name}, but its filesystem at "
