@@ -21,7 +21,10 @@ How (kernel-findings §9):
   4. Judge: copies are mounts with the target's device and fs root; process pins are mount ids
      among the copies; a mount id on the device that no table lists is a detached copy. Submounts
      and copies that umount propagation would skip come from the tables; swap files, loop
-     backing files and nfsd exports are matched by device (and inode where the kernel tells it).
+     backing files, binfmt_misc interpreters and nfsd exports are placed by the mount id of
+     their path (and device and inode where the kernel tells it); fanotify marks and io_uring
+     registered files come from the fdinfo of the fds the pass found; fds on block device
+     nodes are matched by st_rdev.
 
 Every /proc read tolerates processes that vanish (ENOENT, ESRCH) and counts those it may not
 inspect (EACCES: this machine's PID 1 denies /proc/1/fd even to root).
