@@ -3,11 +3,15 @@ system facts gathered once, the report for each target.
 
 Copies are mounts with the target's device and fs root; process pins are mount ids among the
 copies; a mount id on the device that no table lists is a detached copy. Submounts and copies
-that umount propagation would skip come from the tables; swap files, loop backing files and
-nfsd exports are matched by device (and inode where the kernel tells it).
+that umount propagation would skip come from the tables; swap files, loop backing files,
+binfmt_misc interpreters and nfsd exports are placed by mount id (and device and inode where
+the kernel tells it). A block device asked for as a whole maps to every mount of the
+filesystem on it (btrfs shows an anonymous device in mountinfo) and to overlays with a layer
+there. Open device nodes (st_rdev), fanotify marks and io_uring registered files (fdinfo) are
+pins of their own; a loop pin's fix is read from the loop device's state.
 
-Privilege: none beyond the gathering's; it reads a pinning process's name, user and
-/proc/PID/status, and stats swap partitions and exported paths.
+Privilege: none beyond the gathering's; it reads a pinning process's /proc/PID/status and the
+fdinfo of fanotify and io_uring fds, and stats swap partitions and exported paths.
 """
 from __future__ import annotations
 
