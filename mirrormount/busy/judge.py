@@ -433,7 +433,6 @@ class Judge:
             return []
         by_id = {m.mount_id: (v, m) for v, m in copies}
         devs = {os.makedev(*d) for d in self.fs_devs(t)}
-        anon = self._anon_st_dev(t, copies)
         out: list[Pin] = []
         for pid, fd, kind in self.scan.anon_fds:
             parsed = self._anon_parsed(pid, fd, kind)
@@ -443,9 +442,8 @@ class Judge:
                 for mark in parsed:
                     if mark.kind == "mount" and mark.mnt_id in by_id:
                         path = by_id[mark.mnt_id][1].mountpoint
-                    elif mark.dev is not None and (mark.dev in devs or anon):
-                        if anon and mark.dev not in devs:
-                            continue     # a subvolume's device: not placeable by st_dev
+                    elif mark.dev is not None and mark.dev in devs:
+                        # sdev is the superblock's device: mountinfo's, even on btrfs
                         path = copies[0][1].mountpoint + (
                             f" (inode {mark.ino})" if mark.ino is not None else "")
                     else:
