@@ -229,13 +229,14 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
     # The busy finder reads every namespace and /proc: imported only when it must explain.
     from ..busy import finder
     identity = None
-    g.record(name)
+    if lazy:
+        g.record(name)
     # Resolved before the unmount (lazy or not): afterwards the path names nothing in the
     # guest, and the device and fs root are what we follow to the leftovers: a copy in a
     # namespace propagation does not reach keeps the filesystem alive though umount succeeds.
     try:
         identity = finder.resolve_target(f"{name}:{target}", s.layout)
-    except (UsageError, OSError):
+    except (UsageError, OSError, OperationError):
         identity = None   # not a path in the guest: umount says so below
     try:
         g.umount(name, target, lazy=lazy, wait=wait)
@@ -250,7 +251,14 @@ def umount(ctx: typer.Context, name: str = typer.Argument(...),
                     + (f" ({report.uninspected} process(es) could not be inspected)"
                        if report and report.uninspected else ""))
         raise BusyError(text) from None
-    report = finder.find_residue(identity, s.layout) if identity is not None else None
+    report = None
+    if identity is not None:
+        try:
+            report = finder.find_residue(identity, s.layout)
+        except (OSError, OperationError):
+            if lazy:
+                raise
+            report = None     # the unmount itself succeeded: a failed look after is no error
     left = finder.residue_left(report) if report is not None else []
     if not lazy:
         # Unmounted, exit 0; but say so when a copy still keeps the filesystem alive.
@@ -363,7 +371,7 @@ def _destroy_identities(layout, names: List[str]) -> dict:
     from ..busy import finder
     try:
         return finder.guest_identities(layout, list(names))
-    except (UsageError, OSError):
+    except (UsageError, OSError, OperationError):
         return {}
 
 
@@ -376,7 +384,10 @@ def _destroy_residue(s, identities: dict) -> dict[str, list[dict]]:
         return {}
     from ..busy import finder
     left: dict[str, list[dict]] = {}
-    reports = finder.find_residues([t for _, t in flat], s.layout)
+    try:
+        reports = finder.find_residues([t for _, t in flat], s.layout)
+    except (OSError, OperationError):
+        return {}     # the guests are destroyed: a failed look after is no error
     for (name, ident), rep in zip(flat, reports):
         left.setdefault(name, []).extend(dict(row, guest_path=ident.guest_path)
                                          for row in finder.residue_left(rep))
