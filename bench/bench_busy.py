@@ -9,6 +9,11 @@ between them, plus needles on one guest mount:
   guest    a process inside the guest whose working directory is the mount
   leak     a process in a private mount namespace copied from the host: its copy of the mount
            is one the guest's umount cannot remove (no process *uses* a file there)
+  fanotify a host process with a fanotify mount mark on the mirror and an unread event
+  io_uring a host process that registered a file of the mount with an io_uring and closed it
+  binfmt   a binfmt_misc entry with flag F whose interpreter lies on the mount (no process:
+           the kernel holds it; found when a tool names it)
+The fanotify and io_uring needles come from vm-tests/pinmakers.py (test-only ctypes).
 Then it times each tool on that one mount (median of several runs) and says which needles each
 found. Second part: `busy --all` over 100 guest mounts against `fuser -m` looped over them.
 
@@ -18,6 +23,9 @@ straggler when it exits. Results: printed as markdown and written to bench/resul
 
 Usage (root):  .venv/bin/python bench/bench_busy.py [--procs N] [--fds N] [--mounts N]
                                                     [--runs N] [--fuser-sample N]
+                                                    [--quick] [--no-write]
+--quick: a small state (200 processes, 50 fds each, 20 mounts, one run): seconds, for a smoke
+run. --no-write: print the results only, do not write bench/results/busy.md.
 """
 from __future__ import annotations
 
@@ -37,7 +45,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "busy.md"
 INNER_ENV = "MIRRORMOUNT_BENCH_INNER"
-NEEDLES = ("cwd", "fd", "mmap", "guest", "leak")
+NEEDLES = ("cwd", "fd", "mmap", "guest", "leak", "fanotify", "io_uring", "binfmt")
+PINMAKERS = REPO / "vm-tests" / "pinmakers.py"
+BINFMT = "/proc/sys/fs/binfmt_misc"
 
 
 def mm_argv() -> list[str]:
@@ -63,8 +73,16 @@ class State:
     majmin: str = ""
     audit_paths: list[str] = field(default_factory=list)
     audit_pinned: set[str] = field(default_factory=set)            # host paths with a camper
+    binfmt: str = ""                                               # entry to remove at the end
 
     def kill_all(self) -> None:
+        if self.binfmt:
+            # global to the machine: remove it before anything else
+            try:
+                Path(BINFMT, self.binfmt).write_text("-1")
+            except OSError:
+                pass
+            self.binfmt = ""
         for pid in self.ballast:
             _kill(pid)
         for p in self.procs:
@@ -200,6 +218,20 @@ def build(state: State, args: argparse.Namespace) -> None:
                "echo $$; exec sleep 3600"], cwd="/")
     state.procs.append(p)
     state.needles["leak"] = first_line_pid(p)
+    p = popen([sys.executable, str(PINMAKERS), "fanotify", host, f"{host}/file"], cwd="/")
+    state.procs.append(p)
+    state.needles["fanotify"] = first_line_pid(p)
+    Path(host, "ring").write_bytes(b"r")
+    p = popen([sys.executable, str(PINMAKERS), "io_uring", f"{host}/ring"], cwd="/")
+    state.procs.append(p)
+    state.needles["io_uring"] = first_line_pid(p)
+    shutil.copy("/bin/true", f"{host}/interp")
+    if not os.path.ismount(BINFMT):
+        sh(["mount", "-t", "binfmt_misc", "binfmt_misc", BINFMT])
+    name = f"mmbench{os.getpid()}"
+    state.binfmt = name
+    Path(BINFMT, "register").write_text(f":{name}:M::MMBENCH{os.getpid():x}::{host}/interp:F")
+    state.needles["binfmt"] = 0        # no pid: found when a tool reports it at all
     # The --all part: `mounts` tmpfs mounts spread over the g* guests, mounted through the
     # mirrors (they propagate into the guests); a camper on every tenth.
     for i in range(args.mounts):
@@ -263,12 +295,20 @@ def pids_lsfd(cp: subprocess.CompletedProcess) -> set[int]:
 
 
 def pids_busy(cp: subprocess.CompletedProcess) -> set[int]:
-    return {p["pid"] for p in json.loads(cp.stdout)["pins"] if p["pid"] is not None}
+    pins = json.loads(cp.stdout)["pins"]
+    # the kernel-held needle stands as pid 0 when its kind is reported
+    return {p["pid"] for p in pins if p["pid"] is not None} | \
+        ({0} if any(p["how"] == "binfmt" for p in pins) else set())
 
 
 def found(pids: set[int], needles: dict[str, int]) -> tuple[list[str], list[str]]:
-    hit = [n for n in NEEDLES if needles[n] in pids]
-    return hit, [n for n in NEEDLES if n not in hit]
+    """Needles whose pid a tool printed. A kernel-held needle (binfmt) stands as pid 0, which
+    only busy reports (its binfmt pin): fuser -v lists what the kernel holds as the pseudo
+    process `kernel`, and for a mount that is only the mount itself (ACCESS `mount`), with or
+    without a binfmt entry holding a file there (checked by hand on this kernel); lsof and
+    lsfd look at processes only."""
+    hit = [n for n in NEEDLES if n in needles and needles[n] in pids]
+    return hit, [n for n in NEEDLES if n in needles and n not in hit]
 
 
 FINDER_ONLY = """
@@ -292,6 +332,12 @@ def run_single(state: State, runs: int) -> list[dict]:
                             capture_output=True, text=True)
         inner.append(float(cp.stderr.strip().splitlines()[-1]))
     hit, miss = found(pids_busy(cp), state.needles)
+    prof = os.environ.get("MIRRORMOUNT_BENCH_PROFILE")
+    if prof:
+        # cProfile of the finder in-process (its forked scan workers are not profiled)
+        Path("/tmp/finder_only.py").write_text(FINDER_ONLY)
+        subprocess.run([sys.executable, "-m", "cProfile", "-o", prof, "/tmp/finder_only.py",
+                        state.target_guest], capture_output=True, text=True)
     rows = [{"tool": "(CLI start-up: mirrormount --version)", "secs": startup, "found": [],
              "missed": []},
             {"tool": "(finder alone, in-process: import + find_pins)",
@@ -361,7 +407,8 @@ def render(single: list[dict], audit: list[dict], procs: int, fds: int,
             missed = "-"
         out.append(f"| {r['tool']} | {r['secs']:.3f} s | {r['secs'] / base:.2f}x | "
                    f"{', '.join(r['found']) or '-'} | {missed} |")
-    out += ["", "Needles: " + "; ".join(f"{n} = pid {pid}" for n, pid in needles.items())
+    out += ["", "Needles: " + "; ".join(f"{n} = pid {pid}" if pid else f"{n} = the kernel"
+                                        for n, pid in needles.items())
             + ". `leak` holds no file on the mount: it lives in a namespace with a private "
             "copy of it, which the guest's umount cannot remove; only the finder reports it "
             "(how: leaked-copy)."]
@@ -406,8 +453,9 @@ def inner(args: argparse.Namespace) -> int:
         audit = run_all(state, args.runs, args.fuser_sample)
         text = render(single, audit, procs, fds, state.needles)
         print(text)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
+        if not args.no_write:
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(text)
         return 0
     finally:
         state.kill_all()
@@ -422,7 +470,14 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per tool (median)")
     ap.add_argument("--fuser-sample", type=int, default=0,
                     help="time fuser on only this many mounts and scale (0: all)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a small state and one run: seconds (a smoke run)")
+    ap.add_argument("--no-write", action="store_true",
+                    help="print the results only; do not write bench/results/busy.md")
     args = ap.parse_args()
+    if args.quick:
+        args.procs, args.fds, args.mounts, args.runs = 200, 50, 20, 1
+        args.fuser_sample = args.fuser_sample or 5
     if os.geteuid() != 0:
         print("bench_busy: needs root", file=sys.stderr)
         return 2

@@ -333,7 +333,8 @@ def test_report_json_has_exactly_the_contract_keys():
 
 def test_pin_kinds_are_the_contract():
     assert finder.PIN_KINDS == ("cwd", "root", "exe", "fd", "mmap", "submount", "leaked-copy",
-                                "detached", "swap", "loop", "nfsd-export", "holder")
+                                "detached", "swap", "loop", "nfsd-export", "holder", "binfmt",
+                                "fanotify", "io_uring")
 
 
 # ----------------------------------------------------------------------------- the /proc pass

@@ -28,6 +28,7 @@ from ..kernel.procfs import read_text
 SECTOR = 512                       # sysfs `size` counts 512-byte sectors, whatever the device
 UDEV_KEYS = ("ID_SERIAL", "ID_MODEL", "ID_FS_UUID", "ID_FS_LABEL")
 UDEVD_CONTROL = "/run/udev/control"  # udevd's control socket: present while udevd runs
+UDEV_DATA = "/run/udev/data"         # udevd's database: one file per device it processed
 
 
 # ----------------------------------------------------------------------------- pure parsers
@@ -174,7 +175,11 @@ def _udev_context() -> Any:
 def udev_properties(major: int, minor: int) -> tuple[dict[str, str], bool] | None:
     """(properties, initialized) from libudev for a block device; None if there is none.
     `initialized` is True only when udevd has processed it (a database record exists):
-    only then can ID_* keys be there."""
+    only then can ID_* keys be there. Without udevd and its database libudev knows no more
+    than sysfs already told: None then, and pyudev is not even imported (~60 ms of a
+    `busy` that must beat fuser)."""
+    if not udevd_running() and not os.path.isdir(UDEV_DATA):
+        return None
     ctx = _udev_context()
     if ctx is None:
         return None

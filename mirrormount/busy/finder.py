@@ -21,7 +21,10 @@ How (kernel-findings §9):
   4. Judge: copies are mounts with the target's device and fs root; process pins are mount ids
      among the copies; a mount id on the device that no table lists is a detached copy. Submounts
      and copies that umount propagation would skip come from the tables; swap files, loop
-     backing files and nfsd exports are matched by device (and inode where the kernel tells it).
+     backing files, binfmt_misc interpreters and nfsd exports are placed by the mount id of
+     their path (and device and inode where the kernel tells it); fanotify marks and io_uring
+     registered files come from the fdinfo of the fds the pass found; fds on block device
+     nodes are matched by st_rdev.
 
 Every /proc read tolerates processes that vanish (ENOENT, ESRCH) and counts those it may not
 inspect (EACCES: this machine's PID 1 denies /proc/1/fd even to root).
@@ -34,8 +37,9 @@ also uses devices.py, which imports none of them):
   facts.py    swaps, loop devices, nfsd exports, holders, device identity;
   target.py   what a query is about: parsing and resolving the target (step 1);
   judge.py    copies and pins per target (step 4);
-  finder.py   this module: the entry points (find_pins, find_residue, resolve_target,
-              guest_mounts, audit_all), and the names other code imports from here.
+  finder.py   this module: the entry points (find_pins, find_residue(s), resolve_target,
+              guest_mounts, guest_identities, audit_all), and the names other code imports
+              from here.
 
 Privilege: root (other processes' fds and map_files, setns into namespaces).
 """
@@ -48,7 +52,7 @@ from ..guest.model import Layout
 from .facts import (LOOP_GET_STATUS64, NFSD_EXPORTS, Facts, LoopDevice, SwapEntry,
                     block_holders, describe_device, parse_exports, parse_swaps, read_facts,
                     unpack_loop_info)
-from .judge import Judge
+from .judge import UNRELIABLE_ST_DEV, Judge
 from .report import (HOST, HOW_ORDER, PIN_KINDS, PROCESS_KINDS, BusyReport, Copy, Pin,
                      describe_pin, explain, shown, who)
 from .scan import (MAX_WORKERS, PARALLEL_MIN_PROCESSES, MapEntry, ProcRecord, Scan,
@@ -56,10 +60,6 @@ from .scan import (MAX_WORKERS, PARALLEL_MIN_PROCESSES, MapEntry, ProcRecord, Sc
 from .target import Target, TargetSpec, parse_target, resolve
 from .world import Index, NsView, World, families, fs_dentry
 
-# st_dev of these filesystems is not the device mountinfo shows (btrfs subvolumes have their
-# own anonymous devices; overlayfs reports the lower/upper fs for files), so the cheap device
-# filter would miss pins. For them every fd is statx()ed for its mount id instead.
-UNRELIABLE_ST_DEV = frozenset({"btrfs", "overlay", "bcachefs", "zfs", "aufs"})
 
 # Kernel interfaces, not mounts of the guest's own: `busy --all` skips them.
 PSEUDO_FS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "devtmpfs",
@@ -80,7 +80,10 @@ def _gather(layout: Layout,
         devs = {t.dev for t in targets}
         full = any(t.fstype in UNRELIABLE_ST_DEV for t in targets)
         # Not ourselves: our cwd may well be on the target (`busy .`).
-        scan = scan_processes(devs, full=full, exclude={os.getpid()})
+        # Device nodes worth matching by st_rdev: the targets, and every bound loop device
+        # (a process holding one open decides what its loop pin's fix is).
+        nodes = devs | {lo.rdev for lo in facts.loops if lo.rdev is not None}
+        scan = scan_processes(devs, full=full, exclude={os.getpid()}, nodes=nodes)
         world.add_processes(scan)
         world.read_all()
         return world, Judge(world, scan, facts, full), targets
@@ -100,16 +103,46 @@ def find_pins(target: str, layout: Layout) -> BusyReport:
 
 
 def find_residue(identity: Target, layout: Layout) -> BusyReport:
-    """After a lazy umount: what still holds the filesystem that `identity` (a target resolved
-    before the umount) named. Every surviving copy is a leak; detached holders are listed."""
-    t = Target(identity.spec, identity.major, identity.minor, identity.root, None,
-               identity.guest, identity.guest_path, identity.fstype, identity.source,
-               residue=True)
-    world, judge, _ = _gather(layout, lambda w: [t])
+    """After an umount (lazy or not): what still holds the filesystem that `identity` (a
+    target resolved before the umount) named. Every surviving copy is a leak; detached
+    holders are listed."""
+    return find_residues([identity], layout)[0]
+
+
+def find_residues(identities: list[Target], layout: Layout) -> list[BusyReport]:
+    """find_residue for several filesystems at once (a destroyed guest's mounts), from one
+    pass over /proc. One report per identity, in order."""
+    ts = [Target(i.spec, i.major, i.minor, i.root, None, i.guest, i.guest_path, i.fstype,
+                 i.source, residue=True) for i in identities]
+    if not ts:
+        return []
+    world, judge, _ = _gather(layout, lambda w: ts)
     try:
-        return judge.report(t)
+        return [judge.report(t) for t in ts]
     finally:
         world.close()
+
+
+def guest_identities(layout: Layout, names: list[str]) -> dict[str, list[Target]]:
+    """Each named guest's own mounts (as guest_mounts finds them), resolved before a destroy,
+    so that what survives it can be followed afterwards: name -> targets (none for a guest
+    whose namespace is not held). One World for the whole batch."""
+    world = World(layout)
+    try:
+        out: dict[str, list[Target]] = {n: [] for n in names}
+        for t in guest_mounts(world, set(names)):
+            out[t.guest or ""].append(t)
+        return out
+    finally:
+        world.close()
+
+
+def residue_left(report: BusyReport) -> list[dict]:
+    """What keeps a filesystem alive after an unmount that succeeded, as JSON rows:
+    {how, pid, comm, mnt_ns, guest, path} (pid and comm None for a namespace held by a file,
+    a swap, a loop device and the like)."""
+    return [{"how": p.how, "pid": p.pid, "comm": p.comm, "mnt_ns": p.namespace,
+             "guest": p.guest, "path": p.path} for p in report.pins]
 
 
 def resolve_target(target: str, layout: Layout) -> Target:
@@ -121,15 +154,17 @@ def resolve_target(target: str, layout: Layout) -> Target:
         world.close()
 
 
-def guest_mounts(world: World) -> list[Target]:
-    """Every mount a guest has of its own: not its root, not a kernel interface, and not one
-    it inherited from its rootfs (the host has the same filesystem at rootfs + path)."""
+def guest_mounts(world: World, names: set[str] | None = None) -> list[Target]:
+    """Every mount a guest (of `names`, default all) has of its own: not its root, not a
+    kernel interface, and not one it inherited from its rootfs (the host has the same
+    filesystem at rootfs + path)."""
     own = world.views[world.own]
     assert own.table is not None
     host_keys = {(m.mountpoint, m.major, m.minor, m.root) for m in own.table}
-    world.read_all(only=world.guest_by_mnt)
+    wanted = {i: n for i, n in world.guest_by_mnt.items() if names is None or n in names}
+    world.read_all(only=wanted)
     out = []
-    for ino, name in sorted(world.guest_by_mnt.items(), key=lambda x: x[1]):
+    for ino, name in sorted(wanted.items(), key=lambda x: x[1]):
         v = world.views[ino]
         if v.table is None:
             continue
@@ -156,7 +191,8 @@ def audit_all(layout: Layout) -> list[BusyReport]:
 
 __all__ = [
     # the entry points
-    "audit_all", "find_pins", "find_residue", "guest_mounts", "resolve_target",
+    "audit_all", "find_pins", "find_residue", "find_residues", "guest_identities",
+    "guest_mounts", "residue_left", "resolve_target",
     "PSEUDO_FS", "UNRELIABLE_ST_DEV",
     # re-exported from the modules that own them (see the module docstring)
     "BusyReport", "Copy", "HOST", "HOW_ORDER", "PIN_KINDS", "PROCESS_KINDS", "Pin",

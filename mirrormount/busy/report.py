@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 PROCESS_KINDS = ("cwd", "root", "exe", "fd", "mmap")
 PIN_KINDS = (*PROCESS_KINDS, "submount", "leaked-copy", "detached", "swap", "loop", "nfsd-export",
-             "holder")
+             "holder", "binfmt", "fanotify", "io_uring")
 HOST = "host"
 
 # A report lists its pins in PIN_KINDS order.
@@ -135,10 +135,23 @@ def describe_pin(pin: Pin) -> str:
     if pin.how == "swap":
         return f"{pin.path} on it is in use as swap (swapoff {pin.path})"
     if pin.how == "loop":
-        return (f"{pin.path} on it backs loop device {pin.detail or '?'}"
-                f" (losetup -d {pin.detail or 'LOOPDEV'})")
+        # detail: "/dev/loopN", or "/dev/loopN: FIX" when the judge read the loop device's
+        # state (autoclear already set, or a swap, mount or process still using it).
+        dev, _, fix = (pin.detail or "?").partition(": ")
+        return (f"{pin.path} on it backs loop device {dev}"
+                f" ({fix or 'losetup -d ' + (dev if dev != '?' else 'LOOPDEV')})")
     if pin.how == "nfsd-export":
         return f"{pin.path} is exported by nfsd (exportfs -u)"
+    if pin.how == "binfmt":
+        return (f"binfmt_misc entry {pin.detail or '?'} keeps its interpreter {pin.path} open "
+                f"(flag F) (echo -1 > /proc/sys/fs/binfmt_misc/{pin.detail or 'NAME'})")
+    if pin.how == "fanotify":
+        return (f"{who(pin)} has a fanotify mark on {pin.path}; its unread events hold the "
+                f"mount (read them or close the fanotify fd: kill {pin.pid})")
+    if pin.how == "io_uring":
+        return (f"{who(pin)} registered {pin.path} with an io_uring, which holds it even "
+                f"after its fd is closed (unregister the files or close the ring: "
+                f"kill {pin.pid})")
     if pin.how == "holder":
         return f"block device {pin.path} is stacked on its device (a dm or md holder)"
     return f"{pin.how}: {pin.path}"

@@ -23,6 +23,7 @@ from ..kernel.child import run
 from ..kernel.mountinfo import MountTable, is_under
 from ..guest.model import is_valid_name
 from ..guest.nsexec import read_own_mountinfo
+from .devices import block_device_of
 from .world import World, in_ns, stat_key
 
 _MAJMIN = re.compile(r"(\d+):(\d+)")
@@ -182,5 +183,9 @@ def _device_target(text: str, major: int, minor: int, world: World) -> Target:
     own = world.views[world.own]
     assert own.table is not None
     m = next((x for x in own.table if (x.major, x.minor) == (major, minor)), None)
+    if m is None and major != 0:
+        # btrfs shows an anonymous 0:N in mountinfo; its source still names the device
+        m = next((x for x in own.table if x.major == 0 and x.source.startswith("/dev/")
+                  and block_device_of(x.source) == (major, minor)), None)
     return Target(text, major, minor, fstype=m.fstype if m else "",
                   source=m.source if m else "")

@@ -48,7 +48,8 @@ class NsView:
     holders: list[str] = field(default_factory=list)          # for namespaces no process uses
     fd_holders: list[int] = field(default_factory=list)       # pids holding an fd to it
     via_pid: int | None = None      # its table came from /proc/PID (root of PID is ns root)
-    probes: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    # path -> (st_dev, inode, mount id) as this namespace resolves it (stat_key)
+    probes: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
     error: str | None = None
 
     @property
@@ -103,12 +104,18 @@ def _read_tables(proc_fd: int, chains: list[tuple[tuple[str, str], ...]],
     return out
 
 
-def stat_key(path: str) -> tuple[int, int] | None:
+_STATX_INO = 0x100      # linux/stat.h; st_dev comes with every statx
+
+
+def stat_key(path: str) -> tuple[int, int, int] | None:
+    """(st_dev, inode, mount id) of a path as the caller's namespace resolves it; None when
+    it names nothing. The mount id places the file on a mount even where st_dev is not the
+    device mountinfo shows (btrfs subvolumes have anonymous devices of their own)."""
     try:
-        st = os.stat(path)
+        st = sc.statx(path, mask=_STATX_INO | sc.STATX_MNT_ID)
     except (OSError, ValueError):
         return None
-    return st.st_dev, st.st_ino
+    return os.makedev(st.dev_major, st.dev_minor), st.ino, st.mnt_id
 
 
 def in_ns(chain: tuple[tuple[str, str], ...] | None,

@@ -289,12 +289,13 @@ def umount(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
     identity = None
     if lazy:
         g.record(name)
-        # Resolved before the detach: afterwards the path names nothing in the guest, and
-        # the device and fs root are what we follow to the leftovers.
-        try:
-            identity = finder.resolve_target(f"{name}:{target}", s.layout)
-        except UsageError:
-            identity = None   # not a path in the guest: umount says so below
+    # Resolved before the unmount (lazy or not): afterwards the path names nothing in the
+    # guest, and the device and fs root are what we follow to the leftovers: a copy in a
+    # namespace propagation does not reach keeps the filesystem alive though umount succeeds.
+    try:
+        identity = finder.resolve_target(f"{name}:{target}", s.layout)
+    except (UsageError, OSError, OperationError):
+        identity = None   # not a path in the guest: umount says so below
     try:
         g.umount(name, target, lazy=lazy, wait=wait)
     except UmountBusy as busy:
@@ -308,11 +309,26 @@ def umount(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
                     + (f" ({report.uninspected} process(es) could not be inspected)"
                        if report and report.uninspected else ""))
         raise BusyError(text) from None
+    report = None
+    if identity is not None:
+        try:
+            report = finder.find_residue(identity, s.layout)
+        except (OSError, OperationError):
+            if lazy:
+                raise
+            report = None     # the unmount itself succeeded: a failed look after is no error
+    left = finder.residue_left(report) if report is not None else []
     if not lazy:
+        # Unmounted, exit 0; but say so when a copy still keeps the filesystem alive.
+        if want_json(ctx, json_local):
+            emit_json({"guest": name, "target": target, "left": left})
+        elif left and report is not None:
+            typer.echo(finder.explain(report, name, target,
+                                      f"warning: unmounted {target} in {name}, but the "
+                                      "filesystem is still held"), err=True)
         return
-    report = finder.find_residue(identity, s.layout) if identity is not None else None
     if want_json(ctx, json_local):
-        emit_json(report.to_json() if report is not None else None)
+        emit_json(dict(report.to_json(), left=left) if report is not None else None)
     elif report is not None and report.pins:
         typer.echo(finder.explain(report, name, target,
                                   f"detached {target} in {name}, but the filesystem is "
@@ -401,6 +417,9 @@ def destroy(ctx: typer.Context,
             typer.echo("".join(render(p) for p in plans), nl=False)
         return
     done: list[str] = []
+    # The guests' own mounts, resolved before they go: a host process camped in a mirror
+    # keeps such a filesystem alive, detached, after the destroy (reported at the end).
+    identities = _destroy_identities(settings(ctx).layout, names)
     for n in names:
         try:
             # A stop lands between two steps (teardown steps are idempotent: destroy again
@@ -415,8 +434,43 @@ def destroy(ctx: typer.Context,
             if not done or not rest or isinstance(exc, SystemExit):
                 raise
             raise PartlyDone("destroy", exc, done, rest) from exc
+    residue = _destroy_residue(settings(ctx), identities)
     if want_json(ctx, json_local):
-        emit_json([{"name": n, "destroyed": True} for n in done])
+        emit_json([{"name": n, "destroyed": n in done, "left": residue.get(n, [])}
+                   for n in names])
+
+
+def _destroy_identities(layout, names: List[str]) -> dict:
+    """Each guest's own mounts before destroy (busy/finder.guest_identities); none when
+    they cannot be read: the destroy itself must not depend on it."""
+    from ..busy import finder
+    try:
+        return finder.guest_identities(layout, list(names))
+    except (UsageError, OSError, OperationError):
+        return {}
+
+
+def _destroy_residue(s, identities: dict) -> dict[str, list[dict]]:
+    """After destroy: what still keeps one of the guests' filesystems alive (a process
+    camped in a mirror holds it detached), from one /proc pass for the whole batch. Warned
+    on stderr; returned (name -> rows) for the JSON."""
+    flat = [(n, t) for n, ts in identities.items() for t in ts]
+    if not flat:
+        return {}
+    from ..busy import finder
+    left: dict[str, list[dict]] = {}
+    try:
+        reports = finder.find_residues([t for _, t in flat], s.layout)
+    except (OSError, OperationError):
+        return {}     # the guests are destroyed: a failed look after is no error
+    for (name, ident), rep in zip(flat, reports):
+        left.setdefault(name, []).extend(dict(row, guest_path=ident.guest_path)
+                                         for row in finder.residue_left(rep))
+        if rep.pins and not s.json:
+            typer.echo(finder.explain(rep, name, ident.guest_path,
+                                      f"warning: destroyed {name}, but its filesystem at "
+                                      f"{ident.guest_path} is still held"), err=True)
+    return left
 
 
 @app.command()
