@@ -45,6 +45,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sandboxed import outside_sandbox, sandbox_argv, unpack_source  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results" / "create.md"
@@ -458,21 +461,13 @@ def phase_shell(args: argparse.Namespace) -> dict:
 
 
 SRC = "/tmp/bench-src"     # in the sandbox's own tmpfs
+MARKER = "/.mirrormount-bench-sandbox"
 
 
 def inside(args: argparse.Namespace) -> int:
-    if os.getpid() > 10 or not os.path.exists("/.mirrormount-bench-sandbox"):
-        # Refuse to run anywhere but in the sandbox our outer half started.
-        print("bench: --inside must only run inside mirrormount.sandbox", file=sys.stderr)
+    if outside_sandbox(MARKER):
         return 2
-    import tarfile
-    data = sys.stdin.buffer.read()
-    os.makedirs(SRC, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(SRC)
-    sys.path.insert(0, SRC)
-    os.environ["PYTHONPATH"] = SRC
-    os.chdir("/tmp")   # `python -c` / `-m` put the cwd first on sys.path: not the work tree
+    unpack_source(SRC)
     res = phase_mm(args) if args.inside == "mm" else phase_shell(args)
     print(json.dumps(res))
     return 0
@@ -517,8 +512,7 @@ def run_phase(phase: str, args: argparse.Namespace) -> dict:
     inner = [sys.executable, str(Path(__file__).resolve()), "--inside", phase,
              "--points", ",".join(map(str, args.points)), "--samples", str(args.samples),
              "--host-mounts", str(args.host_mounts)]
-    cmd = [sys.executable, "-m", "mirrormount.sandbox", "--propagation", args.propagation, "--",
-           "/bin/sh", "-c", 'touch /.mirrormount-bench-sandbox && exec "$@"', "sh", *inner]
+    cmd = sandbox_argv(MARKER, inner, args.propagation)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     log(f"starting sandbox for phase {phase} (/ {args.propagation})")
     cp = subprocess.run(cmd, cwd=REPO, env=env, input=args.snapshot, stdout=subprocess.PIPE)

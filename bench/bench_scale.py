@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import io
 import json
 import os
 import signal
@@ -60,6 +59,7 @@ from typing import Self, TypeVar
 # The sibling benchmark's helpers: the source snapshot, host padding, the CLI's environment.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_create as bc
+from sandboxed import outside_sandbox, sandbox_argv, unpack_source
 
 REPO = bc.REPO
 RESULTS = REPO / "bench" / "results" / "scale.md"
@@ -363,18 +363,9 @@ def phase(args: argparse.Namespace) -> dict:
 
 
 def inside(args: argparse.Namespace) -> int:
-    if os.getpid() > 10 or not os.path.exists(MARKER):
-        # Never anywhere but in the sandbox our outer half started.
-        print("bench: --inside must only run inside mirrormount.sandbox", file=sys.stderr)
+    if outside_sandbox(MARKER):
         return 2
-    import tarfile
-    data = sys.stdin.buffer.read()
-    os.makedirs(SRC, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(SRC)
-    sys.path.insert(0, SRC)
-    os.environ["PYTHONPATH"] = SRC
-    os.chdir("/tmp")   # `python -m` puts the cwd first on sys.path: not the work tree
+    unpack_source(SRC)
     print(json.dumps(phase(args)))
     return 0
 
@@ -420,8 +411,7 @@ def run_sandbox(args: argparse.Namespace, ns: str) -> dict:
              "--pin-every", str(args.pin_every), "--fuser-sample", str(args.fuser_sample),
              "--batch", str(args.batch), "--ns", ns]
     # The marker is created in the sandbox's own tmpfs root, never on this machine.
-    cmd = [sys.executable, "-m", "mirrormount.sandbox", "--propagation", args.propagation, "--",
-           "/bin/sh", "-c", f'touch {MARKER} && exec "$@"', "sh", *inner]
+    cmd = sandbox_argv(MARKER, inner, args.propagation)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:

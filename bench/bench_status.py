@@ -31,6 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sandboxed import outside_sandbox, sandbox_argv  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "status.md"
 MARKER = "/.mirrormount-status-sandbox"
@@ -70,8 +73,7 @@ def measure(g, samples: int) -> dict:
 
 
 def inside(args: argparse.Namespace) -> int:
-    if os.getpid() > 10 or not os.path.exists(MARKER):
-        print("bench: --inside runs only inside mirrormount.sandbox", file=sys.stderr)
+    if outside_sandbox(MARKER):
         return 2
     from mirrormount.guest.guests import Guests
     from mirrormount.guest.model import CreateRequest, Layout
@@ -118,8 +120,7 @@ def outside(args: argparse.Namespace) -> int:
         return 2
     inner = [sys.executable, str(Path(__file__).resolve()), "--inside", "--guests",
              str(args.guests), "--samples", str(args.samples)]
-    cmd = [sys.executable, "-m", "mirrormount.sandbox", "--", "/bin/sh", "-c",
-           f'touch {MARKER} && exec "$@"', "sh", *inner]
+    cmd = sandbox_argv(MARKER, inner)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     p = subprocess.Popen(cmd, cwd="/tmp", env=env, stdout=subprocess.PIPE)
     try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from ..kernel import syscalls as sc
 from ..kernel.child import Child
+from ..kernel.procfs import read_to_end
 
 # The link text of an nsfs file for a mount namespace: /proc/PID/fd/N, or an nsfs mount's root.
 NSFS_MNT = re.compile(r"mnt:\[(\d+)\]")
@@ -269,12 +270,7 @@ def _scan_maps(pid: int, name: str, proc_fd: int, devices: list[tuple[int, int]]
     except OSError:
         return
     try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 17)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        data = read_to_end(fd, 1 << 17)
     except PermissionError:
         out.denied.add(pid)
         return
@@ -282,7 +278,7 @@ def _scan_maps(pid: int, name: str, proc_fd: int, devices: list[tuple[int, int]]
         return
     finally:
         os.close(fd)
-    text = b"".join(chunks).decode(errors="surrogateescape")
+    text = data.decode(errors="surrogateescape")
     seen: set[str] = set()
     for e in maps_on_devices(text, devices):
         if e.path in seen:

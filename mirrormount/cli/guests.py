@@ -434,8 +434,9 @@ def destroy(ctx: typer.Context,
             if not done or not rest or isinstance(exc, SystemExit):
                 raise
             raise PartlyDone("destroy", exc, done, rest) from exc
-    residue = _destroy_residue(settings(ctx), identities)
-    if want_json(ctx, json_local):
+    as_json = want_json(ctx, json_local)
+    residue = _destroy_residue(settings(ctx).layout, identities, warn=not as_json)
+    if as_json:
         emit_json([{"name": n, "destroyed": n in done, "left": residue.get(n, [])}
                    for n in names])
 
@@ -450,7 +451,7 @@ def _destroy_identities(layout, names: List[str]) -> dict:
         return {}
 
 
-def _destroy_residue(s, identities: dict) -> dict[str, list[dict]]:
+def _destroy_residue(layout, identities: dict, warn: bool) -> dict[str, list[dict]]:
     """After destroy: what still keeps one of the guests' filesystems alive (a process
     camped in a mirror holds it detached), from one /proc pass for the whole batch. Warned
     on stderr; returned (name -> rows) for the JSON."""
@@ -460,13 +461,13 @@ def _destroy_residue(s, identities: dict) -> dict[str, list[dict]]:
     from ..busy import finder
     left: dict[str, list[dict]] = {}
     try:
-        reports = finder.find_residues([t for _, t in flat], s.layout)
+        reports = finder.find_residues([t for _, t in flat], layout)
     except (OSError, OperationError):
         return {}     # the guests are destroyed: a failed look after is no error
     for (name, ident), rep in zip(flat, reports):
         left.setdefault(name, []).extend(dict(row, guest_path=ident.guest_path)
                                          for row in finder.residue_left(rep))
-        if rep.pins and not s.json:
+        if rep.pins and warn:
             typer.echo(finder.explain(rep, name, ident.guest_path,
                                       f"warning: destroyed {name}, but its filesystem at "
                                       f"{ident.guest_path} is still held"), err=True)

@@ -30,6 +30,7 @@ from . import child
 from . import syscalls as sc
 from .mountinfo import Mount, MountTable
 from .mountns import NOT_HERE, record, switched_off, unique_mounts
+from .procfs import read_to_end
 
 
 @dataclass(frozen=True)
@@ -217,13 +218,7 @@ def open_mountinfo(ns_path: str | None, proc: str = "/proc") -> int:
 
 def _read_fd(fd: int) -> MountTable:
     os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
-    while True:
-        data = os.read(fd, 1 << 16)
-        if not data:
-            break
-        chunks.append(data)
-    return MountTable.parse(b"".join(chunks).decode("utf-8", "surrogateescape"))
+    return MountTable.parse(read_to_end(fd).decode("utf-8", "surrogateescape"))
 
 
 class PollSource:

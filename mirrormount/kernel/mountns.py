@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from . import syscalls as sc
 from .child import run
 from .mountinfo import Mount, MountTable, parse
+from .procfs import pids
 
 NOT_HERE = (errno.ENOSYS, errno.EINVAL, errno.ENOTTY, errno.EOPNOTSUPP)
 _NSFS_MNT = re.compile(r"mnt:\[(\d+)\]")
@@ -140,10 +141,6 @@ def walked(proc: str = "/proc") -> Iterator[list[tuple[MountNs, int]]]:
 
 
 # ============================================================================ the /proc way
-def _pids(proc: str) -> list[int]:
-    return [int(d) for d in os.listdir(proc) if d.isdigit()]
-
-
 def scan_proc(proc: str = "/proc", fds: bool = True) -> list[MountNs]:
     """The fallback: namespaces of processes, of fds (when fds) and of nsfs binds in the
     tables we can read through a process (see the module docstring for what it misses)."""
@@ -151,7 +148,7 @@ def scan_proc(proc: str = "/proc", fds: bool = True) -> list[MountNs]:
     pid_of: dict[int, int | None] = {}
     path_of: dict[int, str] = {own_ino: f"{proc}/self/ns/mnt"}
     held: dict[int, list[str]] = {own_ino: ["this process"]}
-    for pid in _pids(proc):
+    for pid in pids(proc):
         try:
             ino = os.stat(f"{proc}/{pid}/ns/mnt").st_ino
         except OSError:

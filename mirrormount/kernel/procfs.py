@@ -56,6 +56,15 @@ def parse_status(status_text: str) -> dict[str, str]:
     return out
 
 
+def read_to_end(fd: int, chunk: int = 1 << 16) -> bytes:
+    """Everything left to read on fd, in chunks of `chunk` bytes (a /proc file has no size to
+    ask for: st_size is 0). OSError as os.read raises it."""
+    parts = []
+    while data := os.read(fd, chunk):
+        parts.append(data)
+    return b"".join(parts)
+
+
 def read_text(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
