@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,11 +52,13 @@ class Kernel:
         return version
 
 
-def cache_dir(env: dict[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    if env.get("KERNEL_CACHE"):
-        return Path(env["KERNEL_CACHE"])
-    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "/root")) / ".cache")
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """KERNEL_CACHE, else $XDG_CACHE_HOME/mirrormount-kernels, else ~/.cache/...; env
+    defaults to os.environ."""
+    e: Mapping[str, str] = os.environ if env is None else env
+    if e.get("KERNEL_CACHE"):
+        return Path(e["KERNEL_CACHE"])
+    base = e.get("XDG_CACHE_HOME") or str(Path(e.get("HOME", "/root")) / ".cache")
     return Path(base) / "mirrormount-kernels"
 
 

@@ -5,7 +5,7 @@ For each kernel series in KERNELS (default "6.1 6.12", one after the other: TCG 
 CPUs busy): fetch the kernel (kernels.py, cached), build an initramfs (initramfs.py), boot it
 (qemu.py) with this machine's / as a read-only root under a tmpfs overlay, and run
 
-    PYTHON -m pytest -q -p no:cacheprovider $KERNEL_TEST_ARGS     (default: -m kernels vm-tests)
+    PYTHON -m pytest -q -p no:cacheprovider $KERNEL_TEST_ARGS     (default: -v -m kernels vm-tests)
 
 in this repository inside the guest. Every vm-test runs in both sandbox modes (private and
 rshared) as on the host. The guest prints its `uname -r`; this prints pytest's summary line
@@ -36,7 +36,8 @@ import kernels  # noqa: E402
 import qemu  # noqa: E402
 from mirrormount.kernel.removal import remove_tree  # noqa: E402
 
-DEFAULT_ARGS = "-m kernels vm-tests"
+# -q (always given) and -v cancel out: one line per test file, so a CI log shows progress.
+DEFAULT_ARGS = "-v -m kernels vm-tests"
 
 
 def guest_env(python: str) -> dict[str, str]:
