@@ -105,6 +105,12 @@ def _machine_mounts() -> set[str]:
         return set(f.read().splitlines())
 
 
+def pytest_configure(config):
+    # `make kernel-test` runs this subset on every kernel under QEMU (README: "Other kernels").
+    config.addinivalue_line("markers", "kernels: also run on Debian's 6.1 and 6.12 kernels "
+                                       "under QEMU (make kernel-test)")
+
+
 @pytest.fixture(params=PROPAGATIONS)
 def sandbox(request):
     if os.geteuid() != 0:

@@ -48,6 +48,7 @@ def test_hostname_example(sandbox):
 
 
 # ---------------------------------------------------------------- both directions
+@pytest.mark.kernels
 def test_host_mount_appears_in_guest(sandbox):
     create(sandbox, "c1")
     sandbox.sh("mkdir -p /tmp/h && mount -t tmpfs hostside /container/c1/tmp/h "
@@ -56,6 +57,7 @@ def test_host_mount_appears_in_guest(sandbox):
     assert guest_sh(sandbox, "c1", "cat /tmp/h/f").stdout.strip() == "from-host"
 
 
+@pytest.mark.kernels
 def test_guest_mount_appears_on_host(sandbox):
     create(sandbox, "c1")
     guest_sh(sandbox, "c1", "mkdir -p /tmp/g && mount -t tmpfs guestside /tmp/g "
@@ -213,6 +215,7 @@ CHECKSUM = ("find /srv /mnt /tmp /root /home /media /etc -xdev -printf '%p %y %m
             "| sha256sum")
 
 
+@pytest.mark.kernels
 def test_destroy_leaves_nothing_and_host_files_unchanged(sandbox):
     sandbox.sh("mkdir -p /srv/data && echo precious > /srv/data/file && "
                "ln -s /srv/data /srv/link")

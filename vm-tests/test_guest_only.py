@@ -125,6 +125,7 @@ def test_guest_only_mount_is_invisible_and_unpinnable(sandbox, loop_ext4):
     assert sb.mm("umount", "c1", "/mnt/x").returncode == 0
 
 
+@pytest.mark.kernels
 def test_guest_only_shows_in_list_and_status_and_goes_at_umount(sandbox):
     sb = sandbox
     create(sb, "c1")

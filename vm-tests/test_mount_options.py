@@ -138,6 +138,7 @@ def test_per_mount_attributes_of_a_new_filesystem(sandbox):
     assert r.returncode != 0 and "Too many levels of symbolic links" in r.stderr, r.stderr
 
 
+@pytest.mark.kernels
 def test_per_mount_attributes_of_a_bind_set_and_cleared(sandbox):
     sb = sandbox
     create(sb)
@@ -159,6 +160,7 @@ def test_per_mount_attributes_of_a_bind_set_and_cleared(sandbox):
         assert not {"relatime", "noatime"} & side["opts"], side
 
 
+@pytest.mark.kernels
 def test_superblock_flags_and_filesystem_data_of_a_new_filesystem(sandbox):
     sb = sandbox
     create(sb)
