@@ -26,6 +26,11 @@ SINCE = {
     "statmount": (6, 8),                 # syscall 457
     "STATX_MNT_ID_UNIQUE": (6, 8),       # statx mask 0x4000
     "STATMOUNT_SB_SOURCE": (6, 13),      # mountquery needs the source: statmount path from here
+    # kernel/probes.py's rows (doctor's interface table), as named there:
+    "unique mount ids": (6, 8),          # STATX_MNT_ID_UNIQUE, again, through kernel/mountns.py
+    "listmount/statmount": (6, 11),      # listmount of a namespace by its id (NS_MNT_GET_INFO)
+    "namespace walk": (6, 12),           # NS_MNT_GET_NEXT
+    "fanotify mount events": (6, 15),    # FAN_MARK_MNTNS, FAN_MNT_ATTACH/DETACH
 }
 
 
@@ -125,3 +130,28 @@ def test_repair_rejoins_by_move_mount_set_group_and_confinement_holds(sandbox):
     r = guest_sh(sb, "c2", "mount --make-rprivate /", check=False)
     assert r.returncode != 0 and "ermission denied" in r.stderr, r.stderr
     assert sb.mm("--json", "status", "c2").json["mirror_intact"] is True
+
+
+INTERFACES = r"""
+import json
+from mirrormount.kernel import probes
+print(json.dumps([[i.name, i.available, i.note] for i in probes.interfaces()]))
+"""
+
+
+@pytest.mark.kernels
+def test_mount_namespace_interfaces_are_there_exactly_from_their_kernel(sandbox):
+    """The busy scan's and `watch --mounts`' newer interfaces (kernel/probes.py): each is
+    offered from its version on and its fallback taken below it. The namespace walk is the
+    one exception the kernel makes on purpose: from 6.12 it exists but refuses (EPERM) a
+    caller outside the initial pid namespace, which probes names instead of failing."""
+    r = sandbox.run([sys.executable, "-c", INTERFACES], timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = {name: (available, note) for name, available, note in json.loads(r.stdout)}
+    assert set(rows) == {"unique mount ids", "listmount/statmount", "namespace walk",
+                         "fanotify mount events"}
+    for name, (available, note) in rows.items():
+        if name == "namespace walk" and has(name) and not available:
+            assert note and "EPERM" in note, (platform.release(), name, note)
+            continue
+        assert available is has(name), (platform.release(), name, available, note)
