@@ -186,6 +186,10 @@ def mount(ctx: typer.Context, name: str = typer.Argument(...),
           bind: bool = typer.Option(False, "--bind", help="Bind a host path."),
           guest_only: bool = typer.Option(False, "--guest-only",
                                           help="Keep the mount out of the host mirror."),
+          mkdir: bool = typer.Option(False, "--mkdir",
+                                     help="Create TARGET and its missing parents (mode 0755) "
+                                          "inside the guest's root; removed again if the "
+                                          "mount fails."),
           dry_run: bool = DRY_RUN, json_local: bool = JSON_OPT) -> None:
     """Mount into a guest through its mirror. TARGET is resolved inside the guest's root.
 
@@ -196,9 +200,9 @@ def mount(ctx: typer.Context, name: str = typer.Argument(...),
     if dry_run:
         from ..guest.ops import render
         typer.echo(render(g.plan_mount(name, source, target, fstype, options, bind,
-                                       guest_only)), nl=False)
+                                       guest_only, mkdir)), nl=False)
         return
-    done = g.mount(name, source, target, fstype, options, bind, guest_only)
+    done = g.mount(name, source, target, fstype, options, bind, guest_only, mkdir)
     if want_json(ctx, json_local):
         emit_json(done.to_json())
     elif done.redirected:

@@ -290,6 +290,30 @@ class MountInto(Op):
         return lines + [cmd]
 
 
+@dataclass(frozen=True, eq=False)
+class MakeTarget(Op):
+    """`mount --mkdir`: TARGET's missing directories (mode 0755), made one by one under
+    ``parent`` (resolved inside the guest's root when planning) with the mirror, or for
+    --guest-only the guest's own /, as root (guest/mkdirs.py). Undone by removing them."""
+
+    name: str = ""
+    mirror: str = ""
+    holder: str = ""            # the guest's mnt nsfs file, when made in the guest
+    parent: str = ""            # guest path, resolved
+    names: tuple[str, ...] = ()
+
+    def shell(self) -> list[str]:
+        path = posixpath.join(self.parent, *self.names)
+        if self.holder:
+            return ["# missing directories of TARGET, inside the guest's root (guest-only: "
+                    "made where the guest sees them)",
+                    f"nsenter --mount={shlex.quote(self.holder)} mkdir -p -m 0755 "
+                    + shlex.quote(path)]
+        where = self.mirror.rstrip("/") + path
+        return ["# missing directories of TARGET, inside the guest's root: in the mirror, "
+                "which the guest shares", f"mkdir -p -m 0755 {shlex.quote(where)}"]
+
+
 def typed_path(target: str) -> str:
     """TARGET as typed, made absolute and lexically normal: what it names if no symlink is
     in the way."""
