@@ -18,7 +18,6 @@ mounts to make once the guest exists. Pure: text in, frozen records out (tomllib
 """
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -94,6 +93,7 @@ def _checked(validate: Callable[[Any], T], value: object, where: str, key: str) 
 
 def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
     """Validate everything up front: a bad recipe is a usage error and changes nothing."""
+    import tomllib      # here: every create builds a Recipe, few parse one (start-up cost)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
