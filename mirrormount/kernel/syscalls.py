@@ -25,6 +25,16 @@ from ..errors import KernelError
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
+
+def library_loads(soname: str) -> bool:
+    """Whether the dynamic loader finds and loads the shared library `soname` (dlopen(3),
+    its standard search: the ld.so cache, LD_LIBRARY_PATH, the default directories)."""
+    try:
+        ctypes.CDLL(soname)
+    except OSError:
+        return False
+    return True
+
 # Syscall numbers differ per architecture; the new mount API (428+) is shared by all of them.
 _SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {"unshare": 272, "setns": 308, "pivot_root": 155, "statx": 332, "open_tree": 428,
