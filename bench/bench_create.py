@@ -678,6 +678,10 @@ def render(facts: dict, mm: dict, sh: dict, args: argparse.Namespace, elapsed: f
     out.append(f"- CLI no slower than the shell recipe once {pmid} guests exist: "
                f"{ms(cli[1])} vs {ms(shell[1])} ms → **{'met' if t3 else 'NOT met'}**"
                f" (CLI start-up floor, `mirrormount --version`: {ms(floor)} ms).")
+    bare = st.get("python -c pass")
+    out.append(f"- `mirrormount --version` against `python -c pass` (the interpreter alone): "
+               f"{ms(floor)} vs {ms(bare)} ms, {ratio(floor, bare)}; `--version` and a plain "
+               "`create` are answered without importing typer (mirrormount/cli/fastpath.py).")
     out.append("")
 
     # ------------------------------------------------------------------ whole runs
