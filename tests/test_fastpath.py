@@ -45,6 +45,9 @@ TABLE = [
     ["create", "c1", "--", "c2"],
     ["--base", "/tmp/mm-b", "--state", "/tmp/mm-s", "create", "c1"],
     ["--base=/tmp/mm-b", "create", "c1"],
+    ["--base=", "create", "c1"],
+    ["--state", "", "create", "c1"],
+    ["create", "c1", "--rootfs=", "--hostname="],
     ["create", "c1", "c1"],
     ["create", "bad/name"],
     ["create", "host"],
@@ -102,7 +105,7 @@ def test_fast_and_typer_paths_say_the_same(argv):
 
 @pytest.mark.parametrize("env", ENVS[1:], ids=["set", "empty"])
 @pytest.mark.parametrize("argv", [["create", "c1"], ["--base", "/tmp/x", "create", "c1"],
-                                  ["create", "c1", "--dry-run"]])
+                                  ["--base=", "create", "c1"], ["create", "c1", "--dry-run"]])
 def test_base_and_state_from_the_environment_as_typer_reads_them(argv, env):
     assert run(argv, env, fast=True) == run(argv, env, fast=False)
 

@@ -60,8 +60,9 @@ def run(argv: list[str]) -> int | None:
         return None
     if not names:
         return None
-    base = globals_.get("--base") or os.environ.get("MIRRORMOUNT_BASE") or "/container"
-    state = globals_.get("--state") or os.environ.get("MIRRORMOUNT_STATE") or "/run/mirrormount"
+    # Given on the command line, even empty, it wins; else the variable, unless empty.
+    base = globals_.get("--base", os.environ.get("MIRRORMOUNT_BASE") or "/container")
+    state = globals_.get("--state", os.environ.get("MIRRORMOUNT_STATE") or "/run/mirrormount")
     try:
         _create(base, state, names, opts)
     except BaseException as exc:
