@@ -140,7 +140,14 @@ def startup_floor(samples: int, env: dict) -> dict:
         floors.insert(2, ("python -c 'import pydantic'", [py, "-c", "import pydantic"], env))
     for key, argv, e in floors:
         wall(argv, env=e)  # warm the page cache and the bytecode cache
-        res[key] = med([wall(argv, env=e) for _ in range(max(samples, 5))])
+    # Round-robin, not one command's samples in a row: on a shared machine the load moves
+    # within seconds, and each ratio (`--version` vs `python -c pass`) should see the same.
+    walls: dict[str, list[float]] = {key: [] for key, _a, _e in floors}
+    for _ in range(max(samples, 5)):
+        for key, argv, e in floors:
+            walls[key].append(wall(argv, env=e))
+    for key in walls:
+        res[key] = med(walls[key])
     res["importtime"] = importtime(["-c", "import mirrormount.cli"], env)
     return res
 
