@@ -108,6 +108,9 @@ def _sub_point(step: int, point: int) -> None:
 
 @dataclass
 class Outcome:
+    """What a run did besides its steps: the reaper's pid, nsfs-bind attempts, seconds per
+    operation kind."""
+
     reaper_pid: int | None = None
     attempts: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -115,6 +118,9 @@ class Outcome:
 
 @dataclass
 class Executor:
+    """Runs a plan's operations in order, recording an undo for each (see the module
+    docstring)."""
+
     lock: StateLock | None = None
     outcome: Outcome = field(default_factory=Outcome)
     undo: list[Callable[[], None]] = field(default_factory=list)

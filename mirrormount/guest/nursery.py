@@ -103,6 +103,9 @@ def start_nursery(op: StartNursery, checkpoint: Callable[[int], None] = lambda m
 # ------------------------------------------------------------------------------ guests
 @dataclass(frozen=True)
 class Spawned:
+    """A guest's namespaces are held: its reaper's pid (pid namespace only) and the
+    nsfs-bind attempts it took."""
+
     reaper_pid: int | None
     attempts: int
 

@@ -35,6 +35,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RecipeMount:
+    """One mount of a recipe, as `mirrormount mount` takes it."""
+
     source: str
     target: str
     fstype: str | None = None
@@ -45,6 +47,8 @@ class RecipeMount:
 
 @dataclass(frozen=True)
 class Recipe:
+    """A guest's settings and its mounts, from a TOML recipe or from create's flags."""
+
     rootfs: str = "/"
     hostname: str | None = None
     kinds: frozenset[str] = frozenset()

@@ -291,6 +291,9 @@ class _Statx(ctypes.Structure):
 
 @dataclass(frozen=True)
 class StatxResult:
+    """What statx(2) says of a path that mirrormount asks about (mount id, device,
+    attributes)."""
+
     mnt_id: int
     dev_major: int
     dev_minor: int
@@ -349,6 +352,9 @@ class _StatmountHead(ctypes.Structure):
 
 @dataclass(frozen=True)
 class StatmountResult:
+    """What statmount(2) says of one mount (Linux 6.8+): ids, device, propagation,
+    filesystem."""
+
     mnt_id_old: int
     parent_id_old: int
     dev_major: int
