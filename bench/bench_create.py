@@ -143,7 +143,14 @@ def startup_floor(samples: int, env: dict) -> dict:
         floors.insert(2, ("python -c 'import pydantic'", [py, "-c", "import pydantic"], env))
     for key, argv, e in floors:
         wall(argv, env=e)  # warm the page cache and the bytecode cache
-        res[key] = med([wall(argv, env=e) for _ in range(max(samples, 5))])
+    # Round-robin, not one command's samples in a row: on a shared machine the load moves
+    # within seconds, and each ratio (`--version` vs `python -c pass`) should see the same.
+    walls: dict[str, list[float]] = {key: [] for key, _a, _e in floors}
+    for _ in range(max(samples, 5)):
+        for key, argv, e in floors:
+            walls[key].append(wall(argv, env=e))
+    for key in walls:
+        res[key] = med(walls[key])
     res["importtime"] = importtime(["-c", "import mirrormount.cli"], env)
     return res
 
@@ -672,6 +679,10 @@ def render(facts: dict, mm: dict, sh: dict, args: argparse.Namespace, elapsed: f
     out.append(f"- CLI no slower than the shell recipe once {pmid} guests exist: "
                f"{ms(cli[1])} vs {ms(shell[1])} ms → **{'met' if t3 else 'NOT met'}**"
                f" (CLI start-up floor, `mirrormount --version`: {ms(floor)} ms).")
+    bare = st.get("python -c pass")
+    out.append(f"- `mirrormount --version` against `python -c pass` (the interpreter alone): "
+               f"{ms(floor)} vs {ms(bare)} ms, {ratio(floor, bare)}; `--version` and a plain "
+               "`create` are answered without importing typer (mirrormount/cli/fastpath.py).")
     out.append("")
 
     # ------------------------------------------------------------------ whole runs

@@ -476,6 +476,45 @@ def test_ctrl_c_at_any_moment_of_a_read_only_verb_is_one_line(sandbox, args):
     assert 130 in outcomes
 
 
+# A class body whose descriptor's __set_name__ meets the signal: Python 3.11 wraps whatever
+# __set_name__ raises in "RuntimeError: Error calling __set_name__" (a dataclass field, a
+# cached_property), which is how a Ctrl-C landing in an import once came out as a traceback.
+# Here the signal is sent from inside __set_name__, so that moment is hit every time.
+WRAPPED_STOP = r"""
+import os, signal, sys
+import mirrormount.cli
+from mirrormount.guest.guests import Guests
+
+class Sends:
+    def __set_name__(self, owner, name):
+        os.kill(os.getpid(), signal.{sig})
+
+def an_import():
+    class Imported:           # what a module's class statement does while it is imported
+        field = Sends()
+
+def app():
+    an_import()
+if sys.argv[1] == "create":   # the fast path, inside the library call
+    Guests.validate_create = lambda self, req: an_import()
+else:                         # typer's import, outside any command
+    mirrormount.cli.app = app
+from mirrormount.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("argv", [["list"], ["create", "c9"]])
+def test_a_stop_that_python_wraps_in_an_import_is_one_line(sandbox, sig, argv):
+    script = WRAPPED_STOP.replace("{sig}", signal.Signals(sig).name)
+    r = sandbox.run([sys.executable, "-c", script, *argv])
+    words = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated",
+             signal.SIGHUP: "hung up"}
+    assert (r.returncode, r.stderr) == (128 + sig, f"mirrormount: {words[sig]}\n")
+    assert sandbox.mm("list", "--json").stdout.strip() == "[]"
+
+
 def test_ctrl_c_while_watch_starts_is_one_line(sandbox):
     # A running watch ends with status 0 on Ctrl-C (its contract, vm-tests/test_watch.py);
     # before it listens, it is stopped like any verb.

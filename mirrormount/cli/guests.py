@@ -246,6 +246,10 @@ def mount(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
           bind: bool = typer.Option(False, "--bind", help="Bind a host path."),
           guest_only: bool = typer.Option(False, "--guest-only",
                                           help="Keep the mount out of the host mirror."),
+          mkdir: bool = typer.Option(False, "--mkdir",
+                                     help="Create TARGET and its missing parents (mode 0755) "
+                                          "inside the guest's root; removed again if the "
+                                          "mount fails."),
           dry_run: bool = DRY_RUN, json_local: bool = JSON_OPT) -> None:
     """Mount into a guest through its mirror. TARGET is resolved inside the guest's root.
 
@@ -255,9 +259,9 @@ def mount(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
     g = settings(ctx).guests
     if dry_run:
         show_plan(ctx, json_local, g.plan_mount(name, source, target, fstype, options, bind,
-                                                guest_only))
+                                                guest_only, mkdir))
         return
-    done = g.mount(name, source, target, fstype, options, bind, guest_only)
+    done = g.mount(name, source, target, fstype, options, bind, guest_only, mkdir)
     if want_json(ctx, json_local):
         emit_json(done.to_json())
     elif done.redirected:

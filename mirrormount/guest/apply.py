@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import signal
 import time
 from collections.abc import Callable
@@ -37,14 +38,14 @@ from ..kernel import syscalls as sc
 from ..errors import BusyError, OperationError, UsageError
 from ..kernel.mountquery import mounts_at
 from ..kernel.procfs import wait_gone
-from . import detached, guestonly, rejoin
+from . import detached, guestonly, mkdirs, rejoin
 from .mountopts import parse as parse_options
 from .nsexec import in_namespaces
 from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
-from .ops import (CopyTree, Detach, DropSelfBind, JoinGroup, MakeDir, MountGuestOnly,
-                  MountInto, MountTmpfs, Op, Propagate, RBind, RecoverGuestOnly, ReleaseNsFile,
-                  RemoveDir, RemoveFile, SetPropagation, SpawnGuest, StartNursery,
-                  StopProcesses, UmountIn, Unmount, WriteRecord)
+from .ops import (CopyTree, Detach, DropSelfBind, JoinGroup, MakeDir, MakeTarget,
+                  MountGuestOnly, MountInto, MountTmpfs, Op, Propagate, RBind,
+                  RecoverGuestOnly, ReleaseNsFile, RemoveDir, RemoveFile, SetPropagation,
+                  SpawnGuest, StartNursery, StopProcesses, UmountIn, Unmount, WriteRecord)
 from .state import StateLock, write_atomic
 
 PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
@@ -107,6 +108,9 @@ def _sub_point(step: int, point: int) -> None:
 
 @dataclass
 class Outcome:
+    """What a run did besides its steps: the reaper's pid, nsfs-bind attempts, seconds per
+    operation kind."""
+
     reaper_pid: int | None = None
     attempts: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -114,6 +118,9 @@ class Outcome:
 
 @dataclass
 class Executor:
+    """Runs a plan's operations in order, recording an undo for each (see the module
+    docstring)."""
+
     lock: StateLock | None = None
     outcome: Outcome = field(default_factory=Outcome)
     undo: list[Callable[[], None]] = field(default_factory=list)
@@ -200,6 +207,14 @@ class Executor:
             remove_empty_dir(op.path)
         elif isinstance(op, RemoveFile):
             _unlink(op.path)
+        elif isinstance(op, MakeTarget):
+            where = f"{posixpath.join(op.parent, *op.names)} in {op.name}"
+            if op.holder:
+                made = mkdirs.make_in_guest(op.holder, op.parent, op.names, where)
+                self.undo.append(partial(mkdirs.remove_in_guest, op.holder, made))
+            else:
+                made = mkdirs.make_in_mirror(op.mirror, op.parent, op.names, where)
+                self.undo.append(partial(mkdirs.remove_in_mirror, op.mirror, made))
         elif isinstance(op, MountInto):
             self._mount_into(op, checkpoint)
         elif isinstance(op, MountGuestOnly):

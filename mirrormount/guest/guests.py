@@ -23,6 +23,7 @@ from ..kernel.mountns import ns_of_path, table_around, unique_mounts
 from ..kernel.mountquery import mounts_at, table_beside
 from ..kernel.procfs import (ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
                              read_text)
+from . import mkdirs
 from .health import RECREATE, assess
 from .reports import GuestInfo, MountResult, RepairReport, StatusReport
 from .model import CreateRequest, Layout, validate_hostname, validate_name
@@ -351,13 +352,15 @@ class Guests:
     # ------------------------------------------------------------------ mount / umount
     def plan_mount(self, name: str, source: str, target: str, fstype: str | None = None,
                    options: str | None = None, bind: bool = False,
-                   guest_only: bool = False) -> list[Op]:
+                   guest_only: bool = False, mkdir: bool = False) -> list[Op]:
         """The plan of `mirrormount mount`. Bad input raises UsageError (exit 2) here, before
         any change: a refused option (mountopts.py; for a new filesystem the kernel itself
-        judges each option, detached.check_filesystem), a missing source or target, a file
+        judges each option, detached.check_filesystem), a missing source or target (unless
+        ``mkdir``: then the plan starts with a MakeTarget step, guest/mkdirs.py), a file
         onto a directory or the reverse."""
         from . import detached, guestonly
         from .mountopts import parse
+        from .ops import MakeTarget
         from .plan import plan_mount
         rec = self.record(name)
         opts = parse(options, bind=bind)
@@ -372,23 +375,29 @@ class Guests:
             raise UsageError("mount: give the filesystem type with -t TYPE (one type; "
                              "mirrormount does not probe), or --bind")
         under = (0, 0)
+        holder = ""
         if guest_only:
             holder = self.layout.ns_file(name, "mnt")
             if not os.path.exists(holder):
                 raise OperationError(f"guest {name} is broken: its mount namespace is not "
                                      f"held ({holder})")
-            resolved, is_dir, guest_under = self._target(
-                target, where, lambda: guestonly.target_in_guest(holder, target))
+            (parent, is_dir, guest_under), names = self._target(
+                target, where, lambda p: guestonly.target_in_guest(holder, p), mkdir)
+            resolved = mkdirs.join(parent, names)
             if resolved == "/":
                 raise UsageError("mount --guest-only: not on the guest's / (it would cut "
                                  "the mirror)")
             try:
-                under = (guest_under, guestonly.host_top(rec.mirror, resolved))
+                # A directory still to make stands on the mount its parent is on.
+                under = (guest_under, guestonly.host_top(rec.mirror, parent))
             except OSError:
                 under = (guest_under, 0)    # not in the mirror: nothing can be left there
         else:
-            resolved, is_dir = self._target(target, where,
-                                            lambda: self._target_in_mirror(rec, target))
+            (parent, is_dir), names = self._target(
+                target, where, lambda p: self._target_in_mirror(rec, p), mkdir)
+            resolved = mkdirs.join(parent, names)
+        if names:
+            is_dir = True
         # A new filesystem's root is a directory; a bind is what its source is.
         wrong = detached.kind_mismatch(os.path.isdir(source) if bind else True, is_dir, where)
         if wrong is not None:
@@ -400,23 +409,47 @@ class Guests:
             except OSError as exc:
                 exc.filename2 = where + (" (guest-only)" if guest_only else "")
                 raise
-        return plan_mount(rec, self.layout, source, target, fstype, opts, bind, guest_only,
-                          resolved, under)
+        ops = plan_mount(rec, self.layout, source, target, fstype, opts, bind, guest_only,
+                         resolved, under)
+        if not names:
+            return ops
+        return [MakeTarget("--mkdir: TARGET's missing directories, made inside the guest's "
+                           "root like the mount itself; removed again if the mount fails",
+                           name, rec.mirror, holder, parent, names), *ops]
 
     @staticmethod
-    def _target(target: str, where: str, resolve: Callable[[], tuple]) -> tuple:
-        """Resolve TARGET in the guest. A target that is not there is bad input (exit 2)."""
-        try:
-            return resolve()
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                raise UsageError(f"mount: target {where} does not exist "
-                                 f"({os.strerror(exc.errno)}); nothing was changed") from None
-            if exc.errno == errno.ELOOP:
-                raise UsageError(f"mount: target {where} cannot be reached (a loop of "
-                                 "symlinks in the guest); nothing was changed") from None
-            exc.filename, exc.filename2 = where, None
-            raise
+    def _target(target: str, where: str, resolve: Callable[[str], tuple],
+                mkdir: bool = False) -> tuple[tuple, tuple[str, ...]]:
+        """Resolve TARGET in the guest: what ``resolve`` says of it, and () as nothing is to
+        be made. A target that is not there is bad input (exit 2), with a hint of --mkdir;
+        with ``mkdir``, what ``resolve`` says of its longest existing prefix instead, and
+        the names to create below it (guest/mkdirs.py)."""
+        parts = mkdirs.components(target)
+        cut = len(parts)
+        while True:
+            try:
+                found = resolve(target if cut == len(parts) else "/" + "/".join(parts[:cut]))
+                break
+            except OSError as exc:
+                if mkdir and exc.errno == errno.ENOENT and cut > 0:
+                    cut -= 1        # a missing directory: look one level up
+                    continue
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    hint = ("; use --mkdir to create it" if exc.errno == errno.ENOENT
+                            and not mkdir else "")
+                    raise UsageError(f"mount: target {where} does not exist "
+                                     f"({os.strerror(exc.errno)}); nothing was changed"
+                                     f"{hint}") from None
+                if exc.errno == errno.ELOOP:
+                    raise UsageError(f"mount: target {where} cannot be reached (a loop of "
+                                     "symlinks in the guest); nothing was changed") from None
+                exc.filename, exc.filename2 = where, None
+                raise
+        names = mkdirs.missing_names(parts[cut:], where)
+        if names and not found[1]:
+            raise UsageError(f"mount --mkdir: target {where}: {found[0]} is not a "
+                             "directory; nothing was changed")
+        return found, names
 
     @staticmethod
     def _target_in_mirror(rec: GuestRecord, target: str) -> tuple[str, bool]:
@@ -432,13 +465,14 @@ class Guests:
 
     def mount(self, name: str, source: str, target: str, fstype: str | None = None,
               options: str | None = None, bind: bool = False,
-              guest_only: bool = False) -> MountResult:
+              guest_only: bool = False, mkdir: bool = False) -> MountResult:
         require_root("mount")
         from .apply import Executor
         from .ops import MountGuestOnly, MountInto
         self.record(name)       # no such guest: said before STATE is opened
         with StateLock(self.layout.state) as lock:
-            ops = self.plan_mount(name, source, target, fstype, options, bind, guest_only)
+            ops = self.plan_mount(name, source, target, fstype, options, bind, guest_only,
+                                  mkdir)
             Executor(lock=lock).run(ops)
         op = next(o for o in ops if isinstance(o, (MountInto, MountGuestOnly)))
         resolved = op.resolved if isinstance(op, MountInto) else op.target

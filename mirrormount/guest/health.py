@@ -16,6 +16,9 @@ RECREATE = "destroy and re-create the guest to rebuild the mirror"
 
 @dataclass(frozen=True)
 class Health:
+    """The judgement of one mirror: intact or not, mount counts on each side, problems with
+    hints."""
+
     mirror_intact: bool
     mounts_host: int
     mounts_guest: int

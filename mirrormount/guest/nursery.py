@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -104,6 +103,9 @@ def start_nursery(op: StartNursery, checkpoint: Callable[[int], None] = lambda m
 # ------------------------------------------------------------------------------ guests
 @dataclass(frozen=True)
 class Spawned:
+    """A guest's namespaces are held: its reaper's pid (pid namespace only) and the
+    nsfs-bind attempts it took."""
+
     reaper_pid: int | None
     attempts: int
 
@@ -213,6 +215,7 @@ def _guest_child(op: SpawnGuest, commit_r: int,
     # from BASE/NAME on the host.
     sc.umount2(put_old, 0)
     if op.hostname:
+        import socket       # here: only for --hostname (socket costs every create start-up)
         socket.sethostname(op.hostname)
     reaper = 0
     if "pid" in op.kinds:

@@ -29,6 +29,9 @@ class Op:
 
 @dataclass(frozen=True, eq=False)
 class MakeDir(Op):
+    """mkdir -p of a directory mirrormount owns (BASE, STATE, a guest's own); undone if it
+    made it."""
+
     path: str = ""
 
     def shell(self) -> list[str]:
@@ -37,6 +40,8 @@ class MakeDir(Op):
 
 @dataclass(frozen=True, eq=False)
 class MountTmpfs(Op):
+    """A tmpfs of mirrormount's own (BASE, STATE, the nursery's holder)."""
+
     path: str = ""
     source: str = ""
     options: str = "mode=0700"
@@ -47,6 +52,9 @@ class MountTmpfs(Op):
 
 @dataclass(frozen=True, eq=False)
 class SetPropagation(Op):
+    """A propagation change on a path (MS_PRIVATE, MS_SHARED, ...), with what to restore on
+    undo."""
+
     path: str = ""
     flag: str = "private"        # private | shared | slave | unbindable
     recursive: bool = False
@@ -59,6 +67,8 @@ class SetPropagation(Op):
 
 @dataclass(frozen=True, eq=False)
 class RBind(Op):
+    """A recursive bind (the mirror: ROOTFS onto BASE/NAME)."""
+
     source: str = ""
     target: str = ""
 
@@ -176,6 +186,8 @@ class WriteRecord(Op):
 # instead, so a destroy that failed or was killed midway is completed by the next one.
 @dataclass(frozen=True, eq=False)
 class StopProcesses(Op):
+    """TERM, a grace period, then KILL, for the processes inside a guest."""
+
     pids: tuple[int, ...] = ()
     grace: float = 0.0          # seconds between TERM and KILL; 0: KILL at once
 
@@ -188,6 +200,9 @@ class StopProcesses(Op):
 
 @dataclass(frozen=True, eq=False)
 class ReleaseNsFile(Op):
+    """Detach an nsfs bind and remove its file: the namespace lives on only if something
+    else holds it."""
+
     path: str = ""
 
     def shell(self) -> list[str]:
@@ -231,6 +246,8 @@ class RemoveDir(Op):
 
 @dataclass(frozen=True, eq=False)
 class RemoveFile(Op):
+    """Remove a file mirrormount wrote (a record, a claim)."""
+
     path: str = ""
 
     def shell(self) -> list[str]:
@@ -288,6 +305,30 @@ class MountInto(Op):
         if self.resolved and self.resolved != typed_path(self.target):
             cmd += f"    # typed {self.target}: a symlink in the guest"
         return lines + [cmd]
+
+
+@dataclass(frozen=True, eq=False)
+class MakeTarget(Op):
+    """`mount --mkdir`: TARGET's missing directories (mode 0755), made one by one under
+    ``parent`` (resolved inside the guest's root when planning) with the mirror, or for
+    --guest-only the guest's own /, as root (guest/mkdirs.py). Undone by removing them."""
+
+    name: str = ""
+    mirror: str = ""
+    holder: str = ""            # the guest's mnt nsfs file, when made in the guest
+    parent: str = ""            # guest path, resolved
+    names: tuple[str, ...] = ()
+
+    def shell(self) -> list[str]:
+        path = posixpath.join(self.parent, *self.names)
+        if self.holder:
+            return ["# missing directories of TARGET, inside the guest's root (guest-only: "
+                    "made where the guest sees them)",
+                    f"nsenter --mount={shlex.quote(self.holder)} mkdir -p -m 0755 "
+                    + shlex.quote(path)]
+        where = self.mirror.rstrip("/") + path
+        return ["# missing directories of TARGET, inside the guest's root: in the mirror, "
+                "which the guest shares", f"mkdir -p -m 0755 {shlex.quote(where)}"]
 
 
 def typed_path(target: str) -> str:

@@ -18,7 +18,6 @@ mounts to make once the guest exists. Pure: text in, frozen records out (tomllib
 """
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,6 +35,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RecipeMount:
+    """One mount of a recipe, as `mirrormount mount` takes it."""
+
     source: str
     target: str
     fstype: str | None = None
@@ -46,6 +47,8 @@ class RecipeMount:
 
 @dataclass(frozen=True)
 class Recipe:
+    """A guest's settings and its mounts, from a TOML recipe or from create's flags."""
+
     rootfs: str = "/"
     hostname: str | None = None
     kinds: frozenset[str] = frozenset()
@@ -94,6 +97,7 @@ def _checked(validate: Callable[[Any], T], value: object, where: str, key: str) 
 
 def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
     """Validate everything up front: a bad recipe is a usage error and changes nothing."""
+    import tomllib      # here: every create builds a Recipe, few parse one (start-up cost)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

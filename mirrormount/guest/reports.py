@@ -10,6 +10,8 @@ from .health import Health
 
 @dataclass(frozen=True)
 class GuestInfo:
+    """One guest as list and status show it."""
+
     name: str
     mirror: str
     rootfs: str
@@ -55,6 +57,8 @@ class MountResult:
 
 @dataclass(frozen=True)
 class StatusReport:
+    """status NAME: the guest, its mirror's health and the problems found."""
+
     name: str
     mirror: str
     health: Health

@@ -22,6 +22,9 @@ RECORD_VERSION = 1
 
 @dataclass(frozen=True)
 class GuestRecord:
+    """A guest's record under STATE/NAME (atomic JSON): what create made, for the calls
+    after it."""
+
     name: str
     mirror: str
     rootfs: str

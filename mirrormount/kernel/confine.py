@@ -58,6 +58,7 @@ REFUSED_EPERM = ("open_by_handle_at",)
 # guest would be killed on its first syscall (the default action for a foreign arch).
 _COMPAT = {"x86_64": ("X86", "X32"), "aarch64": ("ARM",)}
 CAP_SYS_ADMIN = 21
+LIBSECCOMP = "libseccomp.so.2"      # the soname pyseccomp loads (Debian's libseccomp2)
 
 
 def unavailable() -> str | None:
@@ -73,10 +74,17 @@ def unavailable() -> str | None:
                 return "this kernel's seccomp cannot return an errno"
     except OSError as exc:
         return f"cannot tell whether this kernel has seccomp filters ({exc.strerror})"
-    try:
-        import pyseccomp  # noqa: F401  (ctypes inside; finds libseccomp.so.2)
-    except (ImportError, RuntimeError, OSError) as exc:
-        return f"libseccomp or its Python bindings (pyseccomp) are missing: {exc}"
+    # What importing pyseccomp checks (its module, then libseccomp through ctypes), without
+    # importing it: pyseccomp finds its libraries with ctypes.util.find_library, which runs
+    # `ldconfig -p` twice, and every create asks this (tens of ms on the CLI's hot path).
+    # The filter itself is built, with the real import, only for a process started in a
+    # guest (build_filter).
+    from importlib.util import find_spec
+    if find_spec("pyseccomp") is None:
+        return "libseccomp or its Python bindings (pyseccomp) are missing: no module pyseccomp"
+    if not sc.library_loads(LIBSECCOMP):
+        return (f"libseccomp or its Python bindings (pyseccomp) are missing: {LIBSECCOMP} "
+                "cannot be loaded")
     return None
 
 

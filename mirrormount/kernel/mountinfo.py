@@ -35,6 +35,8 @@ def escape(text: str) -> str:
 
 @dataclass(frozen=True)
 class Mount:
+    """One line of /proc/PID/mountinfo (proc(5)), parsed."""
+
     mount_id: int
     parent_id: int
     major: int

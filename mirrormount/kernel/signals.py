@@ -37,10 +37,16 @@ import os
 import select
 import signal
 import sys
-from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from types import FrameType
-from typing import Any
+
+# Annotations only: this module is imported before the signal handlers are in, and typing
+# (even for its TYPE_CHECKING), collections.abc and types would lengthen the moment when a
+# Ctrl-C is still Python's own. Type checkers take any name TYPE_CHECKING as typing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator
+    from types import FrameType
+    from typing import Any
 
 # The signals that stop the CLI, and the word that says so.
 STOPS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated",

@@ -26,6 +26,16 @@ from ..errors import KernelError
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
+
+def library_loads(soname: str) -> bool:
+    """Whether the dynamic loader finds and loads the shared library `soname` (dlopen(3),
+    its standard search: the ld.so cache, LD_LIBRARY_PATH, the default directories)."""
+    try:
+        ctypes.CDLL(soname)
+    except OSError:
+        return False
+    return True
+
 # Syscall numbers differ per architecture; the new mount API (428+) is shared by all of them.
 _SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {"unshare": 272, "setns": 308, "pivot_root": 155, "statx": 332, "open_tree": 428,
@@ -284,6 +294,9 @@ class _Statx(ctypes.Structure):
 
 @dataclass(frozen=True)
 class StatxResult:
+    """What statx(2) says of a path that mirrormount asks about (mount id, device,
+    attributes)."""
+
     mnt_id: int
     dev_major: int
     dev_minor: int
@@ -361,6 +374,9 @@ class _StatmountHead(ctypes.Structure):
 
 @dataclass(frozen=True)
 class StatmountResult:
+    """What statmount(2) says of one mount (Linux 6.8+): ids, device, propagation,
+    filesystem."""
+
     mnt_id_old: int
     parent_id_old: int
     dev_major: int
@@ -453,6 +469,7 @@ class _MntNsInfo(ctypes.Structure):
 
 @dataclass(frozen=True)
 class MntNsInfo:
+    """What NS_MNT_GET_INFO says of a mount namespace (struct mnt_ns_info, linux/nsfs.h)."""
     ns_id: int        # the namespace's 64-bit id (never reused; NS_GET_MNTNS_ID's answer)
     nr_mounts: int
 

@@ -1,0 +1,193 @@
+"""The fast path (mirrormount/cli/fastpath.py) says exactly what the typer CLI says.
+
+Each argv of the table runs twice, as the real CLI in a subprocess: once as it comes (the
+fast path answers what it recognises) and once with MIRRORMOUNT_NO_FASTPATH=1 (typer
+answers everything). stdout, stderr and the exit status must be the same. As non-root (as
+root: dropped to nobody with setpriv), so no argv here can change anything: a good create
+ends in its "needs root" refusal, the same on both paths. Real creates both ways are
+vm-tests/test_fastpath_live.py.
+
+The table is checked against the typer command itself: every option `create` and the
+global callback take must be known here (handled by the fast path, or listed as falling
+through), so an option added later is a failing test until someone decides which it is.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import typer
+
+from mirrormount.cli import app, fastpath
+
+REPO = Path(__file__).resolve().parents[1]
+AS_NOBODY = (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+              "--inh-caps=-all", "--"] if os.geteuid() == 0 else [])
+
+# Options of `create` and of the global callback that the fast path leaves to typer.
+FALLS_THROUGH = {"--recipe", "--dry-run", "--json", "-J", "--help", "-h", "--version", "-V"}
+
+TABLE = [
+    # parsed by the fast path; the library accepts or refuses the values
+    ["create", "c1"],
+    ["create", "c1", "c2", "c3"],
+    ["create", "c1", "--rootfs", "/"],
+    ["create", "--rootfs=/", "c1"],
+    ["create", "c1", "--ns", "pid,uts", "--hostname", "h"],
+    ["create", "c1", "--ns=ipc", "--propagation", "mirror+host"],
+    ["create", "c1", "--confine", "none", "--drop-caps", "sys_admin,net_admin"],
+    ["create", "c1", "--hostname", "a", "--hostname", "b"],
+    ["create", "c1", "--", "c2"],
+    ["--base", "/tmp/mm-b", "--state", "/tmp/mm-s", "create", "c1"],
+    ["--base=/tmp/mm-b", "create", "c1"],
+    ["--base=", "create", "c1"],
+    ["--state", "", "create", "c1"],
+    ["create", "c1", "--rootfs=", "--hostname="],
+    ["create", "c1", "c1"],
+    ["create", "bad/name"],
+    ["create", "host"],
+    ["create", ""],
+    ["create", "c1", "--ns", "bogus"],
+    ["create", "c1", "--propagation", "sideways"],
+    ["create", "c1", "--confine", "maybe"],
+    ["create", "c1", "--drop-caps", "no_such_cap"],
+    ["create", "c1", "--rootfs", "/no/such/dir"],
+    ["create", "c1", "--hostname", ""],
+    ["--version"],
+    ["-V"],
+    # left to typer: help, usage errors, options the fast path does not take
+    ["--version", "create", "c1"],
+    ["create"],
+    ["create", "--help"],
+    ["create", "-h"],
+    ["create", "c1", "--bogus"],
+    ["create", "c1", "--rootfs"],
+    ["create", "c1", "--rootfs", "--ns"],
+    ["create", "c1", "--root"],
+    ["create", "c1", "--json"],
+    ["create", "c1", "--dry-run"],
+    ["create", "c1", "--recipe", "/no/such.toml"],
+    ["--json", "create", "c1"],
+    ["--bogus", "create", "c1"],
+    ["--base"],
+    ["crate", "c1"],
+    ["create", "-", "c1"],
+    [],
+]
+
+ENVS = [{}, {"MIRRORMOUNT_BASE": "/tmp/mm-env-b", "MIRRORMOUNT_STATE": "/tmp/mm-env-s"},
+        {"MIRRORMOUNT_BASE": "", "MIRRORMOUNT_STATE": ""}]
+
+
+def run(argv: list[str], env: dict[str, str], fast: bool) -> tuple[int, str, str]:
+    e = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
+         "LANG": "C.UTF-8", **env}
+    if not fast:
+        e["MIRRORMOUNT_NO_FASTPATH"] = "1"
+    p = subprocess.run(AS_NOBODY + [sys.executable, "-m", "mirrormount", *argv], env=e,
+                       cwd="/", capture_output=True, text=True, timeout=120)
+    # A dry-run's record holds the time it was planned: the one thing allowed to differ.
+    return p.returncode, _CREATED.sub("<t>", p.stdout), p.stderr
+
+
+_CREATED = re.compile(r'"created": [0-9.]+')
+
+
+@pytest.mark.parametrize("argv", TABLE, ids=lambda a: " ".join(a) or "(none)")
+def test_fast_and_typer_paths_say_the_same(argv):
+    assert run(argv, {}, fast=True) == run(argv, {}, fast=False)
+
+
+@pytest.mark.parametrize("env", ENVS[1:], ids=["set", "empty"])
+@pytest.mark.parametrize("argv", [["create", "c1"], ["--base", "/tmp/x", "create", "c1"],
+                                  ["--base=", "create", "c1"], ["create", "c1", "--dry-run"]])
+def test_base_and_state_from_the_environment_as_typer_reads_them(argv, env):
+    assert run(argv, env, fast=True) == run(argv, env, fast=False)
+
+
+def test_version_and_create_do_not_import_typer():
+    """The point of it: neither typer nor click is imported on the hot paths."""
+    for argv in (["--version"], ["-V"], ["--base", "/tmp/x", "create", "c1", "--ns", "pid"]):
+        p = subprocess.run(AS_NOBODY + [sys.executable, "-X", "importtime", "-m",
+                                        "mirrormount", *argv],
+                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"},
+                           cwd="/", capture_output=True, text=True, timeout=120)
+        imported = {ln.rsplit("|", 1)[-1].strip() for ln in p.stderr.splitlines()
+                    if ln.startswith("import time:")}
+        heavy = {m for m in imported if m.split(".")[0] in ("typer", "click", "psutil",
+                                                           "pyudev", "seccomp", "pydantic")}
+        if argv not in (["--version"], ["-V"]):
+            # A good create as non-root ends in its refusal, which is said through typer.
+            heavy -= {m for m in heavy if m.split(".")[0] in ("typer", "click")}
+            assert "mirrormount.guest.guests" in imported
+        assert not heavy, (argv, sorted(heavy))
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "mirrormount", "--version"],
+                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                            "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert p.stdout.startswith("mirrormount ")
+    assert not any(w in p.stderr for w in (" typer", " click", "mirrormount.guest"))
+
+
+def _options(cmd: click.Command) -> dict[str, click.Parameter]:
+    return {o: p for p in cmd.params for o in (*p.opts, *p.secondary_opts)
+            if o.startswith("-")}
+
+
+def test_every_option_of_create_is_known_to_the_fast_path_table():
+    """A new option of `create`, or a global one, fails here until it is either handled by
+    the fast path (and in TABLE) or listed in FALLS_THROUGH."""
+    root = typer.main.get_command(app)
+    assert isinstance(root, click.Group)
+    create = root.commands["create"]
+    for cmd, handled in ((create, fastpath.CREATE_VALUES), (root, fastpath.GLOBALS)):
+        opts = _options(cmd)
+        unknown = set(opts) - set(handled) - FALLS_THROUGH
+        assert not unknown, f"{cmd.name}: decide fast path or fall through: {unknown}"
+        for o in handled:
+            p = opts.get(o)
+            # what the fast path assumes of each: one value, no callback, default None
+            assert p is not None, f"{o} is gone from {cmd.name}: take it out of fastpath.py"
+            assert isinstance(p, click.Option) and not p.is_flag and p.nargs == 1, o
+            assert not p.multiple and p.callback is None, o
+            if cmd is create:
+                assert p.default is None and not p.envvar, o
+    assert {o: _options(root)[o].envvar for o in fastpath.GLOBALS} == {
+        "--base": "MIRRORMOUNT_BASE", "--state": "MIRRORMOUNT_STATE"}
+    assert _options(root)["--base"].default == "/container"
+    assert _options(root)["--state"].default == "/run/mirrormount"
+    handled_in_table = {a.partition("=")[0] for argv in TABLE for a in argv}
+    assert set(fastpath.CREATE_VALUES) | set(fastpath.GLOBALS) <= handled_in_table
+
+
+def test_every_dataclass_a_create_imports_has_a_docstring():
+    """Python 3.11's dataclass gives a class without a docstring one made of
+    inspect.signature(cls), at import: a few hundred µs a class, on every CLI start-up that
+    imports it. A one-line docstring of our own costs nothing. (In a fresh interpreter: what
+    a create imports, not what this test process has imported.)"""
+    probe = """
+import dataclasses, importlib, inspect, sys
+for name in ("mirrormount.guest.guests", "mirrormount.guest.plan", "mirrormount.guest.apply",
+             "mirrormount.guest.nursery", "mirrormount.guest.recipe", "mirrormount.cli.fastpath"):
+    importlib.import_module(name)
+print(" ".join(f"{n}.{c}" for n, mod in list(sys.modules.items()) if n.startswith("mirrormount")
+               for c, cls in vars(mod).items()
+               if inspect.isclass(cls) and cls.__module__ == n and dataclasses.is_dataclass(cls)
+               and (cls.__doc__ or "").startswith(cls.__name__ + "(")))
+"""
+    p = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(REPO)},
+                       capture_output=True, text=True, timeout=120)
+    assert (p.returncode, p.stderr, p.stdout.strip()) == (0, "", "")
+
+
+def test_shell_completion_is_never_answered_by_the_fast_path(monkeypatch):
+    """bash completion runs the program with _MIRRORMOUNT_COMPLETE set and the words so far
+    in the environment; argv may look like a plain create. That is click's to answer."""
+    monkeypatch.setenv("_MIRRORMOUNT_COMPLETE", "bash_complete")
+    assert fastpath.run(["--version"]) is None
+    assert fastpath.run(["create", "c1"]) is None
