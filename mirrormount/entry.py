@@ -7,6 +7,10 @@ reports a stop like any error; here are only the moments outside one: the import
 parsing, and the exit. What remains is the interpreter's own start-up before this module
 runs (a few ms; Python's default handler raises KeyboardInterrupt there).
 
+A standard fd the CLI was started without (`>&-`) is held by a close-on-exec /dev/null
+first (signals.hold_closed_std_fds), so nothing else takes its number and a command exec'd
+in a guest still gets it closed.
+
 It also closes stdout as util-linux's close_stdout does: if the reader went away (EPIPE),
 nothing is said and the exit status is 141 (signals.close_stdout).
 """
@@ -18,6 +22,8 @@ from .kernel import signals
 
 
 def main() -> None:
+    # Before anything opens a file: a closed 0, 1 or 2 gets a close-on-exec placeholder.
+    signals.hold_closed_std_fds()
     signals.install()
     code: object = 0
     try:

@@ -154,23 +154,7 @@ def status(ctx: typer.Context, name: str = typer.Argument(...),
         raise typer.Exit(EXIT_FAILED)
 
 
-EXEC_CTX = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-@app.command("exec", context_settings=EXEC_CTX)
-@reports_errors
-def exec_(ctx: typer.Context, name: str = typer.Argument(...),
-          cmd: List[str] = typer.Argument(..., metavar="-- CMD...")) -> None:
-    """Run CMD in all of the guest's namespaces, at its root; exit with CMD's status."""
-    raise typer.Exit(settings(ctx).guests.exec(name, list(cmd)))
-
-
-@app.command()
-@reports_errors
-def enter(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
-    """Start an interactive shell ($SHELL, or /bin/sh) inside the guest."""
-    g = settings(ctx).guests
-    raise typer.Exit(g.exec(name, [g.shell_for(name)]))
+# exec and enter: cli/exec.py
 
 
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan as numbered shell steps; "
