@@ -75,8 +75,10 @@ def _run(ctx: typer.Context, name: str, cmd: list[str] | None, user: Optional[st
         if len(more.get("--user", [])) + (user is not None) > 1 or \
                 len(more.get("--wd", [])) + (wd is not None) > 1:
             raise UsageError("--user and --wd may be given once")
-        user = user if user is not None else (more.get("--user") or [None])[0]
-        wd = wd if wd is not None else (more.get("--wd") or [None])[0]
+        if user is None and more.get("--user"):
+            user = more["--user"][0]
+        if wd is None and more.get("--wd"):
+            wd = more["--wd"][0]
         env = [*env, *more.get("--env", [])]
         keep_env = keep_env or "--keep-env" in more
         if not cmd:
