@@ -249,17 +249,14 @@ class Executor:
 
     def _mount_into(self, op: MountInto, checkpoint: Callable[[int], None]) -> None:
         where = f"{op.target} in {op.name}"
-        try:
-            # Built whole, options judged and set, before anything is attached (detached.py).
-            tree = detached.make_tree(op.source, op.fstype, op.opts, op.bind)
-        except OSError as exc:
-            exc.filename, exc.filename2 = exc.filename or op.source, where
-            raise
-        try:
+        if op.netns:
+            # Made and attached by a child in the guest's net namespace (its mount
+            # namespace stays the host's: the mirror's paths are ours).
+            in_namespaces({"net": op.netns}, make_and_attach, op, where, None)
+            self.undo.append(partial(unmount_through_mirror, op.mirror, op.target))
             checkpoint(1)
-            attach_through_mirror(tree, op, where)
-        finally:
-            os.close(tree)
+            return
+        make_and_attach(op, where, checkpoint)
         self.undo.append(partial(unmount_through_mirror, op.mirror, op.target))
 
     def _mount_guest_only(self, op: MountGuestOnly, checkpoint: Callable[[int], None]) -> None:
@@ -281,6 +278,23 @@ class Executor:
                                  f"{placed.guest_path} in {op.name}; nothing was mounted")
         checkpoint(2)
         guestonly.detach_host_copy(op.mirror, placed.guest_path, before)
+
+
+def make_and_attach(op: MountInto, where: str,
+                    checkpoint: Callable[[int], None] | None) -> None:
+    """Build the mount whole (detached.py: options judged and set before anything is
+    attached), then attach it through the mirror."""
+    try:
+        tree = detached.make_tree(op.source, op.fstype, op.opts, op.bind)
+    except OSError as exc:
+        exc.filename, exc.filename2 = exc.filename or op.source, where
+        raise
+    try:
+        if checkpoint is not None:
+            checkpoint(1)
+        attach_through_mirror(tree, op, where)
+    finally:
+        os.close(tree)
 
 
 def attach_through_mirror(tree: int, op: MountInto, where: str) -> None:

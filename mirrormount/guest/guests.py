@@ -128,7 +128,9 @@ class Guests:
                              "another name")
         return HostFacts(table=table, existing=frozenset({req.name} if exists else ()),
                          nursery_ready=nursery is not None and nursery.fstype == "nsfs",
-                         put_old=choose_put_old(req.rootfs))
+                         put_old=choose_put_old(req.rootfs),
+                         rootfs_sys=os.path.isdir(os.path.join(req.rootfs, "sys"))
+                         and not os.path.islink(os.path.join(req.rootfs, "sys")))
 
     # ------------------------------------------------------------------ create
     def validate_create(self, req: CreateRequest) -> CreateRequest:

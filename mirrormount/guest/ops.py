@@ -278,6 +278,10 @@ class MountInto(Op):
     opts: MountOptions = field(default_factory=MountOptions)
     bind: bool = False
     resolved: str = ""          # guest path, as the kernel resolved it when planning
+    # A net namespace's nsfs file: the filesystem is made by a child that entered it. sysfs
+    # shows the net namespace of the process that mounts it (fs/sysfs/mount.c takes
+    # kobj_ns_grab_current at fs_context creation), as `ip netns exec` relies on.
+    netns: str = ""
 
     def shell(self) -> list[str]:
         path = self.resolved or self.target
@@ -285,6 +289,10 @@ class MountInto(Op):
         lines = ["# TARGET is resolved inside the guest's root: guest symlinks stay inside",
                  _how(self.fstype, self.opts, self.bind)]
         cmd = _mount_command(self.source, self.fstype, self.opts, self.bind, where)
+        if self.netns:
+            lines.append("# made in the guest's net namespace: it lists the guest's own "
+                         "interfaces")
+            cmd = f"nsenter --net={shlex.quote(self.netns)} {cmd}"
         if self.resolved and self.resolved != typed_path(self.target):
             cmd += f"    # typed {self.target}: a symlink in the guest"
         return lines + [cmd]

@@ -14,6 +14,7 @@ from ..kernel.mountinfo import MountTable, is_under
 from .model import (CreateRequest, Layout, validate_caps, validate_confine, validate_name,
                     validate_propagation)
 from .mountopts import MountOptions
+from .mountopts import parse as parse_options
 from .ops import (Op, MakeDir, MountTmpfs, SetPropagation, RBind, StartNursery, SpawnGuest,
                   WriteRecord, StopProcesses, ReleaseNsFile, Detach, Unmount, RemoveDir,
                   RemoveFile, MountInto, MountGuestOnly, UmountIn, DropSelfBind, RecoverGuestOnly)
@@ -30,6 +31,7 @@ class HostFacts:
     existing: frozenset[str] = frozenset()
     nursery_ready: bool = False
     put_old: str = "mnt"       # chosen by the caller from the rootfs's directories
+    rootfs_sys: bool = False   # the rootfs has a /sys directory (a guest's own sysfs goes there)
 
 
 def plan_base(layout: Layout, table: MountTable) -> list[Op]:
@@ -138,6 +140,13 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
         "kept alive by nsfs binds, so the guest needs no process",
         req.name, mirror, layout.nursery_file, layout.ns_dir(req.name), req.all_kinds,
         req.hostname, facts.put_old, req.confine, req.drop_caps))
+    if "net" in req.all_kinds and facts.rootfs_sys:
+        ops.append(MountInto(
+            "a sysfs of the guest's own, made in its net namespace, over the rootfs's /sys "
+            "(as `ip netns exec` does): /sys/class/net lists the guest's interfaces, not the "
+            "host's. Attached through the mirror, it shows on both sides like any guest mount",
+            req.name, mirror, "/sys", "sysfs", "sysfs", parse_options("nosuid,nodev,noexec"),
+            resolved="/sys", netns=f"{layout.ns_dir(req.name)}/net"))
     record = GuestRecord(name=req.name, mirror=mirror, rootfs=req.rootfs,
                          kinds=req.all_kinds, propagation=req.propagation,
                          hostname=req.hostname, created=created, confine=req.confine,
