@@ -41,9 +41,10 @@ from . import detached, guestonly, rejoin
 from .mountopts import parse as parse_options
 from .nsexec import in_namespaces
 from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
-from .ops import (CopyTree, Detach, DropSelfBind, JoinGroup, MakeDir, MountGuestOnly,
-                  MountInto, MountTmpfs, Op, Propagate, RBind, RecoverGuestOnly, ReleaseNsFile,
-                  RemoveDir, RemoveFile, SetPropagation, SpawnGuest, StartNursery,
+from . import cgroup
+from .ops import (CopyTree, Detach, DropSelfBind, JoinGroup, MakeCgroup, MakeDir,
+                  MountGuestOnly, MountInto, MountTmpfs, Op, Propagate, RBind, RecoverGuestOnly, ReleaseNsFile,
+                  RemoveCgroup, RemoveDir, RemoveFile, SetPropagation, SpawnGuest, StartNursery,
                   StopProcesses, UmountIn, Unmount, WriteRecord)
 from .state import StateLock, write_atomic
 
@@ -188,6 +189,12 @@ class Executor:
                 self.undo.append(partial(_unlink, op.path))
             else:
                 self.undo.append(partial(write_atomic, op.path, op.previous))
+        elif isinstance(op, MakeCgroup):
+            path = cgroup.make(op.state, op.name)
+            if path is not None:
+                self.undo.append(partial(cgroup.remove, path))
+        elif isinstance(op, RemoveCgroup):
+            cgroup.remove(op.path)
         elif isinstance(op, StopProcesses):
             stop_processes(list(op.pids), op.grace)
         elif isinstance(op, ReleaseNsFile):

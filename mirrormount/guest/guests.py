@@ -340,7 +340,11 @@ class Guests:
 
     def cgroup_procs(self, rec: GuestRecord) -> str | None:
         """The cgroup.procs of the guest's own cgroup, when it has one (guest/cgroup.py)."""
-        return None
+        if "cgroup" not in rec.kinds:
+            return None
+        from . import cgroup
+        own = cgroup.guest_dir(self.layout.state, rec.name)
+        return f"{own}/cgroup.procs" if own is not None and os.path.isdir(own) else None
 
     def add_mounts(self, name: str, mounts: Sequence[RecipeMount]) -> None:
         """A recipe's mounts, in order, each as `mirrormount mount` would make it."""
@@ -513,11 +517,14 @@ class Guests:
         mirror = claimed_mirror(self.layout, name)   # None: nothing in BASE is provably its
         mounted = mirror is not None and mounts_at([mirror]).at(mirror) is not None
         others = [n for n in guest_names(self.layout) if n != name]
+        from . import cgroup
+        own = cgroup.guest_dir(self.layout.state, name)
         return Teardown(name, inside, reapers, held, mirror, mounted,
                         mirror is not None and os.path.isdir(mirror)
                         and not os.path.islink(mirror),
                         os.path.lexists(self.layout.record(name)),
-                        os.path.lexists(self.layout.claim(name)), grace, last=not others)
+                        os.path.lexists(self.layout.claim(name)), grace, last=not others,
+                        cgroup=own if own is not None and os.path.isdir(own) else None)
 
     def plan_destroy(self, name: str, force: bool = False, grace: float = 5.0,
                      locked: bool = False) -> list[Op]:
