@@ -1,5 +1,5 @@
-"""The guest commands: create, list, status, exec, enter, mount, umount, repair, destroy,
-doctor, demo. Each parses, calls the library (guest/), and renders a table or JSON; errors become
+"""The guest commands: create, list, status, mount, umount, repair, destroy, doctor, demo
+(exec and enter: cli/exec.py). Each parses, calls the library (guest/), and renders a table or JSON; errors become
 exit codes in common.reports_errors, the one place that does it.
 """
 from __future__ import annotations
