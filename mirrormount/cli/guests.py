@@ -1,6 +1,6 @@
 """The guest commands: create, list, status, mount, umount, repair, destroy, doctor, demo
-(exec and enter: cli/exec.py). Each parses, calls the library (guest/), and renders a table or JSON; errors become
-exit codes in common.reports_errors, the one place that does it.
+(exec and enter: cli/exec.py). Each parses, calls the library (guest/), and renders a table
+or JSON; errors become exit codes in common.reports_errors, the one place that does it.
 """
 from __future__ import annotations
 
