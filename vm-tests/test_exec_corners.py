@@ -214,3 +214,25 @@ def test_a_command_exit_status_is_not_a_signal(sandbox):
     r = sandbox.run([sys.executable, "-c", WAIT_STATUS, sys.executable, "-m", "mirrormount",
                      "exec", "c0", "sh", "-c", "exit 130"])
     assert r.stdout.split() == ["False", "False", "130"], r
+
+
+def test_suspend_inside_enter_gives_the_terminal_back_and_fg_returns(sandbox, terminal):
+    """The interactive shell in the guest takes a process group of its own and the terminal;
+    `suspend` stops it: the CLI stops too, the outer shell gets its prompt, `fg` goes back
+    into the guest's shell."""
+    assert sandbox.mm("create", "c0").returncode == 0
+    terminal.type(f"SHELL=/bin/bash {MM} enter c0\n")
+    time.sleep(2)
+    terminal.type("PS1='in> '\n")
+    terminal.read_until("in> ")
+    terminal.type("suspend\n")
+    terminal.read_until("Stopped")
+    terminal.read_until("$ ")
+    terminal.type("fg\n")
+    time.sleep(1)
+    terminal.type("echo inside-$((2+3))\n")
+    terminal.read_until("inside-5")
+    terminal.type("exit 4\n")
+    terminal.read_until("$ ")
+    terminal.type("echo rc=$?\n")
+    terminal.read_until("rc=4")
