@@ -1,7 +1,8 @@
 """A guest's own cgroup (issue 14): a guest made with a cgroup namespace gets a cgroup v2
 directory of its own (guest/cgroup.py), its reaper and every exec'd command are in it, its
 cgroup namespace is rooted there (the guest sees "/", never "/.."), destroy removes it;
-without a writable hierarchy, doctor warns once and create works without it."""
+without a writable hierarchy, doctor warns once and create works without it. (The sandbox
+fixture removes what a failed test leaves: cgroups are global to the machine.)"""
 from __future__ import annotations
 
 import sys
@@ -12,36 +13,6 @@ from conftest import wait_for
 
 HIER = (f"{sys.executable} -c 'from mirrormount.guest.cgroup import hierarchy; "
         "print(hierarchy())'")
-
-
-@pytest.fixture(autouse=True)
-def no_cgroup_left():
-    """cgroups are global to the machine: whatever a failed test left of ours is removed
-    once its sandbox (and every process in it) is gone. Autouse, so set up before the
-    sandbox fixture and torn down after it."""
-    import glob
-    import os
-    import time
-    from mirrormount.guest.cgroup import hierarchy as host_hierarchy
-    top = f"{host_hierarchy()}/mirrormount"
-    before = set(glob.glob(f"{top}/*.*-*"))
-    yield
-    left = set(glob.glob(f"{top}/*.*-*")) - before
-    deadline = time.monotonic() + 15
-    while left and time.monotonic() < deadline:
-        for d in sorted(left):
-            try:
-                os.rmdir(d)
-                left.discard(d)
-            except FileNotFoundError:
-                left.discard(d)
-            except OSError:
-                time.sleep(0.1)
-    try:
-        os.rmdir(top)
-    except OSError:
-        pass
-    assert not left, f"cgroups left behind: {sorted(left)}"
 
 
 def hierarchy(sb) -> str:
