@@ -19,6 +19,10 @@ a plain `create` run without importing typer or click. Anything else, or anythin
 in those (help, bad input, an option it does not know), goes to the typer CLI, which says
 what a person reads, exactly as before.
 
+A standard fd the CLI was started without (`>&-`) is held by a close-on-exec /dev/null
+first (signals.hold_closed_std_fds), so nothing else takes its number and a command exec'd
+in a guest still gets it closed.
+
 It also closes stdout as util-linux's close_stdout does: if the reader went away (EPIPE),
 nothing is said and the exit status is 141 (signals.close_stdout).
 """
@@ -30,6 +34,8 @@ from .kernel import signals
 
 
 def main() -> None:
+    # Before anything opens a file: a closed 0, 1 or 2 gets a close-on-exec placeholder.
+    signals.hold_closed_std_fds()
     signals.install()
     code: object = 0
     try:

@@ -1,5 +1,5 @@
 """The command line (typer): commands parse, call the library, render. common.py holds the
-app and the one error handler; guests.py and busy.py register their commands on it when
+app and the one error handler; guests.py, exec.py and busy.py register their commands on it when
 imported. The console entry point is mirrormount.entry:main, which sets up signals first,
 then lets fastpath.py answer the hot paths without typer.
 
@@ -19,6 +19,7 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     # Importing a command module registers its commands; --help lists them in this order.
     from . import guests  # noqa: F401
+    from . import exec  # noqa: F401, I001
     from . import busy  # noqa: F401, I001
     from . import graph  # noqa: F401, I001
     from . import metrics  # noqa: F401, I001

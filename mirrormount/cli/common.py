@@ -248,6 +248,7 @@ JSON_HELP = "JSON on stdout, for scripts (before or after the command)."
 # Every command that prints takes -J/--json itself too, so it works before or after the
 # command (`mirrormount -J list` and `mirrormount list -J`); want_json() reads both.
 JSON_OPT = typer.Option(False, "-J", "--json", help=JSON_HELP)
+NAME_HELP = "An existing guest's name."
 
 
 def _version(value: bool) -> None:

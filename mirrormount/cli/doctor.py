@@ -126,6 +126,7 @@ def run_checks(layout: Layout) -> list[Check]:
     checks.extend(repair_and_confine_checks())
     checks.extend(interface_checks())
     checks.append(mount_max_check(layout, table))
+    checks.append(cgroup_check())
     root_ok = os.geteuid() == 0 and _cap_sys_admin()
     checks.append(Check("privilege", "ok" if root_ok else "fail",
                         "root with CAP_SYS_ADMIN" if root_ok else
@@ -152,6 +153,17 @@ def interface_checks() -> list[Check]:
                          + (f"fallback in use: {i.fallback} ({why})" if why else
                             f"fallback {i.fallback} not needed")))
     return out
+
+
+def cgroup_check() -> Check:
+    """Whether a guest made with --ns cgroup gets a cgroup of its own (guest/cgroup.py)."""
+    from ..guest.cgroup import hierarchy, unavailable
+    why = unavailable()
+    if why is None:
+        return Check("cgroup v2", "ok", f"{hierarchy()} is writable: a guest with a cgroup "
+                                        "namespace gets a cgroup of its own")
+    return Check("cgroup v2", "warn", f"{why}: guests with a cgroup namespace get no cgroup "
+                                      "of their own (create still works)")
 
 
 def repair_and_confine_checks() -> list[Check]:

@@ -1,6 +1,6 @@
-"""The guest commands: create, list, status, exec, enter, mount, umount, repair, destroy,
-doctor, demo. Each parses, calls the library (guest/), and renders a table or JSON; errors become
-exit codes in common.reports_errors, the one place that does it.
+"""The guest commands: create, list, status, mount, umount, repair, destroy, doctor, demo
+(exec and enter: cli/exec.py). Each parses, calls the library (guest/), and renders a table
+or JSON; errors become exit codes in common.reports_errors, the one place that does it.
 """
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ from ..guest.model import (parse_caps, parse_kinds, validate_confine, validate_n
 from ..guest.recipe import Recipe, RecipeMount, load_recipe
 from ..kernel import signals
 from .columns import NOHEADINGS_OPT, OUTPUT_OPT, RAW_OPT, SORT_OPT, Column, Columns
-from .common import JSON_OPT, app, emit_json, reports_errors, settings, want_json
-
-NAME_HELP = "An existing guest's name."
+from .common import (JSON_OPT, NAME_HELP, app, emit_json, reports_errors, settings,
+                     want_json)
 
 
 @app.command()
@@ -194,30 +193,8 @@ def status(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
         raise typer.Exit(EXIT_FAILED)
 
 
-# Nothing after NAME is ours (not even -h): `exec c1 df -h` runs `df -h`, as nsenter would.
-EXEC_CTX = {"allow_extra_args": True, "ignore_unknown_options": True,
-            "allow_interspersed_args": False}
+# exec and enter: cli/exec.py
 
-
-@app.command("exec", context_settings=EXEC_CTX)
-@reports_errors
-def exec_(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
-          cmd: List[str] = typer.Argument(..., metavar="-- CMD...",
-                                          help="The command and its arguments.")) -> None:
-    """Run CMD in all of the guest's namespaces, at its root; exit with CMD's status."""
-    # With interspersed options off (EXEC_CTX), click leaves the separator to us.
-    argv = list(cmd)[1:] if list(cmd)[:1] == ["--"] else list(cmd)
-    if not argv:
-        raise UsageError("exec: no command given (mirrormount exec NAME -- CMD...)")
-    raise typer.Exit(settings(ctx).guests.exec(name, argv))
-
-
-@app.command()
-@reports_errors
-def enter(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP)) -> None:
-    """Start an interactive shell ($SHELL, or /bin/sh) inside the guest."""
-    g = settings(ctx).guests
-    raise typer.Exit(g.exec(name, [g.shell_for(name)]))
 
 
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan as numbered shell steps "

@@ -42,10 +42,12 @@ from . import detached, guestonly, mkdirs, rejoin
 from .mountopts import parse as parse_options
 from .nsexec import in_namespaces
 from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
-from .ops import (CopyTree, Detach, DropSelfBind, JoinGroup, MakeDir, MakeTarget,
+from . import cgroup
+from .ops import (CopyTree, Detach, DropSelfBind, JoinGroup, MakeCgroup, MakeDir, MakeTarget,
                   MountGuestOnly, MountInto, MountTmpfs, Op, Propagate, RBind,
-                  RecoverGuestOnly, ReleaseNsFile, RemoveDir, RemoveFile, SetPropagation,
-                  SpawnGuest, StartNursery, StopProcesses, UmountIn, Unmount, WriteRecord)
+                  RecoverGuestOnly, ReleaseNsFile, RemoveCgroup, RemoveDir, RemoveFile,
+                  SetPropagation, SpawnGuest, StartNursery, StopProcesses, UmountIn, Unmount,
+                  WriteRecord)
 from .state import StateLock, write_atomic
 
 PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
@@ -195,6 +197,12 @@ class Executor:
                 self.undo.append(partial(_unlink, op.path))
             else:
                 self.undo.append(partial(write_atomic, op.path, op.previous))
+        elif isinstance(op, MakeCgroup):
+            path = cgroup.make(op.state, op.name)
+            if path is not None:
+                self.undo.append(partial(cgroup.remove, path))
+        elif isinstance(op, RemoveCgroup):
+            cgroup.remove(op.path)
         elif isinstance(op, StopProcesses):
             stop_processes(list(op.pids), op.grace)
         elif isinstance(op, ReleaseNsFile):
@@ -264,17 +272,14 @@ class Executor:
 
     def _mount_into(self, op: MountInto, checkpoint: Callable[[int], None]) -> None:
         where = f"{op.target} in {op.name}"
-        try:
-            # Built whole, options judged and set, before anything is attached (detached.py).
-            tree = detached.make_tree(op.source, op.fstype, op.opts, op.bind)
-        except OSError as exc:
-            exc.filename, exc.filename2 = exc.filename or op.source, where
-            raise
-        try:
+        if op.netns:
+            # Made and attached by a child in the guest's net namespace (its mount
+            # namespace stays the host's: the mirror's paths are ours).
+            in_namespaces({"net": op.netns}, make_and_attach, op, where, None)
+            self.undo.append(partial(unmount_through_mirror, op.mirror, op.target))
             checkpoint(1)
-            attach_through_mirror(tree, op, where)
-        finally:
-            os.close(tree)
+            return
+        make_and_attach(op, where, checkpoint)
         self.undo.append(partial(unmount_through_mirror, op.mirror, op.target))
 
     def _mount_guest_only(self, op: MountGuestOnly, checkpoint: Callable[[int], None]) -> None:
@@ -296,6 +301,23 @@ class Executor:
                                  f"{placed.guest_path} in {op.name}; nothing was mounted")
         checkpoint(2)
         guestonly.detach_host_copy(op.mirror, placed.guest_path, before)
+
+
+def make_and_attach(op: MountInto, where: str,
+                    checkpoint: Callable[[int], None] | None) -> None:
+    """Build the mount whole (detached.py: options judged and set before anything is
+    attached), then attach it through the mirror."""
+    try:
+        tree = detached.make_tree(op.source, op.fstype, op.opts, op.bind)
+    except OSError as exc:
+        exc.filename, exc.filename2 = exc.filename or op.source, where
+        raise
+    try:
+        if checkpoint is not None:
+            checkpoint(1)
+        attach_through_mirror(tree, op, where)
+    finally:
+        os.close(tree)
 
 
 def attach_through_mirror(tree: int, op: MountInto, where: str) -> None:

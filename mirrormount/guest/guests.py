@@ -35,6 +35,7 @@ from .state import GuestRecord, StateLock, guest_names, load
 # read-only ones (list, status, exec, busy, --help) should not pay for the rest at start-up.
 if TYPE_CHECKING:
     from .apply import Outcome
+    from .nsexec import Finished
     from .ops import Op
     from .plan import HostFacts, Teardown
     from .recipe import RecipeMount
@@ -129,7 +130,9 @@ class Guests:
                              "another name")
         return HostFacts(table=table, existing=frozenset({req.name} if exists else ()),
                          nursery_ready=nursery is not None and nursery.fstype == "nsfs",
-                         put_old=choose_put_old(req.rootfs))
+                         put_old=choose_put_old(req.rootfs),
+                         rootfs_sys=os.path.isdir(os.path.join(req.rootfs, "sys"))
+                         and not os.path.islink(os.path.join(req.rootfs, "sys")))
 
     # ------------------------------------------------------------------ create
     def validate_create(self, req: CreateRequest) -> CreateRequest:
@@ -322,27 +325,45 @@ class Guests:
 
     # ------------------------------------------------------------------ exec
     def exec(self, name: str, argv: list[str]) -> int:
-        from .nsexec import exec_in
-        require_root("exec")
+        """argv in the guest as `mirrormount exec NAME -- argv` runs it; its shell status."""
+        return self.exec_command(name, argv).code
+
+    def exec_command(self, name: str, argv: list[str] | None, *, user: str | None = None,
+                     wd: str = "/", env: Sequence[tuple[str, str]] = (),
+                     keep_env: bool = False) -> Finished:
+        """Run argv (None: a shell, as `enter`) in all of the guest's namespaces and its
+        cgroup; guest/execenv.py says what environment it gets. Raises OperationError (exit
+        1) naming what is gone when the guest is broken: a namespace no longer held by its
+        nsfs file, or (found by the child) a pid namespace whose init has exited."""
+        from .execenv import caller_environ
+        from .nsexec import ExecSpec, run_command
+        require_root("exec" if argv is not None else "enter")
         rec = self.record(name)
         namespaces, problems = self._held(rec)   # no /proc scan: exec needs no pid list
-        if "mnt" not in namespaces:
-            raise OperationError(f"guest {name} is broken: {'; '.join(problems)}")
+        gone = [k for k in rec.kinds if k not in namespaces]
+        if gone:
+            raise OperationError(f"guest {name} is broken: {'; '.join(problems)}; nothing "
+                                 f"was run; hint: mirrormount destroy --force {name}, then "
+                                 "create it again")
         from ..kernel import confine
         from .model import cap_numbers
         if rec.confine == "mirror" and (why := confine.unavailable()):
             raise OperationError(f"guest {name} is confined, but {why}; nothing was run")
+        spec = ExecSpec(name, (tuple(argv),) if argv else (), caller_environ(), tuple(env),
+                        keep_env, user, wd, set_shell=argv is None,
+                        cgroup_procs=self.cgroup_procs(rec))
         # Built here, in the host's view; the child enforces it just before its exec.
         prepared = confine.prepare(rec.confine == "mirror", cap_numbers(rec.drop_caps))
         with confine.armed(prepared):
-            return exec_in(self.ns_files(rec), argv)
+            return run_command(self.ns_files(rec), spec)
 
-    def shell_for(self, name: str) -> str:
-        rec = self.record(name)
-        shell = os.environ.get("SHELL") or "/bin/sh"
-        if not os.path.exists(rec.mirror + shell):
-            shell = "/bin/sh"
-        return shell
+    def cgroup_procs(self, rec: GuestRecord) -> str | None:
+        """The cgroup.procs of the guest's own cgroup, when it has one (guest/cgroup.py)."""
+        if "cgroup" not in rec.kinds:
+            return None
+        from . import cgroup
+        own = cgroup.guest_dir(self.layout.state, rec.name)
+        return f"{own}/cgroup.procs" if own is not None and os.path.isdir(own) else None
 
     def add_mounts(self, name: str, mounts: Sequence[RecipeMount]) -> None:
         """A recipe's mounts, in order, each as `mirrormount mount` would make it."""
@@ -548,11 +569,14 @@ class Guests:
         mirror = claimed_mirror(self.layout, name)   # None: nothing in BASE is provably its
         mounted = mirror is not None and mounts_at([mirror]).at(mirror) is not None
         others = [n for n in guest_names(self.layout) if n != name]
+        from . import cgroup
+        own = cgroup.guest_dir(self.layout.state, name)
         return Teardown(name, inside, reapers, held, mirror, mounted,
                         mirror is not None and os.path.isdir(mirror)
                         and not os.path.islink(mirror),
                         os.path.lexists(self.layout.record(name)),
-                        os.path.lexists(self.layout.claim(name)), grace, last=not others)
+                        os.path.lexists(self.layout.claim(name)), grace, last=not others,
+                        cgroup=own if own is not None and os.path.isdir(own) else None)
 
     def plan_destroy(self, name: str, force: bool = False, grace: float = 5.0,
                      locked: bool = False) -> list[Op]:

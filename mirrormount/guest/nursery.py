@@ -188,6 +188,12 @@ def _reaper(commit_r: int, prepared: confine.Prepared | None = None) -> None:
 
 def _guest_child(op: SpawnGuest, commit_r: int,
                  prepared: confine.Prepared | None = None) -> None:
+    if op.cgroup_state:
+        # Before the unshare: the new cgroup namespace is rooted at the cgroup we are in.
+        from . import cgroup
+        where = cgroup.guest_dir(op.cgroup_state, op.name)
+        if where is not None and os.path.isdir(where):
+            cgroup.join(where)
     # Copy the mirror before leaving the host's namespace: a detached tree whose mounts are
     # peers of the mirror's, which is what makes the guest and BASE/NAME one tree.
     tree = sc.open_tree(op.mirror, sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE)

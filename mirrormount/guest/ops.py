@@ -111,6 +111,9 @@ class SpawnGuest(Op):
     put_old: str = "mnt"  # an existing directory of the rootfs, used only during pivot_root
     confine: str = "none"           # model.CONFINE_MODES: for the guest's init (reaper)
     drop_caps: tuple[str, ...] = ()
+    # STATE, when the guest has a cgroup of its own (guest/cgroup.py finds it from STATE):
+    # the child joins it before it unshares, so the cgroup namespace is rooted there.
+    cgroup_state: str = ""
 
     def shell(self) -> list[str]:
         q = shlex.quote
@@ -139,6 +142,9 @@ class SpawnGuest(Op):
             steps.extend(confinement_lines(self.confine, self.drop_caps, "the reaper"))
         # Trailing comments explain each step here but must not reach `sh -c`, where the
         # first '#' would swallow every later step.
+        if self.cgroup_state:
+            steps.insert(0, "# first, into the guest's cgroup, so that its cgroup namespace is "
+                            "rooted there: echo 0 > CGROUP/cgroup.procs")
         inner = "; ".join(s.split("  #")[0].rstrip() for s in steps if not s.startswith("#"))
         lines = [f"# guest {self.name}: " + s[2:] for s in steps if s.startswith("#")]
         lines.append(f"nsenter --mount={q(self.nursery)} unshare {flags} "
@@ -196,6 +202,29 @@ class StopProcesses(Op):
         if self.grace > 0:
             return [f"kill -TERM {pids}; sleep {self.grace:g}; kill -KILL {pids}"]
         return [f"kill -KILL {pids}"]
+
+
+@dataclass(frozen=True, eq=False)
+class MakeCgroup(Op):
+    """The guest's own cgroup (guest/cgroup.py: where, and why there). Nothing when the
+    cgroup v2 hierarchy is missing or read-only (doctor says so)."""
+
+    name: str = ""
+    state: str = ""
+
+    def shell(self) -> list[str]:
+        return [f"mkdir -p /sys/fs/cgroup/mirrormount/{shlex.quote(self.name)}.STATE_DEV"
+                "    # STATE_DEV: MAJ-MIN of STATE's tmpfs; cgroup2 may be at .../unified"]
+
+
+@dataclass(frozen=True, eq=False)
+class RemoveCgroup(Op):
+    """Remove the guest's cgroup once its processes are gone (rmdir; destroy, rollback)."""
+
+    path: str = ""
+
+    def shell(self) -> list[str]:
+        return [f"rmdir {shlex.quote(self.path)}"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -295,6 +324,10 @@ class MountInto(Op):
     opts: MountOptions = field(default_factory=MountOptions)
     bind: bool = False
     resolved: str = ""          # guest path, as the kernel resolved it when planning
+    # A net namespace's nsfs file: the filesystem is made by a child that entered it. sysfs
+    # shows the net namespace of the process that mounts it (fs/sysfs/mount.c takes
+    # kobj_ns_grab_current at fs_context creation), as `ip netns exec` relies on.
+    netns: str = ""
 
     def shell(self) -> list[str]:
         path = self.resolved or self.target
@@ -302,6 +335,10 @@ class MountInto(Op):
         lines = ["# TARGET is resolved inside the guest's root: guest symlinks stay inside",
                  _how(self.fstype, self.opts, self.bind)]
         cmd = _mount_command(self.source, self.fstype, self.opts, self.bind, where)
+        if self.netns:
+            lines.append("# made in the guest's net namespace: it lists the guest's own "
+                         "interfaces")
+            cmd = f"nsenter --net={shlex.quote(self.netns)} {cmd}"
         if self.resolved and self.resolved != typed_path(self.target):
             cmd += f"    # typed {self.target}: a symlink in the guest"
         return lines + [cmd]

@@ -14,9 +14,11 @@ from ..kernel.mountinfo import MountTable, is_under
 from .model import (CreateRequest, Layout, validate_caps, validate_confine, validate_name,
                     validate_propagation)
 from .mountopts import MountOptions
+from .mountopts import parse as parse_options
 from .ops import (Op, MakeDir, MountTmpfs, SetPropagation, RBind, StartNursery, SpawnGuest,
                   WriteRecord, StopProcesses, ReleaseNsFile, Detach, Unmount, RemoveDir,
-                  RemoveFile, MountInto, MountGuestOnly, UmountIn, DropSelfBind, RecoverGuestOnly)
+                  RemoveFile, MountInto, MountGuestOnly, UmountIn, DropSelfBind, RecoverGuestOnly,
+                  MakeCgroup, RemoveCgroup)
 from .owner import LABELS, layout_problems
 from .state import GuestRecord
 
@@ -30,6 +32,7 @@ class HostFacts:
     existing: frozenset[str] = frozenset()
     nursery_ready: bool = False
     put_old: str = "mnt"       # chosen by the caller from the rootfs's directories
+    rootfs_sys: bool = False   # the rootfs has a /sys directory (a guest's own sysfs goes there)
 
 
 def plan_base(layout: Layout, table: MountTable) -> list[Op]:
@@ -133,11 +136,24 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
         "mounts then flow both ways between BASE/NAME and the guest", mirror, "shared",
         recursive=True))
     ops.append(MakeDir("where its nsfs binds live", layout.ns_dir(req.name)))
+    own_cgroup = "cgroup" in req.all_kinds
+    if own_cgroup:
+        ops.append(MakeCgroup(
+            "a cgroup of the guest's own, which its processes join and its cgroup namespace "
+            "is rooted at (exec and enter place each command there)", req.name, layout.state))
     ops.append(SpawnGuest(
         "the guest's namespaces, cloned from the nursery and pivot_rooted into the mirror; "
         "kept alive by nsfs binds, so the guest needs no process",
         req.name, mirror, layout.nursery_file, layout.ns_dir(req.name), req.all_kinds,
-        req.hostname, facts.put_old, req.confine, req.drop_caps))
+        req.hostname, facts.put_old, req.confine, req.drop_caps,
+        cgroup_state=layout.state if own_cgroup else ""))
+    if "net" in req.all_kinds and facts.rootfs_sys:
+        ops.append(MountInto(
+            "a sysfs of the guest's own, made in its net namespace, over the rootfs's /sys "
+            "(as `ip netns exec` does): /sys/class/net lists the guest's interfaces, not the "
+            "host's. Attached through the mirror, it shows on both sides like any guest mount",
+            req.name, mirror, "/sys", "sysfs", "sysfs", parse_options("nosuid,nodev,noexec"),
+            resolved="/sys", netns=f"{layout.ns_dir(req.name)}/net"))
     record = GuestRecord(name=req.name, mirror=mirror, rootfs=req.rootfs,
                          kinds=req.all_kinds, propagation=req.propagation,
                          hostname=req.hostname, created=created, confine=req.confine,
@@ -164,6 +180,7 @@ class Teardown:
     claim: bool = False
     grace: float = 5.0
     last: bool = False                  # no other guest in STATE: BASE and STATE go too
+    cgroup: str | None = None           # the guest's own cgroup directory, if it exists
 
 
 def plan_destroy(t: Teardown, layout: Layout) -> list[Op]:
@@ -177,6 +194,9 @@ def plan_destroy(t: Teardown, layout: Layout) -> list[Op]:
     if t.reapers:
         ops.append(StopProcesses("the guest's PID 1 (mirrormount's reaper): the kernel then "
                                  "ends its pid namespace", t.reapers, 0.0))
+    if t.cgroup:
+        ops.append(RemoveCgroup("the guest's own cgroup, now that nobody is in it",
+                                t.cgroup))
     for holder in t.held:
         ops.append(ReleaseNsFile("release a namespace held by its nsfs bind", holder))
     if t.mirror and t.mirror_mounted:

@@ -267,7 +267,7 @@ def _in_our_group(pid: int) -> bool:
 
 def forward_until_exit(pid: int, forward: Collection[int] = FORWARDED) -> int:
     """Wait for our child `pid` and return its wait status, passing on each signal of
-    `forward` this process receives meanwhile.
+    `forward` this process receives meanwhile, and following it when it stops.
 
     The caller has blocked `forward` and SIGCHLD since before the fork, so nothing sent in
     between is lost: it waits, pending, for this loop (sigtimedwait takes pending signals
@@ -279,10 +279,18 @@ def forward_until_exit(pid: int, forward: Collection[int] = FORWARDED) -> int:
     it, and then we get nothing). Such a signal is passed on only if the command is not in
     our group, so it is never delivered twice. One that a process sent (kill(1), a
     supervisor, our own parent forwarding) was meant for us and is always passed on.
+
+    Job control, as nsenter(1) does it: the wait includes stopped children (WUNTRACED).
+    When the command stops (`kill -STOP $$`, `suspend`, Ctrl-Z), this process stops itself
+    with SIGSTOP, so the shell that started us sees its job stopped and gets its terminal
+    back; when we are continued (`fg`, `bg`, SIGCONT), we continue the command (follow_stop).
     """
     wanted = {*forward, signal.SIGCHLD}
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status = os.waitpid(pid, os.WNOHANG | os.WUNTRACED)
+        if done and os.WIFSTOPPED(status):
+            follow_stop(pid)
+            continue
         if done:
             return status
         # The timeout only guards against a lost wake-up; SIGCHLD normally ends the wait.
@@ -295,6 +303,73 @@ def forward_until_exit(pid: int, forward: Collection[int] = FORWARDED) -> int:
             os.kill(pid, info.si_signo)
         except ProcessLookupError:
             pass     # exited meanwhile; waitpid reports it next
+
+
+def _stopped(pid: int) -> bool:
+    """Is `pid` stopped right now (state T in /proc/PID/stat, proc(5))?"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"T"
+    except (OSError, IndexError):
+        return False
+
+
+def follow_stop(pid: int) -> None:
+    """Our child `pid` has stopped: stop ourselves, and continue it once we are continued.
+
+    A terminal's Ctrl-Z reaches the whole foreground group, us included, and `fg` continues
+    the whole group: by the time we read the child's stop, it may be running again; then
+    there is nothing to follow (stopping now would leave the job stopped after `fg`).
+    Otherwise SIGSTOP (it cannot be caught, and unlike SIGTSTP it is not discarded in an
+    orphaned process group): our parent, a job-control shell, sees its job stopped. The
+    SIGCONT that resumes us may have been sent to us alone (`kill -CONT`): we pass it on."""
+    if not _stopped(pid):
+        return
+    os.kill(os.getpid(), signal.SIGSTOP)      # stops here, on the way out of kill(2)
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
+# Signals whose default action writes a core (signal(7), "Core"). A CLI that dies of one
+# only to tell its parent how the command died must not leave a core of the interpreter.
+_CORE = frozenset(getattr(signal, n) for n in (
+    "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGSEGV", "SIGXCPU",
+    "SIGXFSZ", "SIGSYS") if hasattr(signal, n))
+
+
+def die_like(wait_status: int) -> int:
+    """End this process as the command ended: if it died of signal N, die of N too (default
+    action, unblocked, raised at ourselves), so that a shell sees "killed by SIGINT" and
+    stops its loop at one Ctrl-C (bash's wait_sigint_handler), and `timeout` or a supervisor
+    sees what happened. Returns the shell-style status (exit code, or 128+N) only where
+    dying cannot work (SIGSTOP-like signals cannot end a process; defaults to ignore).
+
+    For a signal whose default writes a core, the process is made non-dumpable first
+    (prctl PR_SET_DUMPABLE 0): the command dumped its own core, if any; ours would be of the
+    interpreter. Buffered output is flushed before, since nothing runs after."""
+    code = exit_status(wait_status)
+    if not os.WIFSIGNALED(wait_status):
+        return code
+    sig = os.WTERMSIG(wait_status)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        if sig in _CORE:
+            from . import syscalls as sc
+            sc.set_dumpable(False)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        _mask(signal.SIG_UNBLOCK, {sig})
+        os.kill(os.getpid(), sig)            # delivered on the way out of kill(2)
+    except (OSError, ValueError):
+        pass
+    return code
 
 
 def drop_pending(sigs: Collection[int]) -> None:
@@ -312,6 +387,40 @@ def held(sigs: Collection[int]) -> Iterator[set[int]]:
         yield old
     finally:
         _mask(signal.SIG_SETMASK, old)
+
+
+# ------------------------------------------------------------------ closed standard fds
+def hold_closed_std_fds() -> frozenset[int]:
+    """At the entry point: which of fds 0, 1 and 2 we were started without (`>&-`, `2>&-`,
+    `<&-`), each now held by /dev/null opened close-on-exec. Returns their numbers.
+
+    Held, so that no file or pipe the CLI opens later takes the number and is mistaken for
+    stdout or stderr (a child's result pipe as fd 2 got the CLI's error line and the child
+    a stray write); close-on-exec, so that a command exec'd in a guest starts with that fd
+    closed, as the caller asked (nsenter(1) passes a closed fd on as closed). Python sets
+    sys.stdout (etc.) to None for a closed fd; they get a stream on the placeholder, so what
+    the CLI says there is dropped, as a C tool's write(2) to a closed fd is."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:
+        try:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        if null != fd:
+            os.dup2(null, fd, inheritable=False)
+            os.close(null)
+        name = ("stdin", "stdout", "stderr")[fd]
+        if getattr(sys, name) is None:
+            stream = open(fd, "r" if fd == 0 else "w", closefd=False,  # noqa: SIM115
+                          encoding="utf-8", errors="backslashreplace")
+            setattr(sys, name, stream)
+            setattr(sys, f"__{name}__", stream)
+    return frozenset(closed)
 
 
 # ------------------------------------------------------------------ a closed stdout

@@ -550,6 +550,7 @@ def can_set_group() -> bool:
 
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4        # prctl(2): 0 = no core dump (fs/coredump.c checks it first)
 PR_CAPBSET_DROP = 24       # prctl(2): remove a capability from the bounding set
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_LOWER = 3
@@ -597,6 +598,12 @@ def set_process_name(name: str) -> None:
 
 def set_parent_death_signal(sig: int) -> None:
     _check(_libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0), "prctl")
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """prctl(PR_SET_DUMPABLE): with 0 the kernel writes no core of this process, whatever
+    RLIMIT_CORE and core_pattern say (a pipe core_pattern ignores RLIMIT_CORE)."""
+    _check(_libc.prctl(PR_SET_DUMPABLE, ctypes.c_ulong(int(dumpable)), 0, 0, 0), "prctl")
 
 
 def has_syscall(name: str) -> bool:
