@@ -7,6 +7,7 @@ from __future__ import annotations
 # Importing a command module registers its commands; --help lists them in this order.
 from . import guests  # noqa: F401
 from . import busy  # noqa: F401, I001
+from . import lifecycle  # noqa: F401, I001
 from .common import app
 
 

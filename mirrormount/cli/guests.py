@@ -22,7 +22,8 @@ from .common import JSON_OPT, app, emit_json, reports_errors, settings, table, w
 @reports_errors
 def create(
     ctx: typer.Context,
-    names: List[str] = typer.Argument(..., metavar="NAME...", help="Guest name(s)."),
+    names: Optional[List[str]] = typer.Argument(
+        None, metavar="NAME...", help="Guest name(s) (optional with a recipe that names one)."),
     rootfs: Optional[str] = typer.Option(None, "--rootfs",
                                          help="Directory to mirror as the guest's / [/]."),
     hostname: Optional[str] = typer.Option(None, "--hostname",
@@ -38,6 +39,22 @@ def create(
         None, "--drop-caps", metavar="CAP[,CAP...]",
         help="Capabilities to drop from the bounding set of everything started in the guest "
              "(e.g. sys_admin: the guest can make no mounts)."),
+    init: Optional[str] = typer.Option(
+        None, "--init", metavar="CMD",
+        help="The guest's PID 1 (one string, split as a shell would), in a pid namespace of "
+             "its own with a fresh /proc; started at once."),
+    join: Optional[List[str]] = typer.Option(
+        None, "--join", metavar="KIND=GUEST",
+        help="Share a namespace of another guest (uts, ipc, net, cgroup); repeatable."),
+    stop_signal: Optional[str] = typer.Option(
+        None, "--stop-signal", metavar="SIG",
+        help="What `stop` sends the init (default SIGTERM; e.g. SIGRTMIN+3 for systemd)."),
+    start_cmd: Optional[List[str]] = typer.Option(
+        None, "--start", metavar="CMD", help="Init-less: a command `start` runs in the "
+                                              "guest (sh -c); repeatable."),
+    shutdown_cmd: Optional[List[str]] = typer.Option(
+        None, "--shutdown", metavar="CMD", help="Init-less: a command `stop` runs in the "
+                                                 "guest first (sh -c); repeatable."),
     recipe_file: Optional[str] = typer.Option(None, "--recipe", metavar="FILE",
                                               help="A TOML recipe instead of the flags above "
                                                    "(see recipes/)."),
@@ -46,17 +63,31 @@ def create(
 ) -> None:
     """Create guests: BASE/NAME mirrors the guest's whole mount tree, both ways."""
     s = settings(ctx)
+    names = list(names or [])
     if len(set(names)) != len(names):
         raise UsageError("a name is given twice")
     if recipe_file is not None:
-        if any(v is not None for v in (rootfs, hostname, ns, propagation, confine, drop_caps)):
+        if any(v is not None for v in (rootfs, hostname, ns, propagation, confine, drop_caps,
+                                       init, join, stop_signal, start_cmd, shutdown_cmd)):
             raise UsageError("give either --recipe or --rootfs/--hostname/--ns/--propagation/"
-                             "--confine/--drop-caps")
+                             "--confine/--drop-caps/--init/--join/--stop-signal/--start/"
+                             "--shutdown")
         recipe = load_recipe(recipe_file)
+        if not names and recipe.name:
+            names = [recipe.name]
     else:
+        from ..guest.model import parse_init, parse_joins, parse_signal
+        parse_signal(stop_signal)
+        if init is not None and (start_cmd or shutdown_cmd):
+            raise UsageError("--start and --shutdown are for init-less guests; an init runs "
+                             "its own")
         recipe = Recipe(rootfs or "/", hostname, parse_kinds(ns),
                         validate_propagation(propagation), confine=validate_confine(confine),
-                        drop_caps=parse_caps(drop_caps))
+                        drop_caps=parse_caps(drop_caps), init=parse_init(init),
+                        stop_signal=stop_signal, start=tuple(start_cmd or ()),
+                        shutdown=tuple(shutdown_cmd or ()), joins=parse_joins(join or ()))
+    if not names:
+        raise UsageError("create: give a NAME (or a recipe with name = \"...\")")
     # The whole batch is checked before the first change (names, existing guests, BASE and
     # STATE, the plan itself), so exit 2 always means that nothing changed.
     reqs = [s.guests.validate_create(recipe.request(n)) for n in names]
@@ -148,6 +179,14 @@ def status(ctx: typer.Context, name: str = typer.Argument(...),
                    f"confine:       {rep.info.confine}"
                    + (f" (capabilities dropped: {','.join(rep.info.drop_caps)})"
                       if rep.info.drop_caps else ""))
+        i = rep.info
+        if i.init:
+            typer.echo(f"init:          {shlex.join(i.init)}")
+        if i.joins:
+            typer.echo("joins:         " + ", ".join(f"{k} of {g}" for k, g in i.joins.items()))
+        if i.joined_by:
+            typer.echo("joined by:     " + ", ".join(f"{g} ({','.join(k)})"
+                                                     for g, k in i.joined_by.items()))
         for p in rep.problems:
             typer.echo(f"problem:       {p}")
     if not rep.ok:

@@ -143,6 +143,8 @@ class Guests:
                                  "mirror?): mirrormount cannot set up its mounts here; "
                                  "nothing was changed; hint: make the outer guest with "
                                  "--confine none")
+        from .joins import check_create
+        check_create(self.layout, req, self.no_such)
         if req.confine == "mirror":
             why = unavailable()
             if why:
@@ -200,16 +202,25 @@ class Guests:
             ino = int(mnt.split("[")[1].rstrip("]"))
             pids = sorted(by_ns.get(ino, []))
         reapers = [p for p in pids if is_our_reaper(p)]
-        if "pid" in rec.kinds and "pid" in namespaces and mnt and not reapers:
-            problems.append("the pid namespace's init (mirrormount reaper) is gone")
+        # An init-based guest without its init is stopped (its pid namespace ended with
+        # it; `start` makes a fresh one). An init-less one keeps its reaper while it lives.
+        if "pid" in rec.kinds and "pid" in namespaces and mnt and not reapers \
+                and not rec.init:
+            problems.append("the pid namespace's init (mirrormount reaper) is gone; "
+                            f"hint: mirrormount start {rec.name}")
         if rec.pending:
             problems.append(f"a guest-only mount on {rec.pending.get('path')} was "
                             "interrupted: run the same `mount --guest-only` again")
         others = [p for p in pids if p not in reapers]
         state = "broken" if problems else ("running" if others else "stopped")
+        from .state import joined_by
+        by: dict[str, list[str]] = {}
+        for other, kind in joined_by(self.layout, rec.name):
+            by.setdefault(other, []).append(kind)
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, state, namespaces, pids,
                          rec.propagation, rec.hostname, list(rec.guest_only), problems,
-                         rec.confine, list(rec.drop_caps))
+                         rec.confine, list(rec.drop_caps), list(rec.init), dict(rec.joins),
+                         by)
 
     def _held(self, rec: GuestRecord, table: MountTable | None = None
               ) -> tuple[dict[str, str], list[str]]:
@@ -309,6 +320,13 @@ class Guests:
         namespaces, problems = self._held(rec)   # no /proc scan: exec needs no pid list
         if "mnt" not in namespaces:
             raise OperationError(f"guest {name} is broken: {'; '.join(problems)}")
+        from .joins import init_alive
+        if rec.init and "pid" in rec.kinds and not init_alive(self.layout, rec):
+            # Its pid namespace ended with its init: nothing can be forked into it, and a
+            # process left in the host's pid namespace could mount the host's /proc.
+            raise UsageError(f"guest {name} is stopped: its pid namespace ended with its "
+                             f"init, so nothing can run in it; run `mirrormount start "
+                             f"{name}` first; nothing was run")
         from ..kernel import confine
         from .model import cap_numbers
         if rec.confine == "mirror" and (why := confine.unavailable()):
@@ -511,6 +529,12 @@ class Guests:
         validate_name(name)
         if name not in guest_names(self.layout):
             raise UsageError(self.no_such(name))
+        from .state import joined_by
+        joiners = joined_by(self.layout, name)
+        if joiners:
+            shown = ", ".join(f"{g} ({k})" for g, k in joiners)
+            raise BusyError(f"guest {name} shares namespaces with guests that joined them: "
+                            f"{shown}; destroy those first")
         t = self.teardown(name, grace)
         if t.inside and not force:
             if not locked:

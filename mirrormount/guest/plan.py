@@ -137,11 +137,14 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
         "the guest's namespaces, cloned from the nursery and pivot_rooted into the mirror; "
         "kept alive by nsfs binds, so the guest needs no process",
         req.name, mirror, layout.nursery_file, layout.ns_dir(req.name), req.all_kinds,
-        req.hostname, facts.put_old, req.confine, req.drop_caps))
+        req.hostname, facts.put_old, req.confine, req.drop_caps, req.init,
+        tuple((k, layout.ns_file(g, k)) for k, g in req.joins)))
     record = GuestRecord(name=req.name, mirror=mirror, rootfs=req.rootfs,
                          kinds=req.all_kinds, propagation=req.propagation,
                          hostname=req.hostname, created=created, confine=req.confine,
-                         drop_caps=req.drop_caps)
+                         drop_caps=req.drop_caps, init=req.init,
+                         stop_signal=req.stop_signal, start=req.start,
+                         shutdown=req.shutdown, joins=dict(req.joins))
     ops.append(WriteRecord("the guest's record, written atomically (temp file + rename), "
                            "last: a guest with a record is a complete guest",
                            layout.record(req.name), record.to_json()))

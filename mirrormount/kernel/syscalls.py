@@ -440,6 +440,43 @@ def set_process_name(name: str) -> None:
     _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
+PR_SET_MM = 35
+PR_SET_MM_ARG_START = 8
+PR_SET_MM_ARG_END = 9
+_cmdline_buffers: list[ctypes.Array[ctypes.c_char]] = []     # must live as long as the process: the kernel reads it
+
+
+def set_cmdline(words: list[str]) -> None:
+    """What /proc/PID/cmdline (and so `ps -f`, `pgrep -f`) shows: ``words`` as argv.
+
+    First prctl(PR_SET_MM, PR_SET_MM_ARG_START/ARG_END) onto a buffer of our own (prctl(2);
+    needs CAP_SYS_RESOURCE; the buffer lies on the heap, below the stack's old argv, so the
+    start is set first: the kernel keeps arg_start <= arg_end at each call). Without that
+    capability, the old argv area itself is overwritten, as setproctitle(3) does: its
+    bounds are fields 48 and 49 of /proc/self/stat (proc(5)); the words are cut to fit and
+    the rest is zeroed, so the area still ends in NUL and the kernel shows it as argv
+    (fs/proc/base.c get_mm_cmdline). Best effort: the comm name stays either way."""
+    data = b"".join(w.encode() + b"\0" for w in words)
+    buf = ctypes.create_string_buffer(data, len(data))
+    start = ctypes.addressof(buf)
+    if _libc.prctl(PR_SET_MM, PR_SET_MM_ARG_START, ctypes.c_ulong(start), 0, 0) == 0 and \
+            _libc.prctl(PR_SET_MM, PR_SET_MM_ARG_END, ctypes.c_ulong(start + len(data)),
+                        0, 0) == 0:
+        _cmdline_buffers.append(buf)
+        return
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        arg_start, arg_end = int(fields[45]), int(fields[46])
+    except (OSError, IndexError, ValueError):
+        return
+    size = arg_end - arg_start
+    if size <= 1:
+        return
+    fitted = data[:size - 1].ljust(size, b"\0")
+    ctypes.memmove(arg_start, fitted, size)
+
+
 def set_parent_death_signal(sig: int) -> None:
     _check(_libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0), "prctl")
 
