@@ -116,7 +116,9 @@ def run_in_guest(op: RunInGuest) -> str | None:
         for fd, src in ((0, null), (1, w), (2, w)):
             os.dup2(src, fd)       # inherited by the command (dup2 clears close-on-exec)
         env = {**init_env(op.name), "TERM": os.environ.get("TERM", "dumb")}
-        with confine.armed(prepared):
+        # The executor's step holds the stop signals; the command (and any daemon it
+        # leaves) must not inherit them blocked, and a Ctrl-C meanwhile is passed on to it.
+        with confine.armed(prepared), signals.interruptible():
             status = exec_in(dict(op.pins), ["/bin/sh", "-c", op.command], env=env)
     finally:
         for fd, old in zip((0, 1, 2), saved):

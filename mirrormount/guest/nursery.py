@@ -199,8 +199,8 @@ def _reaper(commit_r: int, prepared: confine.Prepared | None = None, name: str =
     os.setsid()
     # ps shows what it is: comm is 15 bytes at most, the command line says whose it is
     sc.set_process_name(REAPER_COMM)
-    sc.set_cmdline([REAPER_ARGV0, name] if name else [REAPER_ARGV0])
     own_proc_only(proc_fd)
+    sc.set_cmdline([REAPER_ARGV0, name] if name else [REAPER_ARGV0])   # reads /proc/self
     if proc_fd >= 0:
         os.close(proc_fd)       # the host's /proc: never into the guest
     path = _resolve_init(init) if init else ""
