@@ -31,8 +31,9 @@ def ps(sb, name):
 def test_init_based_stop_start_destroy(sandbox):
     sb = sandbox
     before = sb.mountpoints()
-    r = sb.mm("create", "c1", "--init", "sleep 1000000", "--hostname", "box")
+    r = sb.mm("create", "c1", "--init", "sleep 1000000", "--hostname", "box", "--json")
     assert r.returncode == 0, r.stderr
+    assert r.json[0]["state"] == "running" and r.json[0]["init"] == ["sleep", "1000000"]
     assert info(sb, "c1")["state"] == "running"
     assert info(sb, "c1")["init"] == ["sleep", "1000000"]
     rows = ps(sb, "c1")
@@ -188,8 +189,12 @@ def test_joined_net_namespace_is_shared_and_mount_namespaces_are_not(sandbox):
         r = sb.mm("create", "c3", *args)
         assert r.returncode == 2 and why in r.stderr, (args, r.stderr)
     assert "c3" not in {g["name"] for g in sb.mm("--json", "list").json}
-    assert sb.mm("destroy", "c2").returncode == 0
-    assert sb.mm("destroy", "c1").returncode == 0
+    # in one batch: the joiner first is fine, the joined one first refuses the batch
+    r = sb.mm("destroy", "c1", "c2")
+    assert r.returncode == 3 and "c2 (net)" in r.stderr
+    assert len(sb.mm("--json", "list").json) == 2
+    r = sb.mm("destroy", "c2", "c1")
+    assert r.returncode == 0, r.stderr
     assert sb.mountpoints() == before
 
 

@@ -360,7 +360,7 @@ def destroy(ctx: typer.Context, names: List[str] = typer.Argument(..., metavar="
         validate_name(n)
     if not dry_run:
         require_root("destroy")
-    plans = [g.plan_destroy(n, force, grace) for n in names]
+    plans = [g.plan_destroy(n, force, grace, going=names[:i]) for i, n in enumerate(names)]
     if dry_run:
         from ..guest.ops import render
         typer.echo("".join(render(p) for p in plans), nl=False)

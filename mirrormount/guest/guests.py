@@ -182,13 +182,16 @@ class Guests:
         # Described from what we just made, not from a scan of the (large) host table.
         namespaces = {k: ns_id(p) or "?" for k, p in self.ns_files(rec).items()}
         pids = [outcome.reaper_pid] if outcome.reaper_pid else []
-        return GuestInfo(rec.name, rec.mirror, rec.rootfs, "stopped", namespaces, pids,
+        return GuestInfo(rec.name, rec.mirror, rec.rootfs,
+                         "running" if rec.init else "stopped", namespaces, pids,
                          rec.propagation, rec.hostname, confine=rec.confine,
-                         drop_caps=list(rec.drop_caps)), outcome
+                         drop_caps=list(rec.drop_caps), init=list(rec.init),
+                         joins=dict(rec.joins)), outcome
 
     # ------------------------------------------------------------------ list / status
     def info(self, name: str, table: MountTable | None = None,
-             by_ns: dict[int, list[int]] | None = None) -> GuestInfo:
+             by_ns: dict[int, list[int]] | None = None,
+             joins: dict[str, list[tuple[str, str]]] | None = None) -> GuestInfo:
         rec = load(self.layout, name)
         if rec is None:
             return GuestInfo(name, self.layout.mirror(name), "?", "broken", {}, [],
@@ -213,9 +216,10 @@ class Guests:
                             "interrupted: run the same `mount --guest-only` again")
         others = [p for p in pids if p not in reapers]
         state = "broken" if problems else ("running" if others else "stopped")
-        from .state import joined_by
+        from .state import joins_index
         by: dict[str, list[str]] = {}
-        for other, kind in joined_by(self.layout, rec.name):
+        for other, kind in (joins if joins is not None
+                            else joins_index(self.layout)).get(rec.name, []):
             by.setdefault(other, []).append(kind)
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, state, namespaces, pids,
                          rec.propagation, rec.hostname, list(rec.guest_only), problems,
@@ -251,7 +255,9 @@ class Guests:
             p for n in names if (rec := load(self.layout, n)) is not None
             for p in (rec.mirror, *self.ns_files(rec).values()))
         by_ns = pids_by_mnt_ns()
-        return [self.info(n, table, by_ns) for n in names]
+        from .state import joins_index
+        joins = joins_index(self.layout)     # every record read once, not once per guest
+        return [self.info(n, table, by_ns, joins) for n in names]
 
     def guest_table(self, rec: GuestRecord) -> MountTable | None:
         holder = self.layout.ns_file(rec.name, "mnt")
@@ -521,16 +527,17 @@ class Guests:
                         os.path.lexists(self.layout.claim(name)), grace, last=not others)
 
     def plan_destroy(self, name: str, force: bool = False, grace: float = 5.0,
-                     locked: bool = False) -> list[Op]:
+                     locked: bool = False, going: Sequence[str] = ()) -> list[Op]:
         """The plan of `destroy`. locked: the caller holds the StateLock (destroy itself);
         without it (the CLI checking a whole batch first) a busy verdict is checked again
-        under the lock."""
+        under the lock. going: guests destroyed before this one in the same batch (a
+        guest that joined this one's namespaces may be among them)."""
         from .plan import plan_destroy
         validate_name(name)
         if name not in guest_names(self.layout):
             raise UsageError(self.no_such(name))
         from .state import joined_by
-        joiners = joined_by(self.layout, name)
+        joiners = [(g, k) for g, k in joined_by(self.layout, name) if g not in going]
         if joiners:
             shown = ", ".join(f"{g} ({k})" for g, k in joiners)
             raise BusyError(f"guest {name} shares namespaces with guests that joined them: "
@@ -543,7 +550,7 @@ class Guests:
                 # namespaces are bound, and was counted as a process inside (exit 3, "use
                 # --force"). Once no change is under way, only real processes are left.
                 with StateLock(self.layout.state, shared=True):
-                    return self.plan_destroy(name, force, grace, locked=True)
+                    return self.plan_destroy(name, force, grace, locked=True, going=going)
             raise BusyError(f"guest {name} still has {len(t.inside)} process(es) inside "
                             f"(pids {' '.join(map(str, t.inside[:10]))}); "
                             "use --force to stop them")

@@ -45,7 +45,7 @@ class StartInit(Op):
         what = shlex.join(self.init) if self.init else "# mirrormount's reaper (no shell form)"
         inner = f"umount -l /proc; mount -t proc proc /proc; exec {what}"
         return [*confinement_lines(self.confine, self.drop_caps, "PID 1"),
-                f"nsenter {enter} unshare --pid --fork --mount-proc=/proc sh -c "
+                f"nsenter {enter} unshare --pid --fork sh -c "
                 f"{q(inner)} &",
                 f"umount -l {q(self.pid_pin)}; mount --bind /proc/$!/ns/pid_for_children "
                 f"{q(self.pid_pin)}"]

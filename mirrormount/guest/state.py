@@ -114,15 +114,21 @@ def guest_names(layout: Layout) -> list[str]:
         return []
 
 
-def joined_by(layout: Layout, name: str) -> list[tuple[str, str]]:
-    """The guests that share a namespace of `name` (create --join KIND=name): [(guest,
-    kind)], sorted. Read from every record of this STATE."""
-    out = []
+def joins_index(layout: Layout) -> dict[str, list[tuple[str, str]]]:
+    """{guest: [(joiner, kind)]} for every guest whose namespaces others joined (create
+    --join KIND=guest), sorted; each record of this STATE is read once."""
+    out: dict[str, list[tuple[str, str]]] = {}
     for other in guest_names(layout):
-        rec = load(layout, other) if other != name else None
+        rec = load(layout, other)
         if rec is not None:
-            out += [(other, kind) for kind, g in rec.joins.items() if g == name]
-    return sorted(out)
+            for kind, g in rec.joins.items():
+                out.setdefault(g, []).append((other, kind))
+    return {g: sorted(v) for g, v in out.items()}
+
+
+def joined_by(layout: Layout, name: str) -> list[tuple[str, str]]:
+    """The guests that share a namespace of `name`: [(guest, kind)], sorted."""
+    return joins_index(layout).get(name, [])
 
 
 class StateLock:
