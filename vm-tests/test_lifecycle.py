@@ -65,6 +65,12 @@ def test_init_based_stop_start_destroy(sandbox):
     assert sb.mm("exec", "c1", "--", "hostname").stdout.strip() == "box"
     out = sb.mm("exec", "c1", "--", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '").stdout
     assert out.strip() == "sleep 1000000"
+    # one /proc, the fresh one (the ended namespace's is detached, not hidden beneath), and
+    # the init runs under the guest's confinement, like every process mirrormount starts
+    procs = sb.mm("exec", "c1", "--", "sh", "-c", "grep -c ' - proc ' /proc/self/mountinfo")
+    assert procs.stdout.strip() == "1", procs
+    seccomp = sb.mm("exec", "c1", "--", "grep", "^Seccomp:", "/proc/1/status").stdout
+    assert seccomp.split() == ["Seccomp:", "2"]
     assert sb.mm("start", "c1").stdout.strip() == "c1: running already"
 
     # a running guest still refuses destroy; after stop, destroy leaves nothing
