@@ -110,8 +110,8 @@ def _cgroup(pid: int) -> str:
 
 def ps(g: Guests, name: str) -> list[ProcessRow]:
     """Every process in the guest's mount namespace: host pid, NSpid (/proc/PID/status),
-    user and command (psutil), cgroup (/proc/PID/cgroup). A process that ends while it is
-    read is left out."""
+    user (psutil: the name from the host's passwd, else the uid) and command (psutil),
+    cgroup (/proc/PID/cgroup). A process that ends while it is read is left out."""
     require_root("ps")
     import psutil
     rec = g.record(name)
@@ -130,9 +130,7 @@ def ps(g: Guests, name: str) -> list[ProcessRow]:
                 cmd = " ".join(argv) if argv else f"[{p.name()}]"
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        except psutil.AccessDenied:
+        except psutil.AccessDenied:     # not as root (ps needs root: require_root)
             user, cmd = "?", "?"
-        except KeyError:        # a uid with no name in the host's passwd
-            user, cmd = str(parse_status(status).get("Uid", "?").split()[0]), "?"
         rows.append(ProcessRow(pid, nspid[-1], nspid, user, cmd.rstrip(), _cgroup(pid)))
     return rows
