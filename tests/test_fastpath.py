@@ -30,7 +30,8 @@ AS_NOBODY = (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
               "--inh-caps=-all", "--"] if os.geteuid() == 0 else [])
 
 # Options of `create` and of the global callback that the fast path leaves to typer.
-FALLS_THROUGH = {"--recipe", "--dry-run", "--json", "-J", "--help", "-h", "--version", "-V"}
+FALLS_THROUGH = {"--recipe", "--dry-run", "--json", "-J", "--help", "-h", "--version", "-V",
+                 "--init", "--join", "--start", "--shutdown", "--stop-signal"}
 
 TABLE = [
     # parsed by the fast path; the library accepts or refuses the values
@@ -72,6 +73,8 @@ TABLE = [
     ["create", "c1", "--json"],
     ["create", "c1", "--dry-run"],
     ["create", "c1", "--recipe", "/no/such.toml"],
+    ["create", "c1", "--init", "sleep 1"],
+    ["create", "c1", "--join", "net=c0", "--stop-signal", "SIGRTMIN+3"],
     ["--json", "create", "c1"],
     ["--bogus", "create", "c1"],
     ["--base"],

@@ -13,6 +13,7 @@ import struct
 import pytest
 
 from mirrormount.kernel import mntevents, mountns
+from mirrormount.kernel import nsfs_calls as nc
 from mirrormount.kernel import syscalls as sc
 from mirrormount.kernel.mountinfo import MountTable, parse_line
 
@@ -63,22 +64,22 @@ def test_propagate_from_only_when_it_differs():
     assert mountns.record(sm).propagate_from is None
 
 
-def fan_event(mask: int, mnt_id: int, kind: int = sc.FAN_EVENT_INFO_TYPE_MNT) -> bytes:
+def fan_event(mask: int, mnt_id: int, kind: int = nc.FAN_EVENT_INFO_TYPE_MNT) -> bytes:
     info = struct.pack("=BBHI", kind, 0, 16, 0) + struct.pack("=Q", mnt_id)
     meta = struct.pack("=IBBHQii", 24 + len(info), 3, 0, 24, mask, -1, 1234)
     return meta + info
 
 
 def test_parse_fanotify_events():
-    data = (fan_event(sc.FAN_MNT_ATTACH, 7) + fan_event(sc.FAN_MNT_DETACH, 8)
-            + fan_event(sc.FAN_MNT_ATTACH | sc.FAN_MNT_DETACH, 2**31 + 5))
+    data = (fan_event(nc.FAN_MNT_ATTACH, 7) + fan_event(nc.FAN_MNT_DETACH, 8)
+            + fan_event(nc.FAN_MNT_ATTACH | nc.FAN_MNT_DETACH, 2**31 + 5))
     assert mntevents.parse_fanotify(data) == [
-        (sc.FAN_MNT_ATTACH, 7), (sc.FAN_MNT_DETACH, 8),
-        (sc.FAN_MNT_ATTACH | sc.FAN_MNT_DETACH, 2**31 + 5)]
+        (nc.FAN_MNT_ATTACH, 7), (nc.FAN_MNT_DETACH, 8),
+        (nc.FAN_MNT_ATTACH | nc.FAN_MNT_DETACH, 2**31 + 5)]
     # A record of another type is skipped; a truncated event ends the parse.
-    assert mntevents.parse_fanotify(fan_event(sc.FAN_MNT_ATTACH, 7, kind=6)) == \
-        [(sc.FAN_MNT_ATTACH, 0)]
-    assert mntevents.parse_fanotify(fan_event(sc.FAN_MNT_ATTACH, 7)[:20]) == []
+    assert mntevents.parse_fanotify(fan_event(nc.FAN_MNT_ATTACH, 7, kind=6)) == \
+        [(nc.FAN_MNT_ATTACH, 0)]
+    assert mntevents.parse_fanotify(fan_event(nc.FAN_MNT_ATTACH, 7)[:20]) == []
 
 
 def test_diff_attach_detach_move():
@@ -134,7 +135,7 @@ def test_ns_id_ioctl_refuses_a_non_namespace_cleanly():
     fd = os.open("/", os.O_RDONLY)
     try:
         with pytest.raises(OSError) as exc:
-            sc.mntns_id(fd)
+            nc.mntns_id(fd)
         assert exc.value.errno in (errno.ENOTTY, errno.EINVAL)
     finally:
         os.close(fd)

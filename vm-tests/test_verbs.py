@@ -31,6 +31,13 @@ VERBS = {
     "destroy": ("", ["destroy", "c1"], True),
     # c1 (unconfined, on the small rootfs below) broke its mirror; a mount made on each
     # side since: repair shares, copies both ways, and re-joins / and /proc
+    # the lifecycle: an init-based guest started (after a stop) and stopped; an init-less
+    # one (pid namespace: its reaper stays) stopped, a process that ignores TERM inside
+    "start": ("python3 -m mirrormount stop c1 --timeout 0", ["start", "c1"], False),
+    "stop": ("", ["stop", "c1", "--timeout", "0"], True),
+    "stop-init-less": ("python3 -m mirrormount exec c1 -- sh -c \"trap '' TERM; "
+                       "sleep 1000000 </dev/null >/dev/null 2>&1 &\"",
+                       ["stop", "c1", "--timeout", "0"], True),
     "repair": ("python3 -m mirrormount exec c1 -- mount --make-rprivate / && "
                "python3 -m mirrormount exec c1 -- mount -t tmpfs g /tmp/g && "
                "mount -t tmpfs h /container/c1/mnt/h", ["repair", "c1"], False),
@@ -48,7 +55,9 @@ SMALL_ROOTFS = """R=/srv/r; [ -e $R/usr/bin/mount ] || {
     done
   done; }"""
 # verb -> (shell before its `create c1`, more create arguments)
-PREPARE = {"repair": (SMALL_ROOTFS, ("--rootfs", "/srv/r", "--confine", "none"))}
+PREPARE = {"repair": (SMALL_ROOTFS, ("--rootfs", "/srv/r", "--confine", "none")),
+           "start": ("", ("--init", "sleep 1000000")),
+           "stop": ("", ("--init", "sleep 1000000"))}
 
 
 def snapshot(sb):
@@ -61,7 +70,10 @@ def snapshot(sb):
     record = json.loads(text) if text else None
     if record:
         record.pop("created")      # c1 is made anew for each point
-    return host, guest, record
+    # running or stopped: what start and stop change (mounts and record stay)
+    states = [g["state"] for g in json.loads(sb.mm("--json", "list").stdout or "[]")
+              if g["name"] == "c1"]
+    return host, guest, record, states
 
 
 def setup(sb, verb):

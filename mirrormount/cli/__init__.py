@@ -1,7 +1,8 @@
 """The command line (typer): commands parse, call the library, render. common.py holds the
-app and the one error handler; guests.py, exec.py and busy.py register their commands on it when
-imported. The console entry point is mirrormount.entry:main, which sets up signals first,
-then lets fastpath.py answer the hot paths without typer.
+app and the one error handler; guests.py, exec.py, busy.py, lifecycle.py and the views'
+modules register their commands on it when imported. The console entry point is
+mirrormount.entry:main, which sets up signals first, then lets fastpath.py answer the hot
+paths without typer.
 
 ``app`` is imported on first use (``from mirrormount.cli import app``), not with this
 package: importing mirrormount.cli.fastpath must not pull typer and every command in."""
@@ -21,6 +22,7 @@ def __getattr__(name: str) -> object:
     from . import guests  # noqa: F401
     from . import exec  # noqa: F401, I001
     from . import busy  # noqa: F401, I001
+    from . import lifecycle  # noqa: F401, I001
     from . import graph  # noqa: F401, I001
     from . import metrics  # noqa: F401, I001
     from . import unit  # noqa: F401, I001

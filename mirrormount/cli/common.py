@@ -249,6 +249,18 @@ JSON_HELP = "JSON on stdout, for scripts (before or after the command)."
 # command (`mirrormount -J list` and `mirrormount list -J`); want_json() reads both.
 JSON_OPT = typer.Option(False, "-J", "--json", help=JSON_HELP)
 NAME_HELP = "An existing guest's name."
+DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan as numbered shell steps "
+                                                 "(with -J: as JSON); change nothing.")
+
+
+def show_plan(ctx: typer.Context, json_local: bool, ops: list) -> None:
+    """--dry-run's output: the numbered shell steps, or with -J the ops as JSON (a list of
+    {"op": NAME, "why": ..., fields...}, guest/ops.py ops_json)."""
+    from ..guest.ops import ops_json, render
+    if want_json(ctx, json_local):
+        emit_json(ops_json(ops))
+    else:
+        typer.echo(render(ops), nl=False)
 
 
 def _version(value: bool) -> None:

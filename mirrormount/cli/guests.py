@@ -10,21 +10,22 @@ from typing import List, Optional
 import typer
 
 from ..errors import EXIT_FAILED, BusyError, OperationError, PartlyDone, UsageError
-from ..guest.guests import UmountBusy, require_root
+from ..guest.mounting import UmountBusy, require_root
 from ..guest.model import (parse_caps, parse_kinds, validate_confine, validate_name,
                            validate_propagation)
 from ..guest.recipe import Recipe, RecipeMount, load_recipe
 from ..kernel import signals
 from .columns import NOHEADINGS_OPT, OUTPUT_OPT, RAW_OPT, SORT_OPT, Column, Columns
-from .common import (JSON_OPT, NAME_HELP, app, emit_json, reports_errors, settings,
-                     want_json)
+from .common import (DRY_RUN, JSON_OPT, NAME_HELP, app, emit_json, reports_errors, settings,
+                     show_plan, want_json)
 
 
 @app.command()
 @reports_errors
 def create(
     ctx: typer.Context,
-    names: List[str] = typer.Argument(..., metavar="NAME...", help="Guest name(s)."),
+    names: Optional[List[str]] = typer.Argument(
+        None, metavar="NAME...", help="Guest name(s) (optional with a recipe that names one)."),
     rootfs: Optional[str] = typer.Option(None, "--rootfs", metavar="DIR",
                                          help="Directory to mirror as the guest's / [/]."),
     hostname: Optional[str] = typer.Option(None, "--hostname", metavar="HOSTNAME",
@@ -40,6 +41,22 @@ def create(
         None, "--drop-caps", metavar="CAP[,CAP...]",
         help="Capabilities to drop from the bounding set of everything started in the guest "
              "(e.g. sys_admin: the guest can make no mounts)."),
+    init: Optional[str] = typer.Option(
+        None, "--init", metavar="CMD",
+        help="The guest's PID 1 (one string, split as a shell would), in a pid namespace of "
+             "its own with a fresh /proc; started at once."),
+    join: Optional[List[str]] = typer.Option(
+        None, "--join", metavar="KIND=GUEST",
+        help="Share a namespace of another guest (uts, ipc, net, cgroup); repeatable."),
+    stop_signal: Optional[str] = typer.Option(
+        None, "--stop-signal", metavar="SIG",
+        help="What `stop` sends the init (default SIGTERM; e.g. SIGRTMIN+3 for systemd)."),
+    start_cmd: Optional[List[str]] = typer.Option(
+        None, "--start", metavar="CMD", help="Init-less: a command `start` runs in the "
+                                              "guest (sh -c); repeatable."),
+    shutdown_cmd: Optional[List[str]] = typer.Option(
+        None, "--shutdown", metavar="CMD", help="Init-less: a command `stop` runs in the "
+                                                 "guest first (sh -c); repeatable."),
     recipe_file: Optional[str] = typer.Option(None, "--recipe", metavar="FILE",
                                               help="A TOML recipe instead of the flags above "
                                                    "(see recipes/)."),
@@ -49,17 +66,31 @@ def create(
 ) -> None:
     """Create guests: BASE/NAME mirrors the guest's whole mount tree, both ways."""
     s = settings(ctx)
+    names = list(names or [])
     if len(set(names)) != len(names):
         raise UsageError("a name is given twice")
     if recipe_file is not None:
-        if any(v is not None for v in (rootfs, hostname, ns, propagation, confine, drop_caps)):
+        if any(v is not None for v in (rootfs, hostname, ns, propagation, confine, drop_caps,
+                                       init, join, stop_signal, start_cmd, shutdown_cmd)):
             raise UsageError("give either --recipe or --rootfs/--hostname/--ns/--propagation/"
-                             "--confine/--drop-caps")
+                             "--confine/--drop-caps/--init/--join/--stop-signal/--start/"
+                             "--shutdown")
         recipe = load_recipe(recipe_file)
+        if not names and recipe.name:
+            names = [recipe.name]
     else:
+        from ..guest.model import parse_init, parse_joins, parse_signal
+        parse_signal(stop_signal)
+        if init is not None and (start_cmd or shutdown_cmd):
+            raise UsageError("--start and --shutdown are for init-less guests; an init runs "
+                             "its own")
         recipe = Recipe(rootfs or "/", hostname, parse_kinds(ns),
                         validate_propagation(propagation), confine=validate_confine(confine),
-                        drop_caps=parse_caps(drop_caps))
+                        drop_caps=parse_caps(drop_caps), init=parse_init(init),
+                        stop_signal=stop_signal, start=tuple(start_cmd or ()),
+                        shutdown=tuple(shutdown_cmd or ()), joins=parse_joins(join or ()))
+    if not names:
+        raise UsageError("create: give a NAME (or a recipe with name = \"...\")")
     # The whole batch is checked before the first change (names, existing guests, BASE and
     # STATE, the plan itself), so exit 2 always means that nothing changed.
     reqs = [s.guests.validate_create(recipe.request(n)) for n in names]
@@ -187,6 +218,14 @@ def status(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
                    f"confine:       {rep.info.confine}"
                    + (f" (capabilities dropped: {','.join(rep.info.drop_caps)})"
                       if rep.info.drop_caps else ""))
+        i = rep.info
+        if i.init:
+            typer.echo(f"init:          {shlex.join(i.init)}")
+        if i.joins:
+            typer.echo("joins:         " + ", ".join(f"{k} of {g}" for k, g in i.joins.items()))
+        if i.joined_by:
+            typer.echo("joined by:     " + ", ".join(f"{g} ({','.join(k)})"
+                                                     for g, k in i.joined_by.items()))
         for p in rep.problems:
             typer.echo(f"problem:       {p}")
     if not rep.ok:
@@ -195,19 +234,6 @@ def status(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
 
 # exec and enter: cli/exec.py
 
-
-
-DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan as numbered shell steps "
-                                                 "(with -J: as JSON); change nothing.")
-
-
-def show_plan(ctx: typer.Context, json_local: bool, ops: list) -> None:
-    """--dry-run's output: the numbered shell steps, or with -J the ops as JSON."""
-    from ..guest.ops import ops_json, render
-    if want_json(ctx, json_local):
-        emit_json(ops_json(ops))
-    else:
-        typer.echo(render(ops), nl=False)
 
 
 @app.command()
@@ -388,7 +414,7 @@ def destroy(ctx: typer.Context,
         validate_name(n)
     if not dry_run:
         require_root("destroy")
-    plans = [g.plan_destroy(n, force, grace) for n in names]
+    plans = [g.plan_destroy(n, force, grace, going=names[:i]) for i, n in enumerate(names)]
     if dry_run:
         if want_json(ctx, json_local):
             from ..guest.ops import ops_json

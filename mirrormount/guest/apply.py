@@ -48,6 +48,7 @@ from .ops import (CopyTree, Detach, DropSelfBind, JoinGroup, MakeCgroup, MakeDir
                   RecoverGuestOnly, ReleaseNsFile, RemoveCgroup, RemoveDir, RemoveFile,
                   SetPropagation, SpawnGuest, StartNursery, StopProcesses, UmountIn, Unmount,
                   WriteRecord)
+from .lifeplan import RunInGuest, SignalInit, StartInit, StopAll
 from .state import StateLock, write_atomic
 
 PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
@@ -115,6 +116,7 @@ class Outcome:
 
     reaper_pid: int | None = None
     attempts: int = 0
+    warnings: list[str] = field(default_factory=list)   # one line each (stop's KILL)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -235,8 +237,27 @@ class Executor:
             guestonly.drop_self_bind(op.holder, op.target)
         elif isinstance(op, (Propagate, JoinGroup, CopyTree)):
             self._mend(op)
+        elif isinstance(op, (StartInit, RunInGuest, SignalInit, StopAll)):
+            self._lifecycle(op, checkpoint)
         else:  # pragma: no cover - a planner bug
             raise TypeError(f"no executor for {type(op).__name__}")
+
+    def _lifecycle(self, op: StartInit | RunInGuest | SignalInit | StopAll,
+                   checkpoint: Callable[[int], None]) -> None:
+        """start and stop (lifeplan.py, lifework.py). A fresh init is undone by killing it
+        (its pin then holds an ended pid namespace: the guest is stopped, as before); the
+        rest ends processes or runs commands, and is done again by planning again."""
+        from . import lifework
+        if isinstance(op, StartInit):
+            pid = lifework.start_init(op, checkpoint)
+            self.outcome.reaper_pid = pid
+            self.undo.append(partial(kill_and_wait, pid))
+            return
+        warning = (lifework.run_in_guest(op) if isinstance(op, RunInGuest) else
+                   lifework.signal_init(op) if isinstance(op, SignalInit) else
+                   lifework.stop_all(op))
+        if warning:
+            self.outcome.warnings.append(warning)
 
     def _mend(self, op: Propagate | JoinGroup | CopyTree) -> None:
         """repair's steps (rejoin.py does the kernel work). The host side's mount is opened

@@ -1,4 +1,4 @@
-"""Guests: create, destroy, list, status, exec, mount and umount.
+"""Guests: create, destroy, list, status, exec (mount and umount: guest/mounting.py).
 
 This is the library's public face; the CLI only parses arguments and renders what these
 functions return. Mount-table changes in the host namespace happen here (through apply.py);
@@ -8,11 +8,10 @@ Privilege: root for everything except reading records.
 """
 from __future__ import annotations
 
-import errno
 import os
 import time
 from dataclasses import replace
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import BusyError, OperationError, UsageError
@@ -23,9 +22,9 @@ from ..kernel.mountns import ns_of_path, table_around, unique_mounts
 from ..kernel.mountquery import mounts_at, table_beside
 from ..kernel.procfs import (ns_id, ns_inode, parse_nspid, parse_status, pids_by_mnt_ns,
                              read_text)
-from . import mkdirs
 from .health import RECREATE, assess
-from .reports import GuestInfo, MountResult, RepairReport, StatusReport
+from .mounting import MountVerbs, require_root
+from .reports import GuestInfo, RepairReport, StatusReport
 from .model import CreateRequest, Layout, validate_hostname, validate_name
 from .nsexec import in_namespaces, read_own_mountinfo
 from .state import GuestRecord, StateLock, guest_names, load
@@ -43,11 +42,6 @@ if TYPE_CHECKING:
 
 # Directories tried, in order, for pivot_root's put_old (see nursery._guest_child).
 PUT_OLD_CANDIDATES = ("mnt", "tmp", "media", "srv", "opt", "home", "root", "var", "etc", "usr")
-
-
-def require_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise OperationError(f"{what} needs root (CAP_SYS_ADMIN); nothing was changed")
 
 
 def choose_put_old(rootfs: str) -> str:
@@ -69,7 +63,10 @@ def host_table() -> MountTable:
     return MountTable.of(mountinfo.read())
 
 
-class Guests:
+class Guests(MountVerbs):
+    """Every verb on guests, for one Layout (BASE and STATE). mount and umount come from
+    MountVerbs (guest/mounting.py)."""
+
     def __init__(self, layout: Layout) -> None:
         # Real paths, once: a symlink in BASE or STATE (/var/run -> /run) would otherwise make
         # the mount table, which names real paths, look as if nothing were mounted there.
@@ -148,6 +145,8 @@ class Guests:
                                  "mirror?): mirrormount cannot set up its mounts here; "
                                  "nothing was changed; hint: make the outer guest with "
                                  "--confine none")
+        from .joins import check_create
+        check_create(self.layout, req, self.no_such)
         if req.confine == "mirror":
             why = unavailable()
             if why:
@@ -185,13 +184,16 @@ class Guests:
         # Described from what we just made, not from a scan of the (large) host table.
         namespaces = {k: ns_id(p) or "?" for k, p in self.ns_files(rec).items()}
         pids = [outcome.reaper_pid] if outcome.reaper_pid else []
-        return GuestInfo(rec.name, rec.mirror, rec.rootfs, "stopped", namespaces, pids,
+        return GuestInfo(rec.name, rec.mirror, rec.rootfs,
+                         "running" if rec.init else "stopped", namespaces, pids,
                          rec.propagation, rec.hostname, confine=rec.confine,
-                         drop_caps=list(rec.drop_caps)), outcome
+                         drop_caps=list(rec.drop_caps), init=list(rec.init),
+                         joins=dict(rec.joins)), outcome
 
     # ------------------------------------------------------------------ list / status
     def info(self, name: str, table: MountTable | None = None,
-             by_ns: dict[int, list[int]] | None = None) -> GuestInfo:
+             by_ns: dict[int, list[int]] | None = None,
+             joins: dict[str, list[tuple[str, str]]] | None = None) -> GuestInfo:
         rec = load(self.layout, name)
         if rec is None:
             return GuestInfo(name, self.layout.mirror(name), "?", "broken", {}, [],
@@ -205,16 +207,26 @@ class Guests:
             ino = int(mnt.split("[")[1].rstrip("]"))
             pids = sorted(by_ns.get(ino, []))
         reapers = [p for p in pids if is_our_reaper(p)]
-        if "pid" in rec.kinds and "pid" in namespaces and mnt and not reapers:
-            problems.append("the pid namespace's init (mirrormount reaper) is gone")
+        # An init-based guest without its init is stopped (its pid namespace ended with
+        # it; `start` makes a fresh one). An init-less one keeps its reaper while it lives.
+        if "pid" in rec.kinds and "pid" in namespaces and mnt and not reapers \
+                and not rec.init:
+            problems.append("the pid namespace's init (mirrormount reaper) is gone; "
+                            f"hint: mirrormount start {rec.name}")
         if rec.pending:
             problems.append(f"a guest-only mount on {rec.pending.get('path')} was "
                             "interrupted: run the same `mount --guest-only` again")
         others = [p for p in pids if p not in reapers]
         state = "broken" if problems else ("running" if others else "stopped")
+        from .state import joins_index
+        by: dict[str, list[str]] = {}
+        for other, kind in (joins if joins is not None
+                            else joins_index(self.layout)).get(rec.name, []):
+            by.setdefault(other, []).append(kind)
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, state, namespaces, pids,
                          rec.propagation, rec.hostname, list(rec.guest_only), problems,
-                         rec.confine, list(rec.drop_caps))
+                         rec.confine, list(rec.drop_caps), list(rec.init), dict(rec.joins),
+                         by)
 
     def _held(self, rec: GuestRecord, table: MountTable | None = None
               ) -> tuple[dict[str, str], list[str]]:
@@ -245,7 +257,9 @@ class Guests:
             p for n in names if (rec := load(self.layout, n)) is not None
             for p in (rec.mirror, *self.ns_files(rec).values()))
         by_ns = pids_by_mnt_ns()
-        return [self.info(n, table, by_ns) for n in names]
+        from .state import joins_index
+        joins = joins_index(self.layout)     # every record read once, not once per guest
+        return [self.info(n, table, by_ns, joins) for n in names]
 
     def guest_table(self, rec: GuestRecord) -> MountTable | None:
         holder = self.layout.ns_file(rec.name, "mnt")
@@ -340,11 +354,19 @@ class Guests:
         require_root("exec" if argv is not None else "enter")
         rec = self.record(name)
         namespaces, problems = self._held(rec)   # no /proc scan: exec needs no pid list
-        gone = [k for k in rec.kinds if k not in namespaces]
-        if gone:
-            raise OperationError(f"guest {name} is broken: {'; '.join(problems)}; nothing "
-                                 f"was run; hint: mirrormount destroy --force {name}, then "
-                                 "create it again")
+        broken = (f"guest {name} is broken: {'; '.join(problems)}; nothing was run; hint: "
+                  f"mirrormount destroy --force {name}, then create it again")
+        if "mnt" not in namespaces:
+            raise OperationError(broken)
+        from .joins import init_alive
+        if rec.init and "pid" in rec.kinds and not init_alive(self.layout, rec):
+            # Its pid namespace ended with its init: nothing can be forked into it, and a
+            # process left in the host's pid namespace could mount the host's /proc.
+            raise UsageError(f"guest {name} is stopped: its pid namespace ended with its "
+                             f"init, so nothing can run in it; run `mirrormount start "
+                             f"{name}` first; nothing was run")
+        if any(k not in namespaces for k in rec.kinds):
+            raise OperationError(broken)
         from ..kernel import confine
         from .model import cap_numbers
         if rec.confine == "mirror" and (why := confine.unavailable()):
@@ -369,178 +391,6 @@ class Guests:
         """A recipe's mounts, in order, each as `mirrormount mount` would make it."""
         for m in mounts:
             self.mount(name, m.source, m.target, m.fstype, m.options, m.bind, m.guest_only)
-
-    # ------------------------------------------------------------------ mount / umount
-    def plan_mount(self, name: str, source: str, target: str, fstype: str | None = None,
-                   options: str | None = None, bind: bool = False,
-                   guest_only: bool = False, mkdir: bool = False) -> list[Op]:
-        """The plan of `mirrormount mount`. Bad input raises UsageError (exit 2) here, before
-        any change: a refused option (mountopts.py; for a new filesystem the kernel itself
-        judges each option, detached.check_filesystem), a missing source or target (unless
-        ``mkdir``: then the plan starts with a MakeTarget step, guest/mkdirs.py), a file
-        onto a directory or the reverse."""
-        from . import detached, guestonly
-        from .mountopts import parse
-        from .ops import MakeTarget
-        from .plan import plan_mount
-        rec = self.record(name)
-        opts = parse(options, bind=bind)
-        where = f"{target} in {name}"
-        if bind:
-            if fstype not in (None, "none"):
-                raise UsageError(f"mount --bind takes no -t (a bind keeps its source's "
-                                 f"filesystem); -t {fstype} given")
-            if not os.path.exists(source):
-                raise UsageError(f"bind source {source} does not exist")
-        elif not fstype or fstype == "auto" or "," in fstype:
-            raise UsageError("mount: give the filesystem type with -t TYPE (one type; "
-                             "mirrormount does not probe), or --bind")
-        under = (0, 0)
-        holder = ""
-        if guest_only:
-            holder = self.layout.ns_file(name, "mnt")
-            if not os.path.exists(holder):
-                raise OperationError(f"guest {name} is broken: its mount namespace is not "
-                                     f"held ({holder})")
-            (parent, is_dir, guest_under), names = self._target(
-                target, where, lambda p: guestonly.target_in_guest(holder, p), mkdir)
-            resolved = mkdirs.join(parent, names)
-            if resolved == "/":
-                raise UsageError("mount --guest-only: not on the guest's / (it would cut "
-                                 "the mirror)")
-            try:
-                # A directory still to make stands on the mount its parent is on.
-                under = (guest_under, guestonly.host_top(rec.mirror, parent))
-            except OSError:
-                under = (guest_under, 0)    # not in the mirror: nothing can be left there
-        else:
-            (parent, is_dir), names = self._target(
-                target, where, lambda p: self._target_in_mirror(rec, p), mkdir)
-            resolved = mkdirs.join(parent, names)
-        if names:
-            is_dir = True
-        # A new filesystem's root is a directory; a bind is what its source is.
-        wrong = detached.kind_mismatch(os.path.isdir(source) if bind else True, is_dir, where)
-        if wrong is not None:
-            raise wrong
-        if not bind:
-            assert fstype
-            try:     # the kernel judges the type and every option; nothing is created
-                detached.check_filesystem(fstype, source, opts)
-            except OSError as exc:
-                exc.filename2 = where + (" (guest-only)" if guest_only else "")
-                raise
-        ops = plan_mount(rec, self.layout, source, target, fstype, opts, bind, guest_only,
-                         resolved, under)
-        if not names:
-            return ops
-        return [MakeTarget("--mkdir: TARGET's missing directories, made inside the guest's "
-                           "root like the mount itself; removed again if the mount fails",
-                           name, rec.mirror, holder, parent, names), *ops]
-
-    @staticmethod
-    def _target(target: str, where: str, resolve: Callable[[str], tuple],
-                mkdir: bool = False) -> tuple[tuple, tuple[str, ...]]:
-        """Resolve TARGET in the guest: what ``resolve`` says of it, and () as nothing is to
-        be made. A target that is not there is bad input (exit 2), with a hint of --mkdir;
-        with ``mkdir``, what ``resolve`` says of its longest existing prefix instead, and
-        the names to create below it (guest/mkdirs.py)."""
-        parts = mkdirs.components(target)
-        cut = len(parts)
-        while True:
-            try:
-                found = resolve(target if cut == len(parts) else "/" + "/".join(parts[:cut]))
-                break
-            except OSError as exc:
-                if mkdir and exc.errno == errno.ENOENT and cut > 0:
-                    cut -= 1        # a missing directory: look one level up
-                    continue
-                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                    hint = ("; use --mkdir to create it" if exc.errno == errno.ENOENT
-                            and not mkdir else "")
-                    raise UsageError(f"mount: target {where} does not exist "
-                                     f"({os.strerror(exc.errno)}); nothing was changed"
-                                     f"{hint}") from None
-                if exc.errno == errno.ELOOP:
-                    raise UsageError(f"mount: target {where} cannot be reached (a loop of "
-                                     "symlinks in the guest); nothing was changed") from None
-                exc.filename, exc.filename2 = where, None
-                raise
-        names = mkdirs.missing_names(parts[cut:], where)
-        if names and not found[1]:
-            raise UsageError(f"mount --mkdir: target {where}: {found[0]} is not a "
-                             "directory; nothing was changed")
-        return found, names
-
-    @staticmethod
-    def _target_in_mirror(rec: GuestRecord, target: str) -> tuple[str, bool]:
-        """TARGET resolved inside the guest's root through the mirror (RESOLVE_IN_ROOT, as
-        the executor will), and whether it is a directory."""
-        from . import detached
-        from .apply import guest_path_of, open_in_root
-        fd = open_in_root(rec.mirror, target)
-        try:
-            return guest_path_of(fd, rec.mirror), detached.is_dir_fd(fd)
-        finally:
-            os.close(fd)
-
-    def mount(self, name: str, source: str, target: str, fstype: str | None = None,
-              options: str | None = None, bind: bool = False,
-              guest_only: bool = False, mkdir: bool = False) -> MountResult:
-        require_root("mount")
-        from .apply import Executor
-        from .ops import MountGuestOnly, MountInto
-        self.record(name)       # no such guest: said before STATE is opened
-        with StateLock(self.layout.state) as lock:
-            ops = self.plan_mount(name, source, target, fstype, options, bind, guest_only,
-                                  mkdir)
-            Executor(lock=lock).run(ops)
-        op = next(o for o in ops if isinstance(o, (MountInto, MountGuestOnly)))
-        resolved = op.resolved if isinstance(op, MountInto) else op.target
-        return MountResult(name, source, target, resolved or target, guest_only,
-                           options or "")
-
-    def plan_umount(self, name: str, target: str, lazy: bool = False) -> list[Op]:
-        from . import guestonly
-        from .plan import plan_umount
-        rec = self.record(name)
-        resolved = None
-        if rec.guest_only:
-            try:
-                resolved = guestonly.resolve_in_guest(self.layout.ns_file(name, "mnt"),
-                                                      target)
-            except OSError:
-                resolved = None      # gone already: the umount step says so
-        return plan_umount(rec, self.layout, target, lazy, resolved)
-
-    def umount(self, name: str, target: str, lazy: bool = False, wait: float = 0.0) -> None:
-        """Unmount a guest path (the mirror follows by propagation).
-
-        Raises UmountBusy (exit 3) on EBUSY; the CLI asks the busy finder who holds it.
-        wait > 0 retries a plain umount until the mount is free or the time is up; with
-        lazy, whatever is still busy then is detached (MNT_DETACH)."""
-        require_root("umount")
-        from .apply import Executor
-        self.record(name)       # no such guest: said before STATE is opened
-        deadline = time.monotonic() + max(wait, 0.0)
-        delay = 0.05
-        while True:
-            try:
-                with StateLock(self.layout.state) as lock:
-                    Executor(lock=lock).run(self.plan_umount(name, target,
-                                                             lazy and wait <= 0))
-                return
-            except BusyError:
-                remaining = deadline - time.monotonic()
-                if remaining > 0:
-                    time.sleep(min(delay, remaining))
-                    delay = min(delay * 2, 0.5)
-                    continue
-                if lazy:
-                    with StateLock(self.layout.state) as lock:
-                        Executor(lock=lock).run(self.plan_umount(name, target, True))
-                    return
-                raise UmountBusy(name, target, wait) from None
 
     def _pids_in(self, name: str) -> list[int]:
         """Processes in the guest's mount namespace (none if it is not held any more)."""
@@ -579,14 +429,21 @@ class Guests:
                         cgroup=own if own is not None and os.path.isdir(own) else None)
 
     def plan_destroy(self, name: str, force: bool = False, grace: float = 5.0,
-                     locked: bool = False) -> list[Op]:
+                     locked: bool = False, going: Sequence[str] = ()) -> list[Op]:
         """The plan of `destroy`. locked: the caller holds the StateLock (destroy itself);
         without it (the CLI checking a whole batch first) a busy verdict is checked again
-        under the lock."""
+        under the lock. going: guests destroyed before this one in the same batch (a
+        guest that joined this one's namespaces may be among them)."""
         from .plan import plan_destroy
         validate_name(name)
         if name not in guest_names(self.layout):
             raise UsageError(self.no_such(name))
+        from .state import joined_by
+        joiners = [(g, k) for g, k in joined_by(self.layout, name) if g not in going]
+        if joiners:
+            shown = ", ".join(f"{g} ({k})" for g, k in joiners)
+            raise BusyError(f"guest {name} shares namespaces with guests that joined them: "
+                            f"{shown}; destroy those first")
         t = self.teardown(name, grace)
         if t.inside and not force:
             if not locked:
@@ -595,7 +452,7 @@ class Guests:
                 # namespaces are bound, and was counted as a process inside (exit 3, "use
                 # --force"). Once no change is under way, only real processes are left.
                 with StateLock(self.layout.state, shared=True):
-                    return self.plan_destroy(name, force, grace, locked=True)
+                    return self.plan_destroy(name, force, grace, locked=True, going=going)
             raise BusyError(f"guest {name} still has {len(t.inside)} process(es) inside "
                             f"(pids {' '.join(map(str, t.inside[:10]))}); "
                             "use --force to stop them")
@@ -614,19 +471,6 @@ class Guests:
             ops = self.plan_destroy(name, force, grace, locked=True)
             Executor(lock=lock).run(ops)
         return [p for op in ops if isinstance(op, StopProcesses) for p in op.pids]
-
-
-class UmountBusy(BusyError):
-    """umount met EBUSY (exit 3). Carries what the CLI needs to ask who holds the mount."""
-
-    def __init__(self, name: str, target: str, waited: float) -> None:
-        self.name, self.target, self.waited = name, target, waited
-        super().__init__(f"{self.lead}: target is busy (EBUSY)")
-
-    @property
-    def lead(self) -> str:
-        return f"cannot unmount {self.target} in {self.name}" + (
-            f" after waiting {self.waited:g}s" if self.waited > 0 else "")
 
 
 def is_our_reaper(pid: int) -> bool:

@@ -209,6 +209,93 @@ def cap_numbers(names: object) -> list[int]:
     return [CAPABILITIES[n] for n in validate_caps(names)]
 
 
+# ----------------------------------------------------------------------------- lifecycle
+# Kinds a guest may take from another guest (--join KIND=GUEST): setns(2) onto the other
+# guest's nsfs pin. Not mnt: a guest's mount namespace is what its mirror is made of. Not
+# pid: a pid namespace belongs to its init (stop ends it, and with it every process of the
+# joiner) and /proc shows it only from the mount namespace its init mounted it in.
+JOINABLE_KINDS = ("uts", "ipc", "net", "cgroup")
+
+
+def parse_joins(specs: object) -> tuple[tuple[str, str], ...]:
+    """["net=c1", "uts=c2"] -> (("uts", "c2"), ("net", "c1")) in setns order; UsageError for a
+    kind that cannot be joined, a bad guest name, or a kind given twice."""
+    out: dict[str, str] = {}
+    for spec in specs or ():        # type: ignore[attr-defined]
+        kind, eq, guest = str(spec).partition("=")
+        kind = kind.strip()
+        if not eq or not guest:
+            raise UsageError(f"--join {printable(str(spec))}: use KIND=GUEST, e.g. net=c1")
+        if kind not in JOINABLE_KINDS:
+            raise UsageError(f"--join {printable(str(spec))}: {printable(kind)} cannot be "
+                             f"joined: choose from {','.join(JOINABLE_KINDS)} (not mnt: the "
+                             "mirror is the mount namespace; not pid: it ends with its init)")
+        if kind in out:
+            raise UsageError(f"--join: {kind} is given twice")
+        out[kind] = validate_name(guest.strip())
+    return tuple((k, out[k]) for k in SETNS_ORDER if k in out)
+
+
+def parse_init(cmd: str | None) -> tuple[str, ...]:
+    """--init "CMD ARGS": split as a shell would (shlex, POSIX rules); () for None."""
+    import shlex
+    if cmd is None:
+        return ()
+    try:
+        words = tuple(shlex.split(cmd))
+    except ValueError as exc:
+        raise UsageError(f"--init {printable(cmd)}: {exc}") from None
+    if not words:
+        raise UsageError("--init: an empty command")
+    if any("\0" in w for w in words):
+        raise UsageError("--init: a word contains a NUL character")
+    return words
+
+
+def parse_signal(spec: str | None) -> int | None:
+    """A stop signal by name or number: TERM, SIGTERM, 15, SIGRTMIN+3, RTMIN+3 (signal(7)).
+    None stays None; UsageError for anything else."""
+    import signal as _signal
+    if spec is None:
+        return None
+    text = spec.strip().upper()
+    if text.isdigit():
+        num = int(text)
+    else:
+        text = text if text.startswith("SIG") else "SIG" + text
+        base, plus, off = text.partition("+")
+        base2, minus, off2 = base.partition("-") if not plus else (base, "", "")
+        try:
+            if base2 in ("SIGRTMIN", "SIGRTMAX"):
+                delta = int(off) if plus else (-int(off2) if minus else 0)
+                num = int(getattr(_signal, base2)) + delta
+            elif plus or minus:
+                raise ValueError
+            else:
+                num = int(getattr(_signal.Signals, text))
+        except (AttributeError, ValueError):
+            raise UsageError(f"unknown signal {printable(spec)}: use a name such as TERM, "
+                             "SIGRTMIN+3, or a number") from None
+    if not 1 <= num <= int(_signal.SIGRTMAX) or num in (int(_signal.SIGKILL),
+                                                        int(_signal.SIGSTOP)):
+        raise UsageError(f"signal {printable(spec)} cannot be a stop signal (1-"
+                         f"{int(_signal.SIGRTMAX)}, not KILL or STOP: KILL is what the "
+                         "timeout sends)")
+    return num
+
+
+def signal_name(num: int) -> str:
+    """15 -> "SIGTERM"; 37 -> "SIGRTMIN+3"."""
+    import signal as _signal
+    if int(_signal.SIGRTMIN) <= num <= int(_signal.SIGRTMAX):
+        return f"SIGRTMIN+{num - int(_signal.SIGRTMIN)}" if num != int(_signal.SIGRTMIN) \
+            else "SIGRTMIN"
+    try:
+        return _signal.Signals(num).name
+    except ValueError:
+        return str(num)
+
+
 @dataclass(frozen=True)
 class CreateRequest:
     """What `create` is asked for, before planning (validated by the caller)."""
@@ -220,10 +307,18 @@ class CreateRequest:
     propagation: str = "mirror"
     confine: str = DEFAULT_CONFINE
     drop_caps: tuple[str, ...] = ()
+    init: tuple[str, ...] = ()              # argv of the guest's PID 1 (implies pid)
+    joins: tuple[tuple[str, str], ...] = ()  # (kind, other guest): setns onto its pin
+    stop_signal: str | None = None          # for `stop` of an init-based guest
+    start: tuple[str, ...] = ()             # shell commands `start` runs in the guest
+    shutdown: tuple[str, ...] = ()          # shell commands `stop` runs first
 
     @property
     def all_kinds(self) -> tuple[str, ...]:
-        return ordered_kinds(set(self.kinds) | ({"uts"} if self.hostname else set()))
+        """Every kind the guest holds a pin of: its own and the joined ones."""
+        return ordered_kinds(set(self.kinds) | ({"uts"} if self.hostname else set())
+                             | ({"pid"} if self.init else set())
+                             | {k for k, _ in self.joins})
 
 
 # ----------------------------------------------------------------------------- layout

@@ -110,7 +110,7 @@ class Spawned:
     attempts: int
 
 
-def own_proc_only() -> None:
+def own_proc_only(proc_fd: int = -1) -> None:
     """Put the guest's own /proc in place of every proc mount it inherited from the rootfs.
 
     The mirror copies the host's /proc, which shows the host's pid namespace: its processes'
@@ -118,9 +118,15 @@ def own_proc_only() -> None:
     until a guest process unmounts the top one. So every inherited proc mount is detached
     first (its copy in the mirror goes with it, by propagation; in mirror+host mode nothing
     goes back to the host, whose mounts the mirror only receives from), then the guest's
-    own is mounted: proc shows the pid namespace of whoever mounts it (fs/proc/root.c)."""
+    own is mounted: proc shows the pid namespace of whoever mounts it (fs/proc/root.c).
+
+    proc_fd: the host's /proc, opened before the caller entered the guest (`start`): the
+    guest's /proc then belongs to the pid namespace of its previous init, which has ended,
+    and has no "self" for us."""
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        fd = os.open("self/mountinfo" if proc_fd >= 0 else "/proc/self/mountinfo",
+                     os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd if proc_fd >= 0 else None)
+        with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as f:
             inherited = [m.mountpoint for m in mountinfo.parse(f.read()) if m.fstype == "proc"]
     except OSError:
         inherited = []          # no proc at /proc in this rootfs: nothing to hide
@@ -136,8 +142,51 @@ def own_proc_only() -> None:
     sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
 
 
-def _reaper(commit_r: int, prepared: confine.Prepared | None = None) -> None:
-    """PID 1 of a guest's pid namespace when the user gave no init: mount /proc, then reap.
+GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+REAPER_COMM = "mm-reaper"           # /proc/PID/comm: 15 bytes at most (prctl PR_SET_NAME)
+REAPER_ARGV0 = "mirrormount-reaper"  # /proc/PID/cmdline: `mirrormount-reaper NAME`
+
+
+def init_env(name: str) -> dict[str, str]:
+    """The environment of a guest's init: a PATH, and the marks systemd and others read to
+    know they run in a container (systemd's `container=`, see systemd-detect-virt(1))."""
+    return {"PATH": GUEST_PATH, "HOME": "/", "container": "mirrormount",
+            "MIRRORMOUNT_GUEST": name}
+
+
+def _resolve_init(argv: tuple[str, ...]) -> str:
+    """argv[0] as execvp would find it in the guest's PATH; OperationError when it is not
+    there, so that create and start fail (and roll back) instead of leaving a dead init."""
+    import shutil
+    from ..errors import OperationError
+    found = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=GUEST_PATH)
+    if not found or not os.access(found, os.X_OK) or os.path.isdir(found):
+        raise OperationError(f"init {argv[0]}: not found, or not executable, in the guest "
+                             f"(PATH {GUEST_PATH}); nothing was started")
+    return found
+
+
+def _exec_init(path: str, argv: tuple[str, ...], name: str) -> None:
+    """Become the user's init: every signal back to its default and unblocked (a helper
+    child ignores the stop signals, and an ignored disposition survives exec), no fd
+    of ours left open, then exec."""
+    os.closerange(3, 65536)
+    for sig in range(1, signal.NSIG):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    try:
+        os.execve(path, list(argv), init_env(name))
+    finally:
+        os._exit(127)
+
+
+def _reaper(commit_r: int, prepared: confine.Prepared | None = None, name: str = "",
+            init: tuple[str, ...] = (), proc_fd: int = -1) -> None:
+    """PID 1 of a guest's pid namespace: mount /proc, then reap; or, with `init` (create
+    --init), exec the user's init once the creator committed.
 
     It exists only to keep the pid namespace alive (a pid namespace whose init has exited
     accepts no new processes) and to reap orphans, as an init must.
@@ -150,8 +199,13 @@ def _reaper(commit_r: int, prepared: confine.Prepared | None = None) -> None:
     exits, so no process is left that nothing records and `destroy` could not find.
     """
     os.setsid()
-    sc.set_process_name("mm-reaper")
-    own_proc_only()
+    # ps shows what it is: comm is 15 bytes at most, the command line says whose it is
+    sc.set_process_name(REAPER_COMM)
+    own_proc_only(proc_fd)
+    sc.set_cmdline([REAPER_ARGV0, name] if name else [REAPER_ARGV0])   # reads /proc/self
+    if proc_fd >= 0:
+        os.close(proc_fd)       # the host's /proc: never into the guest
+    path = _resolve_init(init) if init else ""
     # Confined like every process mirrormount starts in the guest (kernel/confine.py):
     # guest processes could otherwise reach an unconfined PID 1 (ptrace, /proc/1/mem).
     if prepared is not None:
@@ -171,6 +225,9 @@ def _reaper(commit_r: int, prepared: confine.Prepared | None = None) -> None:
                 pass
     if os.read(commit_r, 1) != b"c":
         os._exit(0)      # the creator is gone before binding us: leave nothing behind
+    if init:
+        child.close_channel()
+        _exec_init(path, init, name)
     os.closerange(3, 65536)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
     while True:
@@ -197,10 +254,16 @@ def _guest_child(op: SpawnGuest, commit_r: int,
     # Copy the mirror before leaving the host's namespace: a detached tree whose mounts are
     # peers of the mirror's, which is what makes the guest and BASE/NAME one tree.
     tree = sc.open_tree(op.mirror, sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE)
+    # Another guest's pins, opened while STATE is still in view (composition, --join).
+    joined = {kind: os.open(pin, os.O_RDONLY | os.O_CLOEXEC) for kind, pin in op.joins}
     nursery = os.open(op.nursery, os.O_RDONLY | os.O_CLOEXEC)
     sc.setns(nursery, sc.CLONE_NEWNS, op.nursery)
     os.close(nursery)
-    sc.unshare(clone_flags(op.kinds))  # a copy of the nursery: one private tmpfs, nothing of the host
+    # a copy of the nursery: one private tmpfs, nothing of the host
+    sc.unshare(clone_flags(k for k in op.kinds if k not in joined))
+    for kind, fd in joined.items():
+        sc.setns(fd, clone_flags([kind]), f"{kind} of {dict(op.joins)[kind]}")
+        os.close(fd)
     sc.move_mount(tree, "", sc.AT_FDCWD, NEWROOT, sc.MOVE_MOUNT_F_EMPTY_PATH,
                   f"{op.mirror} (detached copy)")
     os.close(tree)
@@ -225,7 +288,8 @@ def _guest_child(op: SpawnGuest, commit_r: int,
         socket.sethostname(op.hostname)
     reaper = 0
     if "pid" in op.kinds:
-        pid1 = Child.start(_reaper, commit_r, prepared)  # PID 1 of the new pid namespace
+        # PID 1 of the new pid namespace
+        pid1 = Child.start(_reaper, commit_r, prepared, op.name, op.init)
         pid1.ready()      # /proc is mounted; or the reaper's exception, raised here
         pid1.release()    # it goes on to wait for the commit; nobody here waits for it
         reaper = pid1.pid

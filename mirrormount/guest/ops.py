@@ -114,10 +114,14 @@ class SpawnGuest(Op):
     # STATE, when the guest has a cgroup of its own (guest/cgroup.py finds it from STATE):
     # the child joins it before it unshares, so the cgroup namespace is rooted there.
     cgroup_state: str = ""
+    init: tuple[str, ...] = ()      # the user's PID 1 (argv); () for mirrormount's reaper
+    # (kind, nsfs pin of another guest): setns onto it instead of unsharing that kind
+    joins: tuple[tuple[str, str], ...] = ()
 
     def shell(self) -> list[str]:
         q = shlex.quote
-        flags = " ".join(KIND[k].unshare_opt for k in self.kinds)
+        joined = {k for k, _ in self.joins}
+        flags = " ".join(KIND[k].unshare_opt for k in self.kinds if k not in joined)
         old = f"/{self.put_old}"
         steps = [
             "# open_tree(MIRROR, OPEN_TREE_CLONE|AT_RECURSIVE) then move_mount(tree -> /newroot):",
@@ -133,13 +137,21 @@ class SpawnGuest(Op):
             f"umount -l {old}                 # the nursery's tmpfs",
             f"umount {old}                    # the self-bind; its host copy goes with it",
         ]
+        for kind, pin in self.joins:
+            steps.append(f"# {kind}: shared with another guest: setns onto its pin {pin} "
+                         f"(nsenter --{KIND[kind].unshare_opt.lstrip('-')}={pin})")
         if self.hostname:
             steps.append(f"hostname {q(self.hostname)}")
         if "pid" in self.kinds:
+            who = (f"the guest's init ({shlex.join(self.init)})" if self.init
+                   else "the guest's PID 1 (mirrormount reaper)")
             steps.append("umount -l /proc            # the host's /proc, beneath: no way back to "
                          "the host's processes")
-            steps.append("mount -t proc proc /proc   # by the guest's PID 1 (mirrormount reaper)")
-            steps.extend(confinement_lines(self.confine, self.drop_caps, "the reaper"))
+            steps.append(f"mount -t proc proc /proc   # by {who}")
+            steps.extend(confinement_lines(self.confine, self.drop_caps,
+                                           "the init" if self.init else "the reaper"))
+            if self.init:
+                steps.append(f"exec {shlex.join(self.init)}   # PID 1, once the pins are bound")
         # Trailing comments explain each step here but must not reach `sh -c`, where the
         # first '#' would swallow every later step.
         if self.cgroup_state:

@@ -146,7 +146,8 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
         "kept alive by nsfs binds, so the guest needs no process",
         req.name, mirror, layout.nursery_file, layout.ns_dir(req.name), req.all_kinds,
         req.hostname, facts.put_old, req.confine, req.drop_caps,
-        cgroup_state=layout.state if own_cgroup else ""))
+        cgroup_state=layout.state if own_cgroup else "", init=req.init,
+        joins=tuple((k, layout.ns_file(g, k)) for k, g in req.joins)))
     if "net" in req.all_kinds and facts.rootfs_sys:
         ops.append(MountInto(
             "a sysfs of the guest's own, made in its net namespace, over the rootfs's /sys "
@@ -157,7 +158,9 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
     record = GuestRecord(name=req.name, mirror=mirror, rootfs=req.rootfs,
                          kinds=req.all_kinds, propagation=req.propagation,
                          hostname=req.hostname, created=created, confine=req.confine,
-                         drop_caps=req.drop_caps)
+                         drop_caps=req.drop_caps, init=req.init,
+                         stop_signal=req.stop_signal, start=req.start,
+                         shutdown=req.shutdown, joins=dict(req.joins))
     ops.append(WriteRecord("the guest's record, written atomically (temp file + rename), "
                            "last: a guest with a record is a complete guest",
                            layout.record(req.name), record.to_json()))

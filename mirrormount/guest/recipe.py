@@ -8,6 +8,13 @@ mounts to make once the guest exists. Pure: text in, frozen records out (tomllib
     propagation = "mirror"             # or "mirror+host"
     confine = "mirror"                 # or "none": the guest may break its mirror
     drop_caps = ["sys_admin"]          # optional: out of every guest process's bounding set
+    name = "web1"                      # optional: the guest's name when create gets none
+    init = "/sbin/init"                # optional: PID 1 (a string split as a shell would,
+                                       # or a list of words); implies a pid namespace
+    stop_signal = "SIGRTMIN+3"         # optional: what `stop` sends the init (SIGTERM)
+    start = ["/etc/rc.start"]          # optional, init-less: `start` runs each with sh -c
+    shutdown = ["/etc/rc.shutdown"]    # optional, init-less: `stop` runs each first
+    joins = { net = "c1" }             # optional: namespaces shared with other guests
 
     [[mount]]                          # zero or more, made in order after the guest exists
     source = "scratch"
@@ -23,12 +30,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import UsageError
-from .model import (DEFAULT_CONFINE, DEFAULT_PROPAGATION, CreateRequest, printable,
-                    validate_caps, validate_confine, validate_hostname, validate_kinds,
-                    validate_propagation)
+from .model import (DEFAULT_CONFINE, DEFAULT_PROPAGATION, CreateRequest, parse_init,
+                    parse_joins, parse_signal, printable, validate_caps, validate_confine,
+                    validate_hostname, validate_kinds, validate_name, validate_propagation)
 from .mountopts import parse as parse_options
 
-GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation", "confine", "drop_caps"}
+GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation", "confine", "drop_caps",
+              "name", "init", "stop_signal", "start", "shutdown", "joins"}
 MOUNT_KEYS = {"source", "target", "type", "options", "bind", "guest_only"}
 T = TypeVar("T")
 
@@ -56,10 +64,17 @@ class Recipe:
     mounts: tuple[RecipeMount, ...] = ()
     confine: str = DEFAULT_CONFINE
     drop_caps: tuple[str, ...] = ()
+    name: str | None = None
+    init: tuple[str, ...] = ()
+    stop_signal: str | None = None
+    start: tuple[str, ...] = ()
+    shutdown: tuple[str, ...] = ()
+    joins: tuple[tuple[str, str], ...] = ()
 
     def request(self, name: str) -> CreateRequest:
         return CreateRequest(name, self.rootfs, self.hostname, self.kinds, self.propagation,
-                             self.confine, self.drop_caps)
+                             self.confine, self.drop_caps, self.init, self.joins,
+                             self.stop_signal, self.start, self.shutdown)
 
 
 def _str(table: dict[str, object], key: str, where: str, default: str | None = None) -> str | None:
@@ -126,6 +141,7 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
     if not isinstance(raw_caps, list) or not all(isinstance(c, str) for c in raw_caps):
         raise UsageError(f"{origin} [guest]: drop_caps must be a list of strings")
     drop_caps = _checked(validate_caps, raw_caps, f"{origin} [guest]", "drop_caps")
+    life = _lifecycle(guest, f"{origin} [guest]")
     mounts = []
     raw_mounts = data.get("mount", [])
     if not isinstance(raw_mounts, list):
@@ -155,7 +171,51 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
                                   _bool(m, "guest_only", where)))
     return Recipe(rootfs=_str(guest, "rootfs", f"{origin} [guest]", "/") or "/",
                   hostname=hostname, kinds=kinds, propagation=propagation,
-                  mounts=tuple(mounts), confine=confine, drop_caps=drop_caps)
+                  mounts=tuple(mounts), confine=confine, drop_caps=drop_caps, **life)
+
+
+def _strings(table: dict[str, object], key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip()
+                                              for v in value):
+        raise UsageError(f"{where}: {key} must be a list of commands (non-empty strings), "
+                         f"e.g. {key} = [\"/etc/rc.{key}\"]")
+    if any("\0" in v for v in value):
+        raise UsageError(f"{where}: {key} must not contain a NUL character")
+    return tuple(value)
+
+
+def _lifecycle(guest: dict[str, object], where: str) -> dict[str, Any]:
+    """name, init, stop_signal, start, shutdown and joins of [guest], each validated by the
+    function the command line uses (model.py), the error naming the key."""
+    name = _str(guest, "name", where)
+    if name is not None:
+        _checked(validate_name, name, where, "name")
+    raw_init = guest.get("init")
+    if raw_init is None:
+        init: tuple[str, ...] = ()
+    elif isinstance(raw_init, str):
+        init = _checked(parse_init, raw_init, where, "init")
+    elif isinstance(raw_init, list) and raw_init and all(isinstance(w, str) and "\0" not in w
+                                                         for w in raw_init):
+        init = tuple(raw_init)
+    else:
+        raise UsageError(f"{where}: init must be a command string (\"/sbin/init\") or a "
+                         "non-empty list of words")
+    stop_signal = _str(guest, "stop_signal", where)
+    _checked(parse_signal, stop_signal, where, "stop_signal")
+    start, shutdown = _strings(guest, "start", where), _strings(guest, "shutdown", where)
+    if init and (start or shutdown):
+        raise UsageError(f"{where}: start and shutdown are for init-less guests; an init "
+                         "runs its own (give init, or start/shutdown)")
+    raw_joins = guest.get("joins", {})
+    if not isinstance(raw_joins, dict) or not all(isinstance(v, str)
+                                                  for v in raw_joins.values()):
+        raise UsageError(f"{where}: joins must be a table of kind = \"guest\", e.g. "
+                         "joins = { net = \"c1\" }")
+    joins = _checked(parse_joins, [f"{k}={v}" for k, v in raw_joins.items()], where, "joins")
+    return {"name": name, "init": init, "stop_signal": stop_signal, "start": start,
+            "shutdown": shutdown, "joins": joins}
 
 
 def load_recipe(path: str) -> Recipe:

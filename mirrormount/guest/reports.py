@@ -24,13 +24,19 @@ class GuestInfo:
     problems: list[str] = field(default_factory=list)
     confine: str = "none"
     drop_caps: list[str] = field(default_factory=list)
+    # the lifecycle: the init's argv ([] for init-less), the namespaces shared with other
+    # guests ({kind: guest} this one joined) and the guests that joined this one's
+    init: list[str] = field(default_factory=list)
+    joins: dict[str, str] = field(default_factory=dict)
+    joined_by: dict[str, list[str]] = field(default_factory=dict)   # guest -> kinds
 
     def to_json(self) -> dict:
         return {"name": self.name, "mirror": self.mirror, "rootfs": self.rootfs,
                 "state": self.state, "namespaces": self.namespaces, "pids": self.pids,
                 "propagation": self.propagation, "hostname": self.hostname,
                 "guest_only": self.guest_only, "problems": self.problems,
-                "confine": self.confine, "drop_caps": self.drop_caps}
+                "confine": self.confine, "drop_caps": self.drop_caps,
+                "init": self.init, "joins": self.joins, "joined_by": self.joined_by}
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,9 @@ class StatusReport:
                 "mounts_host": self.health.mounts_host, "mounts_guest": self.health.mounts_guest,
                 "problems": self.problems, "state": self.info.state,
                 "propagation": self.info.propagation, "guest_only": self.info.guest_only,
-                "confine": self.info.confine, "drop_caps": self.info.drop_caps}
+                "confine": self.info.confine, "drop_caps": self.info.drop_caps,
+                "init": self.info.init, "joins": self.info.joins,
+                "joined_by": self.info.joined_by}
 
 
 @dataclass(frozen=True)

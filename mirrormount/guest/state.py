@@ -45,12 +45,25 @@ class GuestRecord:
     # it reads as "none", which is the truth.
     confine: str = "none"
     drop_caps: tuple[str, ...] = field(default_factory=tuple)
+    # The lifecycle (guest/lifecycle.py). init: argv of the guest's PID 1 (empty: init-less,
+    # with mirrormount's reaper as PID 1 when it has a pid namespace); stop_signal: what
+    # `stop` sends it (None: SIGTERM); start/shutdown: shell commands an init-less guest's
+    # `start`/`stop` run inside it; joins: {kind: guest} whose namespace this one shares
+    # (its pin under ns/ is a bind of the same namespace, so it outlives that guest's).
+    init: tuple[str, ...] = field(default_factory=tuple)
+    stop_signal: str | None = None
+    start: tuple[str, ...] = field(default_factory=tuple)
+    shutdown: tuple[str, ...] = field(default_factory=tuple)
+    joins: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["kinds"] = list(self.kinds)
         d["guest_only"] = list(self.guest_only)
         d["drop_caps"] = list(self.drop_caps)
+        for key in ("init", "start", "shutdown"):
+            d[key] = list(getattr(self, key))
+        d["joins"] = dict(self.joins)
         return d
 
     @classmethod
@@ -59,6 +72,9 @@ class GuestRecord:
         known["kinds"] = tuple(known.get("kinds", ("mnt",)))
         known["guest_only"] = tuple(known.get("guest_only", ()))
         known["drop_caps"] = tuple(known.get("drop_caps", ()))
+        for key in ("init", "start", "shutdown"):
+            known[key] = tuple(known.get(key) or ())
+        known["joins"] = dict(known.get("joins") or {})
         return cls(**known)
 
 
@@ -99,6 +115,23 @@ def guest_names(layout: Layout) -> list[str]:
                           and not e.name.startswith("."))
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return []
+
+
+def joins_index(layout: Layout) -> dict[str, list[tuple[str, str]]]:
+    """{guest: [(joiner, kind)]} for every guest whose namespaces others joined (create
+    --join KIND=guest), sorted; each record of this STATE is read once."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for other in guest_names(layout):
+        rec = load(layout, other)
+        if rec is not None:
+            for kind, g in rec.joins.items():
+                out.setdefault(g, []).append((other, kind))
+    return {g: sorted(v) for g, v in out.items()}
+
+
+def joined_by(layout: Layout, name: str) -> list[tuple[str, str]]:
+    """The guests that share a namespace of `name`: [(guest, kind)], sorted."""
+    return joins_index(layout).get(name, [])
 
 
 class StateLock:

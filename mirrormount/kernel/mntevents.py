@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 
 from . import child
+from . import nsfs_calls as nc
 from . import syscalls as sc
 from .mountinfo import Mount, MountTable
 from .mountns import NOT_HERE, record, switched_off, unique_mounts
@@ -90,7 +91,7 @@ def parse_fanotify(data: bytes) -> list[tuple[int, int]]:
             kind, _pad, ilen = _FAN_INFO.unpack_from(data, info)
             if ilen == 0:
                 break
-            if kind == sc.FAN_EVENT_INFO_TYPE_MNT and ilen >= 16:
+            if kind == nc.FAN_EVENT_INFO_TYPE_MNT and ilen >= 16:
                 (mnt_id,) = struct.unpack_from("=Q", data, info + 8)
             info += ilen
         out.append((mask, mnt_id))
@@ -104,7 +105,7 @@ def fanotify_available() -> bool:
     if switched_off("FANOTIFY_MNT") or switched_off("LISTMOUNT"):
         return False
     try:
-        group = sc.fanotify_mount_group()
+        group = nc.fanotify_mount_group()
     except OSError as exc:
         if exc.errno in NOT_HERE or exc.errno == errno.EPERM:
             return False
@@ -112,7 +113,7 @@ def fanotify_available() -> bool:
     try:
         fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            sc.fanotify_mark_mntns(group, fd)
+            nc.fanotify_mark_mntns(group, fd)
         finally:
             os.close(fd)
         return True
@@ -132,10 +133,10 @@ class FanotifySource:
         self.guest = guest
         fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            self.ns_id = 0 if own else sc.mntns_id(fd)
-            self.fd = sc.fanotify_mount_group()
+            self.ns_id = 0 if own else nc.mntns_id(fd)
+            self.fd = nc.fanotify_mount_group()
             try:
-                sc.fanotify_mark_mntns(self.fd, fd)
+                nc.fanotify_mark_mntns(self.fd, fd)
                 self.known = unique_mounts(self.ns_id)     # after the mark: nothing missed
             except BaseException:
                 os.close(self.fd)
@@ -151,23 +152,23 @@ class FanotifySource:
             return []
         out: list[MountEvent] = []
         for mask, uid in parse_fanotify(data):
-            if mask & sc.FAN_Q_OVERFLOW:
+            if mask & nc.FAN_Q_OVERFLOW:
                 out.extend(self._resync())
                 continue
             old = self.known.get(uid)
-            now = self._stat(uid) if mask & sc.FAN_MNT_ATTACH else None
+            now = self._stat(uid) if mask & nc.FAN_MNT_ATTACH else None
             if now is not None:
                 self.known[uid] = now
             else:
                 self.known.pop(uid, None)
-            if mask & sc.FAN_MNT_ATTACH and mask & sc.FAN_MNT_DETACH:
+            if mask & nc.FAN_MNT_ATTACH and mask & nc.FAN_MNT_DETACH:
                 if now is not None:
                     out.append(_event("move", self.guest, now, old))
                 elif old is not None:       # moved, then gone before we looked
                     out.append(_event("detach", self.guest, old))
-            elif mask & sc.FAN_MNT_ATTACH and now is not None:
+            elif mask & nc.FAN_MNT_ATTACH and now is not None:
                 out.append(_event("attach", self.guest, now))
-            elif mask & sc.FAN_MNT_DETACH and old is not None:
+            elif mask & nc.FAN_MNT_DETACH and old is not None:
                 out.append(_event("detach", self.guest, old))
             # An attach gone before statmount, or a detach of a mount we never knew
             # (attached and gone between the mark and our listing): nothing to say.

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from . import nsfs_calls as nc
 from . import syscalls as sc
 from .child import run
 from .mountinfo import Mount, MountTable, parse
@@ -68,7 +69,7 @@ class MountNs:
 # ============================================================================ the walk
 def _ns_id(fd: int) -> int:
     try:
-        return sc.mntns_id(fd)
+        return nc.mntns_id(fd)
     except OSError as exc:
         if exc.errno in NOT_HERE:
             return 0
@@ -85,8 +86,8 @@ def walk_refused(proc: str = "/proc") -> str | None:
         return "off: MIRRORMOUNT_NO_NSWALK=1"
     fd = os.open(f"{proc}/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        sc.mntns_info(fd)
-        step = sc.mntns_step(fd, True)
+        nc.mntns_info(fd)
+        step = nc.mntns_step(fd, True)
         if step is not None:
             os.close(step[0])
         return None
@@ -114,7 +115,7 @@ def walked(proc: str = "/proc") -> Iterator[list[tuple[MountNs, int]]]:
     if not walk_available(proc):
         raise NotImplementedError("NS_MNT_GET_NEXT")
     own = os.open(f"{proc}/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-    info = sc.mntns_info(own)
+    info = nc.mntns_info(own)
     found = [(MountNs(os.fstat(own).st_ino, info.ns_id, f"{proc}/self/ns/mnt", os.getpid(),
                       ("this process",), info.nr_mounts), own)]
     try:
@@ -122,7 +123,7 @@ def walked(proc: str = "/proc") -> Iterator[list[tuple[MountNs, int]]]:
             cur = os.dup(own)
             while True:
                 try:
-                    step = sc.mntns_step(cur, forward)
+                    step = nc.mntns_step(cur, forward)
                 except OSError as exc:
                     if exc.errno == errno.EPERM:    # see walk_refused
                         raise NotImplementedError("NS_MNT_GET_NEXT: EPERM") from exc

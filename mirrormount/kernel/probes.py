@@ -9,6 +9,7 @@ import errno
 import os
 from dataclasses import dataclass
 
+from . import nsfs_calls as nc
 from . import syscalls as sc
 from .mntevents import fanotify_available
 from .mountns import (NOT_HERE, switched_off, unique_id, unique_mounts, walk_available,
@@ -51,7 +52,7 @@ def _probe_ok(fn) -> bool:
 def _own_ns_id() -> int:
     fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return sc.mntns_id(fd)
+        return nc.mntns_id(fd)
     finally:
         os.close(fd)
 

@@ -1,4 +1,5 @@
-"""The only module that touches ctypes: thin wrappers over the mount and namespace syscalls.
+"""Thin wrappers over the mount and namespace syscalls; with nsfs_calls.py (the mount
+namespace ioctls and fanotify mount marks, Linux 6.11+), the only modules that touch ctypes.
 
 Every wrapper returns a plain result or raises ``errors.KernelError``: an OSError with
 ``errno``, ``op`` (the syscall), ``filename``/``filename2`` (the paths) and the plain strerror,
@@ -453,88 +454,6 @@ def listmount(parent: int = LSMT_ROOT, ns_id: int = 0) -> list[int]:
         last = out[-1]
 
 
-# nsfs ioctls (include/uapi/linux/nsfs.h; NSIO 0xb7). _IOR encodes the argument size.
-NS_GET_MNTNS_ID = 0x8008B705     # _IOR(NSIO, 5, __u64), 6.11 (the earlier _IO form: ENOTTY)
-NS_MNT_GET_INFO = 0x8010B70A     # _IOR(NSIO, 10, struct mnt_ns_info), 6.12
-NS_MNT_GET_NEXT = 0x8010B70B     # same, and returns an fd of the next namespace
-NS_MNT_GET_PREV = 0x8010B70C
-
-_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
-
-
-class _MntNsInfo(ctypes.Structure):
-    _fields_ = [("size", ctypes.c_uint32), ("nr_mounts", ctypes.c_uint32),
-                ("mnt_ns_id", ctypes.c_uint64)]
-
-
-@dataclass(frozen=True)
-class MntNsInfo:
-    """What NS_MNT_GET_INFO says of a mount namespace (struct mnt_ns_info, linux/nsfs.h)."""
-    ns_id: int        # the namespace's 64-bit id (never reused; NS_GET_MNTNS_ID's answer)
-    nr_mounts: int
-
-
-def mntns_id(nsfd: int) -> int:
-    """NS_GET_MNTNS_ID on an nsfs fd of a mount namespace. ENOTTY before 6.11 (or for a
-    fd that is no mount namespace: EINVAL)."""
-    out = ctypes.c_uint64(0)
-    _check(_libc.ioctl(nsfd, NS_GET_MNTNS_ID, ctypes.byref(out)), "ioctl", "NS_GET_MNTNS_ID")
-    return out.value
-
-
-def mntns_info(nsfd: int) -> MntNsInfo:
-    """NS_MNT_GET_INFO (6.12): the namespace's id and how many mounts it holds."""
-    info = _MntNsInfo(ctypes.sizeof(_MntNsInfo), 0, 0)
-    _check(_libc.ioctl(nsfd, NS_MNT_GET_INFO, ctypes.byref(info)), "ioctl", "NS_MNT_GET_INFO")
-    return MntNsInfo(info.mnt_ns_id, info.nr_mounts)
-
-
-def mntns_step(nsfd: int, forward: bool = True) -> tuple[int, MntNsInfo] | None:
-    """NS_MNT_GET_NEXT / PREV (6.12): an fd (O_CLOEXEC is up to us) of the next (previous)
-    mount namespace, in id order, that the caller may see (fs/namespace.c
-    mntns_get_next: those whose user namespace the caller has CAP_SYS_ADMIN over), and its
-    info; None at the end (ENOENT). ENOTTY before 6.12."""
-    info = _MntNsInfo(ctypes.sizeof(_MntNsInfo), 0, 0)
-    ret = _libc.ioctl(nsfd, NS_MNT_GET_NEXT if forward else NS_MNT_GET_PREV,
-                      ctypes.byref(info))
-    if ret == -1 and ctypes.get_errno() == errno.ENOENT:
-        return None
-    fd = _check(ret, "ioctl", "NS_MNT_GET_NEXT" if forward else "NS_MNT_GET_PREV")
-    os.set_inheritable(fd, False)
-    return fd, MntNsInfo(info.mnt_ns_id, info.nr_mounts)
-
-
-# fanotify mount events (include/uapi/linux/fanotify.h; Linux 6.15): one group per mount
-# namespace, marked with FAN_MARK_MNTNS on an nsfs fd; each event carries an info record of
-# type FAN_EVENT_INFO_TYPE_MNT with the mount's unique id. A move sets both bits.
-FAN_CLOEXEC = 0x1
-FAN_NONBLOCK = 0x2
-FAN_REPORT_MNT = 0x4000
-FAN_MARK_ADD = 0x1
-FAN_MARK_MNTNS = 0x110
-FAN_MNT_ATTACH = 0x01000000
-FAN_MNT_DETACH = 0x02000000
-FAN_Q_OVERFLOW = 0x4000
-FAN_EVENT_INFO_TYPE_MNT = 7
-_libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
-_libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int,
-                                ctypes.c_char_p]
-
-
-def fanotify_mount_group() -> int:
-    """fanotify_init(FAN_REPORT_MNT): a notification group for mount events. EINVAL before
-    6.15 (the flag is unknown); EPERM without CAP_SYS_ADMIN."""
-    return _check(_libc.fanotify_init(FAN_REPORT_MNT | FAN_CLOEXEC | FAN_NONBLOCK,
-                                      os.O_RDONLY), "fanotify_init", "FAN_REPORT_MNT")
-
-
-def fanotify_mark_mntns(group: int, nsfd: int) -> None:
-    """Watch attach/detach of every mount in the mount namespace of nsfd."""
-    _check(_libc.fanotify_mark(group, FAN_MARK_ADD | FAN_MARK_MNTNS,
-                               FAN_MNT_ATTACH | FAN_MNT_DETACH, nsfd, None),
-           "fanotify_mark", "FAN_MARK_MNTNS")
-
-
 def can_set_group() -> bool:
     """Whether move_mount(2) knows MOVE_MOUNT_SET_GROUP (Linux 5.15+), asked harmlessly: with
     two bad fds, a kernel that knows the flag gets as far as the fds (EBADF); one that does
@@ -594,6 +513,43 @@ def drop_capabilities(caps: list[int]) -> None:
 def set_process_name(name: str) -> None:
     """prctl(PR_SET_NAME): what ps and /proc/PID/comm show (15 bytes at most)."""
     _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+PR_SET_MM = 35
+PR_SET_MM_ARG_START = 8
+PR_SET_MM_ARG_END = 9
+_cmdline_buffers: list[ctypes.Array[ctypes.c_char]] = []     # must live as long as the process: the kernel reads it
+
+
+def set_cmdline(words: list[str]) -> None:
+    """What /proc/PID/cmdline (and so `ps -f`, `pgrep -f`) shows: ``words`` as argv.
+
+    First prctl(PR_SET_MM, PR_SET_MM_ARG_START/ARG_END) onto a buffer of our own (prctl(2);
+    needs CAP_SYS_RESOURCE; the buffer lies on the heap, below the stack's old argv, so the
+    start is set first: the kernel keeps arg_start <= arg_end at each call). Without that
+    capability, the old argv area itself is overwritten, as setproctitle(3) does: its
+    bounds are fields 48 and 49 of /proc/self/stat (proc(5)); the words are cut to fit and
+    the rest is zeroed, so the area still ends in NUL and the kernel shows it as argv
+    (fs/proc/base.c get_mm_cmdline). Best effort: the comm name stays either way."""
+    data = b"".join(w.encode() + b"\0" for w in words)
+    buf = ctypes.create_string_buffer(data, len(data))
+    start = ctypes.addressof(buf)
+    if _libc.prctl(PR_SET_MM, PR_SET_MM_ARG_START, ctypes.c_ulong(start), 0, 0) == 0 and \
+            _libc.prctl(PR_SET_MM, PR_SET_MM_ARG_END, ctypes.c_ulong(start + len(data)),
+                        0, 0) == 0:
+        _cmdline_buffers.append(buf)
+        return
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        arg_start, arg_end = int(fields[45]), int(fields[46])
+    except (OSError, IndexError, ValueError):
+        return
+    size = arg_end - arg_start
+    if size <= 1:
+        return
+    fitted = data[:size - 1].ljust(size, b"\0")
+    ctypes.memmove(arg_start, fitted, size)
 
 
 def set_parent_death_signal(sig: int) -> None:
