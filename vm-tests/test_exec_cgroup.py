@@ -98,3 +98,38 @@ def test_a_read_only_hierarchy_is_said_once_by_doctor_and_create_still_works(san
     r = sandbox.mm("exec", "g1", "--", "true")
     assert r.returncode == 0, r.stderr
     assert sandbox.mm("destroy", "g1").returncode == 0
+
+
+def test_start_puts_the_init_and_the_start_commands_in_the_guests_cgroup(sandbox):
+    """start gives an init-based guest its init again, and an init-less one runs its start
+    commands: both in the guest's own cgroup, as create's spawn and exec are, whoever runs
+    start (here a shell in a cgroup of its own, as a systemd unit would be)."""
+    sb = sandbox
+    root = hierarchy(sb)
+    assert sb.mm("create", "i1", "--ns", "cgroup", "--init", "sleep 1000000").returncode == 0
+    assert sb.mm("create", "s1", "--ns", "cgroup,pid",
+                 "--start", "sleep 999999 </dev/null >/dev/null 2>&1 &").returncode == 0
+    own = {n: next(c for c in own_cgroups(sb, root) if c.startswith(f"{root}/mirrormount/{n}."))
+           for n in ("i1", "s1")}
+    caller = f"{root}/mm-test-caller"
+    sb.sh(f"mkdir -p {caller}")
+    try:
+        r = sb.mm("stop", "i1", "--timeout", "1")
+        assert r.returncode == 0, r.stderr
+        start = (f"echo $$ > {caller}/cgroup.procs && {sys.executable} -m mirrormount start")
+        for name in ("i1", "s1"):
+            r = sb.sh(f"{start} {name}", check=False)
+            assert r.returncode == 0, r.stderr
+        init = wait_for(lambda: sb.sh("pgrep -fx 'sleep 1000000'", check=False).stdout.strip())
+        started = wait_for(lambda: sb.sh("pgrep -fx 'sleep 999999'",
+                                         check=False).stdout.strip())
+        for pid, name in ((init, "i1"), (started, "s1")):
+            line = sb.sh(f"grep '^0::' /proc/{pid}/cgroup").stdout.strip()
+            assert line == "0::" + own[name].removeprefix(root), (name, line)
+        r = sb.mm("exec", "i1", "--", "cat", "/proc/1/cgroup")
+        assert r.returncode == 0 and "0::/\n" in r.stdout, (r.stdout, r.stderr)
+    finally:
+        for name in ("i1", "s1"):
+            sb.mm("destroy", "--force", name)
+        sb.sh(f"rmdir {caller}", check=False)
+    assert own_cgroups(sb, root) == []

@@ -53,7 +53,7 @@ def test_init_based_stop_start_destroy(sandbox):
     assert info(sb, "c1")["state"] == "stopped" and ps(sb, "c1") == []
     assert {k: v for k, v in pins(sb, "c1").items() if k != "pid"} == kept   # survive stop
     r = sb.mm("exec", "c1", "--", "true")
-    assert r.returncode == 2 and "start c1" in r.stderr
+    assert r.returncode == 1 and "init is gone" in r.stderr and "mirrormount start c1" in r.stderr
     assert sb.mm("stop", "c1").stdout.strip() == "c1: stopped already"
 
     # start: a fresh pid namespace, the same others; its /proc shows its own pids

@@ -362,9 +362,11 @@ class Guests(MountVerbs):
         if rec.init and "pid" in rec.kinds and not init_alive(self.layout, rec):
             # Its pid namespace ended with its init: nothing can be forked into it, and a
             # process left in the host's pid namespace could mount the host's /proc.
-            raise UsageError(f"guest {name} is stopped: its pid namespace ended with its "
-                             f"init, so nothing can run in it; run `mirrormount start "
-                             f"{name}` first; nothing was run")
+            # Issue 14: a pid namespace whose PID 1 is gone is a holder gone: exit 1, naming
+            # it and the fix (here: start, which gives the init a fresh pid namespace).
+            raise OperationError(f"guest {name} is stopped: its init is gone, and its pid "
+                                 "namespace with it, so nothing can run in it; nothing was "
+                                 f"run; hint: mirrormount start {name}")
         if any(k not in namespaces for k in rec.kinds):
             raise OperationError(broken)
         from ..kernel import confine

@@ -41,7 +41,9 @@ def gather(g: Guests, name: str) -> LifeFacts:
             break
     reaper = bool(pid1) and is_reaper(pid1)
     inside = tuple(p for p in pids if p != pid1 and not is_reaper(p))
-    return LifeFacts(rec, held, pid1, reaper, inside)
+    procs = g.cgroup_procs(rec)          # the guest's own cgroup, when it has one
+    return LifeFacts(rec, held, pid1, reaper, inside,
+                     cgroup=procs.rsplit("/", 1)[0] if procs else "")
 
 
 def plan(g: Guests, verb: str, name: str, timeout: float | None = None,

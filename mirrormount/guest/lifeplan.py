@@ -38,6 +38,10 @@ class StartInit(Op):
     init: tuple[str, ...] = ()
     confine: str = "none"
     drop_caps: tuple[str, ...] = ()
+    # The guest's own cgroup (guest/cgroup.py), "" for none: PID 1 is placed in it before it
+    # enters the guest's cgroup namespace, as create's spawn and every exec are, so the init
+    # and all it starts are in the guest's cgroup (shown as / inside), not the caller's.
+    cgroup: str = ""
 
     def shell(self) -> list[str]:
         q = shlex.quote
@@ -63,6 +67,7 @@ class RunInGuest(Op):
     must: bool = True
     confine: str = "none"
     drop_caps: tuple[str, ...] = ()
+    cgroup: str = ""        # as StartInit's: the command runs in the guest's own cgroup
 
     def shell(self) -> list[str]:
         q = shlex.quote
@@ -116,6 +121,7 @@ class LifeFacts:
     pid1_is_reaper: bool = False
     inside: tuple[int, ...] = ()  # processes in the guest, PID 1 and the reaper aside
     extra: dict[str, str] = field(default_factory=dict)
+    cgroup: str = ""              # the guest's own cgroup directory, "" for none
 
 
 def pins(rec: GuestRecord, layout: Layout, with_pid: bool) -> tuple[tuple[str, str], ...]:
@@ -153,12 +159,12 @@ def plan_start(f: LifeFacts, layout: Layout) -> list[Op]:
             ("a fresh pid namespace for the guest, its reaper as PID 1 with its own /proc "
              "(the last one had ended)"),
             rec.name, pins(rec, layout, False), layout.ns_file(rec.name, "pid"), rec.init,
-            rec.confine, rec.drop_caps))
+            rec.confine, rec.drop_caps, f.cgroup))
     if not rec.init:
         for cmd in rec.start:
             ops.append(RunInGuest("the recipe's start command, inside the guest",
                                   rec.name, pins(rec, layout, True), cmd, True,
-                                  rec.confine, rec.drop_caps))
+                                  rec.confine, rec.drop_caps, f.cgroup))
     return ops
 
 
@@ -188,7 +194,7 @@ def plan_stop(f: LifeFacts, layout: Layout, timeout: float | None = None,
     _check_held(f, "stop")
     ops = [RunInGuest("the recipe's shutdown command, inside the guest; a failure is a "
                       "warning, the shutdown goes on", rec.name, pins(rec, layout, True),
-                      cmd, False, rec.confine, rec.drop_caps)
+                      cmd, False, rec.confine, rec.drop_caps, f.cgroup)
            for cmd in rec.shutdown] if f.inside else []
     ops.append(StopAll("every process in the guest but its reaper: TERM, wait, then KILL "
                        "what is left", rec.name, mnt_pin, wait))

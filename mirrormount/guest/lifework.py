@@ -50,6 +50,10 @@ def _start_child(op: StartInit, commit_r: int, prepared: confine.Prepared | None
     # The host's /proc, for PID 1 to read its mount table through: the guest's /proc
     # belongs to the pid namespace that ended (nursery.own_proc_only).
     proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if op.cgroup:
+        # While we still see the host's hierarchy: PID 1 and all it starts belong there.
+        from . import cgroup
+        cgroup.join(op.cgroup)
     enter(fds)
     sc.unshare(sc.CLONE_NEWPID)
     pid1 = Child.start(_reaper, commit_r, prepared, op.name, op.init, proc_fd)
@@ -119,7 +123,8 @@ def run_in_guest(op: RunInGuest) -> str | None:
         # The executor's step holds the stop signals; the command (and any daemon it
         # leaves) must not inherit them blocked, and a Ctrl-C meanwhile is passed on to it.
         with confine.armed(prepared), signals.interruptible():
-            status = exec_in(dict(op.pins), ["/bin/sh", "-c", op.command], env=env)
+            status = exec_in(dict(op.pins), ["/bin/sh", "-c", op.command], env=env,
+                             cgroup_procs=f"{op.cgroup}/cgroup.procs" if op.cgroup else None)
     finally:
         for fd, old in zip((0, 1, 2), saved):
             os.dup2(old, fd)

@@ -233,13 +233,14 @@ def run_command(ns_files: Mapping[str, str], spec: ExecSpec) -> Finished:
 
 
 def exec_in(ns_files: Mapping[str, str], argv: list[str], env: Mapping[str, str] | None = None,
-            cwd: str = "/", guest: str = "?") -> int:
+            cwd: str = "/", guest: str = "?", cgroup_procs: str | None = None) -> int:
     """Run argv in the namespaces with `env` as it is (the caller's environment when None)
     and return its status as a shell reports it (128+N when killed by signal N; 127 not
-    found; 126 any other failure before the exec). run_command is the whole interface."""
+    found; 126 any other failure before the exec). cgroup_procs: the guest's own cgroup,
+    joined first, as exec does. run_command is the whole interface."""
     spec = ExecSpec(guest, (tuple(argv),),
                     dict(env) if env is not None else execenv.caller_environ(), wd=cwd,
-                    keep_env=True)
+                    keep_env=True, cgroup_procs=cgroup_procs)
     return run_command(ns_files, spec).code
 
 
