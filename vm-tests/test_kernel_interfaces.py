@@ -28,7 +28,7 @@ SINCE = {
     "STATMOUNT_SB_SOURCE": (6, 13),      # mountquery needs the source: statmount path from here
     # kernel/probes.py's rows (doctor's interface table), as named there:
     "unique mount ids": (6, 8),          # STATX_MNT_ID_UNIQUE, again, through kernel/mountns.py
-    "listmount/statmount": (6, 11),      # listmount of a namespace by its id (NS_MNT_GET_INFO)
+    "listmount/statmount": (6, 13),      # by a namespace's id (6.11), with the source (6.13)
     "namespace walk": (6, 12),           # NS_MNT_GET_NEXT
     "fanotify mount events": (6, 15),    # FAN_MARK_MNTNS, FAN_MNT_ATTACH/DETACH
 }
