@@ -253,7 +253,7 @@ def test_umount_warns_about_a_copy_left_elsewhere(loops, sandbox, campers):
     ns = ns_label(sb, f"/proc/{private}/ns/mnt")
     r = sb.mm("umount", "c1", "/mnt/x")
     assert r.returncode == 0, r.stderr
-    assert r.stderr.startswith("warning: unmounted /mnt/x in c1, but the filesystem is "
+    assert r.stderr.startswith("mirrormount: warning: unmounted /mnt/x in c1, but the filesystem is "
                                "still held"), r.stderr
     assert f"kept by host process {private} (sleep" in r.stderr and ns in r.stderr, r.stderr
     assert X not in sb.mountpoints()
@@ -280,6 +280,28 @@ def test_umount_warns_about_a_copy_left_elsewhere(loops, sandbox, campers):
     assert r.returncode == 0 and r.json["left"] == [], r.stdout
 
 
+def test_a_bind_of_a_filesystem_mounted_elsewhere_leaves_no_residue(sandbox, campers):
+    """Unmounting a bind whose filesystem stays mounted where it is meant to be (the host's
+    /, another guest's bind of the same directory) is no leak: no warning, `left` empty,
+    even while processes hold files there and a private namespace keeps a copy of the
+    other guest's bind."""
+    sb = sandbox
+    sb.sh("mkdir -p /srv/data && mount -t tmpfs data /srv/data && echo x > /srv/data/f")
+    for g in ("c1", "c2"):
+        assert sb.mm("create", g).returncode == 0
+        r = sb.mm("mount", g, "/srv/data", "/mnt/d", "--bind", "--mkdir")
+        assert r.returncode == 0, r.stderr
+    start(sb, campers, "exec 3</srv/data/f; echo $$; exec sleep 300")
+    start(sb, campers, "exec unshare -m --propagation private sh -c 'echo $$; exec sleep 300'")
+    r = sb.mm("umount", "c1", "/mnt/d")
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
+    r = sb.mm("--json", "umount", "c2", "/mnt/d")
+    assert r.returncode == 0 and not r.stderr and r.json["left"] == [], (r.stdout, r.stderr)
+    assert sb.mm("mount", "c1", "/etc", "/mnt/e", "--bind", "--mkdir").returncode == 0
+    r = sb.mm("umount", "c1", "/mnt/e")          # /etc: the sandbox's bind of the host's
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
+
+
 def test_destroy_reports_a_camper_in_the_mirror(loops, sandbox, campers):
     sb = sandbox
     guest_fs(sb, loops, name="c1")
@@ -289,7 +311,7 @@ def test_destroy_reports_a_camper_in_the_mirror(loops, sandbox, campers):
     r = sb.mm("destroy", "c1")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "destroyed c1"
-    assert r.stderr.startswith("warning: destroyed c1, but its filesystem at /mnt/x is still "
+    assert r.stderr.startswith("mirrormount: warning: destroyed c1, but its filesystem at /mnt/x is still "
                                "held"), r.stderr
     assert f"host process {one} (sleep" in r.stderr, r.stderr
     r = sb.mm("--json", "destroy", "c2")

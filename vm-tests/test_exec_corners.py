@@ -75,7 +75,13 @@ def test_a_pid_namespace_without_its_init_is_named(sandbox, verb):
     assert r.returncode == 1, r
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and "init of its pid namespace" in lines[0], r.stderr
-    assert "hint: mirrormount destroy --force p0" in lines[0]
+    assert "hint: mirrormount start p0" in lines[0]
+    status = sandbox.mm("status", "p0")
+    assert "hint: mirrormount start p0" in status.stdout + status.stderr   # one fix, said alike
+    # ... and the fix works: a fresh pid namespace with its reaper, then exec runs again
+    assert sandbox.mm("start", "p0").returncode == 0
+    r = sandbox.mm("exec", "p0", "--", "true")
+    assert r.returncode == 0, r.stderr
     assert sandbox.mm("destroy", "--force", "p0").returncode == 0
 
 

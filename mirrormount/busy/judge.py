@@ -155,6 +155,20 @@ class Judge:
 
         return sorted(found, key=order)
 
+    def mounted_where_meant(self, t: Target) -> bool:
+        """After an unmount: whether the filesystem is still mounted in the host's namespace
+        or in a guest's. Then it is in use as intended (the unmounted mount was a bind of a
+        directory mounted elsewhere too, or the filesystem is mounted in another guest), and
+        nothing left is a leak; only copies in other namespaces (a process's unshare) and
+        holders of a filesystem mounted nowhere else are."""
+        own = self.world.own
+        for d in self.fs_devs(t):
+            for m in self.index.by_dev.get(d, ()):
+                v = self.index.ns_of[m.mount_id]
+                if v.ino == own or v.guest != HOST:
+                    return True
+        return False
+
     def report(self, t: Target) -> BusyReport:
         copies = self.copies(t)
         copy_ids = {m.mount_id for _, m in copies}

@@ -120,6 +120,27 @@ class Group(TyperGroup):
         super()._main_shell_completion(ctx_args, prog_name, complete_var)
 
 
+def _show_usage_error(self: click.UsageError, file: Any = None) -> None:
+    """How every usage error click finds is said (missing or unknown options, a bad value,
+    a mistyped command): as util-linux says one, the error on one line under the program's
+    name, then where help is, e.g.
+
+        mirrormount: Missing argument 'NAME'.
+        Try 'mirrormount status --help' for more information.
+
+    instead of click's usage synopsis, hint, blank line and "Error:" (four lines). The exit
+    status stays click's, 2. Set on click.UsageError, the base of every such error (a class
+    attribute: click raises them from many places, none of which takes a hook)."""
+    ctx = self.ctx
+    where = ctx.command_path if ctx is not None else "mirrormount"
+    message = " ".join(self.format_message().split())    # click's choice lists: one line
+    click.echo(f"mirrormount: {message}\n"
+               f"Try '{where} --help' for more information.", file=file, err=file is None)
+
+
+click.UsageError.show = _show_usage_error  # type: ignore[method-assign]
+
+
 class App(typer.Typer):
     """typer.Typer whose commands are ``Command`` unless one asks for another class."""
 
@@ -130,7 +151,9 @@ class App(typer.Typer):
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-app = App(cls=Group, add_completion=False, no_args_is_help=True,
+# suggest_commands off: click (8.2+) already says "Did you mean ...?" for a mistyped
+# command, and typer's own suggestion said it a second time.
+app = App(cls=Group, add_completion=False, no_args_is_help=True, suggest_commands=False,
           pretty_exceptions_enable=False, rich_markup_mode=None,
           context_settings={"help_option_names": HELP_OPTIONS},
           help="Mirror each guest's mount tree on the host with shared subtrees.")

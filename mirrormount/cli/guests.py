@@ -331,7 +331,7 @@ def umount(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
             emit_json({"guest": name, "target": target, "left": left})
         elif left and report is not None:
             typer.echo(finder.explain(report, name, target,
-                                      f"warning: unmounted {target} in {name}, but the "
+                                      f"mirrormount: warning: unmounted {target} in {name}, but the "
                                       "filesystem is still held"), err=True)
         return
     if want_json(ctx, json_local):
@@ -476,7 +476,7 @@ def _destroy_residue(layout, identities: dict, warn: bool) -> dict[str, list[dic
                                          for row in finder.residue_left(rep))
         if rep.pins and warn:
             typer.echo(finder.explain(rep, name, ident.guest_path,
-                                      f"warning: destroyed {name}, but its filesystem at "
+                                      f"mirrormount: warning: destroyed {name}, but its filesystem at "
                                       f"{ident.guest_path} is still held"), err=True)
     return left
 

@@ -22,7 +22,7 @@ from .lifeplan import RunInGuest, SignalInit, StartInit, StopAll
 from .model import cap_numbers
 from .nsexec import enter, exec_in, open_ns_files
 from .nursery import (REAPER_COMM, _reaper, bind_ns_file, build_and_hold, init_env,
-                      kill_and_wait, release_ns_file)
+                      kill_and_wait, preload, release_ns_file)
 
 F_SETPIPE_SZ = 1031          # fcntl(2): a command's output waits in the pipe until it ends
 PIPE_SIZE = 1 << 20
@@ -50,6 +50,7 @@ def _start_child(op: StartInit, commit_r: int, prepared: confine.Prepared | None
     # The host's /proc, for PID 1 to read its mount table through: the guest's /proc
     # belongs to the pid namespace that ended (nursery.own_proc_only).
     proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    preload(False, bool(op.init))      # imports, before the guest's root is ours
     if op.cgroup:
         # While we still see the host's hierarchy: PID 1 and all it starts belong there.
         from . import cgroup

@@ -104,8 +104,8 @@ def _pid_init_gone(guest: str) -> OperationError:
     return OperationError(
         f"guest {guest} is broken: the init of its pid namespace (PID 1, the guest's init "
         "or mirrormount's reaper) is gone, and no process can join that namespace any more "
-        f"(fork: ENOMEM); nothing was run; hint: mirrormount destroy --force {guest}, then "
-        "create it again")
+        f"(fork: ENOMEM); nothing was run; hint: mirrormount start {guest} (a fresh pid "
+        "namespace; the others are kept), as list and status say")
 
 
 def _exec_child(fds: dict[str, int], spec: ExecSpec, mask: Collection[int], parent: int,

@@ -243,8 +243,20 @@ def _reaper(commit_r: int, prepared: confine.Prepared | None = None, name: str =
                 break
 
 
+def preload(hostname: bool, init: bool) -> None:
+    """Import, in the host's view, what a child will import once it stands in a guest's
+    root: after pivot_root (or setns into the guest's mount namespace) `import` searches the
+    guest's filesystem, where a busybox rootfs has no Python at all. socket for
+    sethostname, shutil for _resolve_init; both kept off the CLI's start-up otherwise."""
+    if hostname:
+        import socket  # noqa: F401
+    if init:
+        import shutil  # noqa: F401
+
+
 def _guest_child(op: SpawnGuest, commit_r: int,
                  prepared: confine.Prepared | None = None) -> None:
+    preload(bool(op.hostname), bool(op.init))
     if op.cgroup_state:
         # Before the unshare: the new cgroup namespace is rooted at the cgroup we are in.
         from . import cgroup
@@ -284,7 +296,7 @@ def _guest_child(op: SpawnGuest, commit_r: int,
     # from BASE/NAME on the host.
     sc.umount2(put_old, 0)
     if op.hostname:
-        import socket       # here: only for --hostname (socket costs every create start-up)
+        import socket       # from sys.modules: preload imported it before pivot_root
         socket.sethostname(op.hostname)
     reaper = 0
     if "pid" in op.kinds:
