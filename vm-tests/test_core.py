@@ -369,14 +369,51 @@ def test_create_from_recipe(sandbox):
 
 
 def test_recipe_mount_failure_leaves_no_guest(sandbox):
-    sandbox.sh("printf '[[mount]]\\nsource = \"s\"\\ntarget = \"/no/such/dir\"\\n"
-               "type = \"tmpfs\"\\n' > /tmp/bad.toml")
+    # A device that is not there: nothing before the mount itself can know (the kernel
+    # opens the source only when the filesystem is created).
+    sandbox.sh("printf '[[mount]]\\nsource = \"/dev/no-such-disk\"\\ntarget = \"/mnt\"\\n"
+               "type = \"ext4\"\\n' > /tmp/bad.toml")
     before = sandbox.mountinfo()
     r = sandbox.mm("create", "c1", "--recipe", "/tmp/bad.toml")
     assert r.returncode == 1, r.stderr
     assert sandbox.mm("--json", "list").json == []
     # nothing remains: the guest was the last one, so BASE, STATE and the nursery went too
     assert sandbox.mountinfo() == before
+
+
+@pytest.mark.parametrize("mount, why", [
+    ('source = "s"\ntarget = "/no/such/dir"\ntype = "tmpfs"', "add mkdir = true"),
+    ('source = "s"\ntarget = "/mnt"\ntype = "tmpfs"\noptions = "bogus"', "bogus"),
+    ('source = "/no/such/src"\ntarget = "/mnt"\nbind = true', "does not exist"),
+    ('source = "s"\ntarget = "/mnt"\ntype = "nosuchfs"', "nosuchfs"),
+])
+def test_a_recipe_mount_that_cannot_work_is_refused_before_anything_changes(sandbox, mount,
+                                                                            why):
+    """Everything a recipe's mount can be judged on before the guest exists is judged then:
+    exit 2 (an unknown filesystem type: 1, as for mount), nothing made, with --dry-run too;
+    the message names the file and the [[mount]]."""
+    sandbox.sh(f"printf '[[mount]]\\n{mount}\\n' > /tmp/r.toml")
+    before = sandbox.mountinfo()
+    for extra in (["--dry-run"], []):
+        r = sandbox.mm("create", "c1", "--recipe", "/tmp/r.toml", *extra)
+        assert r.returncode == (1 if "nosuchfs" in mount else 2), (extra, r.stderr)
+        assert why in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+        if "nosuchfs" not in mount:
+            assert "/tmp/r.toml [[mount]] #1" in r.stderr, r.stderr
+        assert sandbox.mountinfo() == before
+    assert sandbox.mm("--json", "list").json == []
+
+
+def test_a_recipe_mount_with_mkdir_makes_its_target(sandbox):
+    sandbox.sh("printf '[[mount]]\\nsource = \"s\"\\ntarget = \"/srv/new/dir\"\\n"
+               "type = \"tmpfs\"\\nmkdir = true\\n"
+               "[[mount]]\\nsource = \"t\"\\ntarget = \"/srv/new/dir/under\"\\n"
+               "type = \"tmpfs\"\\nmkdir = true\\n' > /tmp/r.toml")
+    dry = sandbox.mm("create", "c1", "--recipe", "/tmp/r.toml", "--dry-run")
+    assert dry.returncode == 0 and "/srv/new/dir -t tmpfs --mkdir" in dry.stdout, dry.stderr
+    create(sandbox, "c1", "--recipe", "/tmp/r.toml")
+    gm = guest_mountpoints(sandbox, "c1")
+    assert "/srv/new/dir" in gm and "/srv/new/dir/under" in gm
 
 
 # ---------------------------------------------------------------- kernels without statmount

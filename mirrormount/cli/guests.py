@@ -96,6 +96,8 @@ def create(
     reqs = [s.guests.validate_create(recipe.request(n)) for n in names]
     for req in reqs:
         s.guests.plan(req)
+    # The recipe's mounts too, as far as they can be judged before the guest exists.
+    s.guests.check_recipe_mounts(recipe.rootfs, recipe.mounts)
     if dry_run and want_json(ctx, json_local):
         from ..guest.ops import ops_json
         emit_json([{"name": req.name, "ops": ops_json(s.guests.plan(req)),
@@ -155,6 +157,8 @@ def mount_command(name: str, m: RecipeMount) -> str:
         words += ["-o", m.options]
     if m.guest_only:
         words.append("--guest-only")
+    if m.mkdir:
+        words.append("--mkdir")
     return shlex.join(words)
 
 

@@ -392,7 +392,8 @@ class Guests(MountVerbs):
     def add_mounts(self, name: str, mounts: Sequence[RecipeMount]) -> None:
         """A recipe's mounts, in order, each as `mirrormount mount` would make it."""
         for m in mounts:
-            self.mount(name, m.source, m.target, m.fstype, m.options, m.bind, m.guest_only)
+            self.mount(name, m.source, m.target, m.fstype, m.options, m.bind, m.guest_only,
+                       m.mkdir)
 
     def _pids_in(self, name: str) -> list[int]:
         """Processes in the guest's mount namespace (none if it is not held any more)."""

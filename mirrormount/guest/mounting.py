@@ -10,10 +10,11 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import BusyError, OperationError, UsageError
+from ..kernel.mountinfo import is_under
 from . import mkdirs
 from .model import Layout
 from .reports import MountResult
@@ -21,6 +22,7 @@ from .state import GuestRecord, StateLock
 
 if TYPE_CHECKING:
     from .ops import Op
+    from .recipe import RecipeMount
 
 
 def require_root(what: str) -> None:
@@ -36,6 +38,39 @@ class MountVerbs:
 
     def record(self, name: str) -> GuestRecord:  # pragma: no cover - Guests' own
         raise NotImplementedError
+
+    def check_recipe_mounts(self, rootfs: str, mounts: Sequence[RecipeMount]) -> None:
+        """A recipe's mounts judged before the guest is made, so that a bad one changes
+        nothing (exit 2) instead of a guest made and removed again: a bind's source exists,
+        a new filesystem's type and every option pass the kernel (fsopen/fsconfig, creating
+        nothing: detached.check_filesystem), and each target exists in ROOTFS, resolved as
+        the guest will (RESOLVE_IN_ROOT), unless the mount has ``mkdir`` or an earlier mount
+        of the recipe lies over it. Raises UsageError naming the recipe's [[mount]]."""
+        from . import detached
+        from .apply import open_in_root
+        from .mountopts import parse
+        earlier: list[str] = []
+        for m in mounts:
+            try:
+                opts = parse(m.options, bind=m.bind)
+                if m.bind and not os.path.exists(m.source):
+                    raise UsageError(f"bind source {m.source} does not exist")
+                if not m.bind and m.fstype:
+                    try:
+                        detached.check_filesystem(m.fstype, m.source, opts)
+                    except PermissionError:
+                        pass        # not root: create itself says that it needs root
+                covered = any(is_under(m.target, top) for top in earlier)
+                if not covered and not m.mkdir:
+                    try:
+                        os.close(open_in_root(rootfs, m.target))
+                    except FileNotFoundError:
+                        raise UsageError(f"target {m.target} does not exist in the rootfs "
+                                         f"{rootfs}; add mkdir = true to make it") from None
+            except UsageError as exc:
+                raise UsageError(f"{m.where or 'recipe mount ' + m.target}: {exc}; nothing "
+                                 "was changed") from None
+            earlier.append(m.target)
 
     def plan_mount(self, name: str, source: str, target: str, fstype: str | None = None,
                    options: str | None = None, bind: bool = False,

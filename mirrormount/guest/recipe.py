@@ -26,7 +26,7 @@ mounts to make once the guest exists. Pure: text in, frozen records out (tomllib
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import UsageError
@@ -37,7 +37,7 @@ from .mountopts import parse as parse_options
 
 GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation", "confine", "drop_caps",
               "name", "init", "stop_signal", "start", "shutdown", "joins"}
-MOUNT_KEYS = {"source", "target", "type", "options", "bind", "guest_only"}
+MOUNT_KEYS = {"source", "target", "type", "options", "bind", "guest_only", "mkdir"}
 T = TypeVar("T")
 
 
@@ -51,6 +51,8 @@ class RecipeMount:
     options: str | None = None
     bind: bool = False
     guest_only: bool = False
+    mkdir: bool = False             # as `mount --mkdir`: make a missing target first
+    where: str = field(default="", compare=False)   # "FILE [[mount]] #N", for messages
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,8 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
         except UsageError as exc:
             raise UsageError(f"{where}: {exc}") from None
         mounts.append(RecipeMount(source, target, fstype, options, bind,
-                                  _bool(m, "guest_only", where)))
+                                  _bool(m, "guest_only", where), _bool(m, "mkdir", where),
+                                  where=where))
     return Recipe(rootfs=_str(guest, "rootfs", f"{origin} [guest]", "/") or "/",
                   hostname=hostname, kinds=kinds, propagation=propagation,
                   mounts=tuple(mounts), confine=confine, drop_caps=drop_caps, **life)
