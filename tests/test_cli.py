@@ -265,6 +265,11 @@ def test_subprocess_really_drops_root(shared_tmp):
     ["status", "c1"],
     ["repair", "c1"],
     ["repair", "c1", "--dry-run"],
+    ["busy", "--all"],
+    ["start", "c1"],
+    ["stop", "c1"],
+    ["metrics"],
+    ["graph"],
 ])
 def test_non_root_is_refused_and_changes_nothing(shared_tmp, args):
     # require_root raises OperationError: an operation failure, exit 1 (README "Exit codes")
@@ -273,6 +278,21 @@ def test_non_root_is_refused_and_changes_nothing(shared_tmp, args):
     assert "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1
     assert r.left == []
+
+
+@pytest.mark.parametrize("args", [["create", "c1"], ["create", "c1", "--dry-run"],
+                                  ["create", "c1", "--ns", "pid", "--init", "sleep 1"]])
+@pytest.mark.parametrize("reachable", [True, False], ids=["scratch-open", "scratch-closed"])
+def test_non_root_with_state_there_is_told_it_needs_root(shared_tmp, tmp_path, args,
+                                                          reachable):
+    """STATE exists, 0700 and root's, as on a host with guests: the first look into it (or
+    into BASE, where even that is closed) is refused (EACCES), which is said as `needs
+    root`, not as the statx that met it."""
+    scratch = shared_tmp if reachable else tmp_path
+    os.mkdir(scratch / "state", 0o700)
+    r = run_cli(args, as_nobody=True, scratch=scratch, expect=1)
+    assert r.stderr.startswith("mirrormount: create needs root"), r.stderr
+    assert r.stderr.count("\n") == 1
 
 
 def test_entry_point_exit_code_for_a_bad_name(shared_tmp):

@@ -94,6 +94,10 @@ def busy(ctx: typer.Context,
         PINS.column(sort, "--sort")
     records = output is not None or noheadings or raw or sort is not None
     if all_:
+        # STATE and other processes' /proc are root's: without root every guest would be
+        # missed and "no guest mount is pinned" would be a false all-clear.
+        from ..guest.mounting import require_root
+        require_root("busy --all")
         reports = [r for r in audit_all(s.layout) if r.busy]
         if want_json(ctx, json_local):
             emit_json([r.to_json() for r in reports])

@@ -134,7 +134,11 @@ class Guests(MountVerbs):
     # ------------------------------------------------------------------ create
     def validate_create(self, req: CreateRequest) -> CreateRequest:
         validate_name(req.name)
-        self.check_layout()
+        try:
+            self.check_layout()
+        except PermissionError:
+            require_root("create")   # BASE or STATE not ours to look at: said as such
+            raise
         if not os.path.isdir(req.rootfs):
             raise UsageError(f"rootfs {req.rootfs} is not a directory")
         validate_hostname(req.hostname)
@@ -156,7 +160,14 @@ class Guests(MountVerbs):
 
     def plan(self, req: CreateRequest) -> list[Op]:
         from .plan import plan_create
-        return plan_create(req, self.layout, self.facts(req), created=time.time())
+        try:
+            facts = self.facts(req)
+        except PermissionError:
+            # STATE is 0700: without root the first look into it is refused. Said as every
+            # verb says it, not as the statx that met it.
+            require_root("create")
+            raise
+        return plan_create(req, self.layout, facts, created=time.time())
 
     def dry_run(self, reqs: list[CreateRequest]) -> str:
         from .ops import render
