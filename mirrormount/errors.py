@@ -180,6 +180,10 @@ def hint(err: int | None, op: str | None) -> str | None:
     return _HINTS.get((err or 0, op)) or _HINTS.get((err or 0, None))
 
 
+# What a write to a full, failing or over-quota file says (write(2)).
+WRITE_ERRNOS = frozenset({E.ENOSPC, E.EFBIG, E.EDQUOT})   # not EIO: any read can fail so
+
+
 def describe(exc: OSError, op: str | None = None) -> str:
     """'OP PATH[ on PATH2][ WHERE] failed: STRERROR (ENAME)[; hint: ...]': one line for any
     OSError. Only the CLI's error handler should call it; everything else raises.
@@ -189,6 +193,10 @@ def describe(exc: OSError, op: str | None = None) -> str:
     itself. Hints are keyed on the kernel's operation (the exception's ``op``) when known."""
     own_op = getattr(exc, "op", None)
     own_op = own_op if isinstance(own_op, str) and own_op else None
+    if not (op or own_op or exc.filename) and exc.errno in WRITE_ERRNOS:
+        # No syscall of ours and no path: Python's own write, to stdout (`list > /dev/full`);
+        # said as util-linux's close_stdout says it.
+        return f"write error: {exc.strerror or os.strerror(exc.errno or 0)}"
     what = op or own_op or GENERIC_OP
     words = [what]
     if exc.filename:

@@ -451,12 +451,23 @@ def silence_stdout() -> None:
 
 
 def close_stdout(code: int) -> int:
-    """At exit: flush stdout. If its reader has gone, say nothing and return 141."""
+    """At exit: flush stdout. If its reader has gone, say nothing and return 141. If the
+    write fails otherwise (a full disk: ENOSPC), say so and fail (1), as util-linux's
+    close_stdout does; a status that already says failure is kept."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         silence_stdout()
         return EXIT_EPIPE
-    except (OSError, ValueError):
-        pass                  # closed already, or not ours to judge: keep the status
+    except OSError as exc:
+        silence_stdout()
+        if code:
+            return code       # a failure said already (the same write error, by the handler)
+        try:
+            sys.stderr.write(f"mirrormount: write error: {exc.strerror}\n")
+        except (OSError, ValueError):
+            pass
+        return 1
+    except ValueError:
+        pass                  # closed already: keep the status
     return code
