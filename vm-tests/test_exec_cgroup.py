@@ -22,7 +22,15 @@ def hierarchy(sb) -> str:
 
 
 def own_cgroups(sb, root: str) -> list[str]:
-    return sb.sh(f"ls -d {root}/mirrormount/*.*-* 2>/dev/null || true").stdout.split()
+    """This sandbox's guests' cgroups. The hierarchy is the machine's, shared with every
+    other sandbox alive at the same time (another test run's guests are there too), so
+    only names ending in a device this sandbox's STATE has had (cgroup.guest_dir) count."""
+    dev = sb.sh("stat -c '%Hd-%Ld' /run/mirrormount 2>/dev/null", check=False).stdout.strip()
+    seen = sb.__dict__.setdefault("state_devs", set())
+    if dev:
+        seen.add(dev)
+    found = sb.sh(f"ls -d {root}/mirrormount/*.*-* 2>/dev/null || true").stdout.split()
+    return [c for c in found if c.rsplit(".", 1)[-1] in seen]
 
 
 @pytest.mark.parametrize("ns", ["cgroup", "cgroup,pid"])

@@ -221,7 +221,7 @@ def test_doctor_lists_the_interfaces(sandbox):
     out = sandbox.mm("--json", "doctor").json
     checks = out if isinstance(out, list) else out.get("checks", out)
     names = {c["check"]: c for c in checks}
-    for name, since in (("unique mount ids", "6.8"), ("listmount/statmount", "6.11"),
+    for name, since in (("unique mount ids", "6.8"), ("listmount/statmount", "6.13"),
                         ("namespace walk", "6.12"), ("fanotify mount events", "6.15")):
         assert name in names and f"Linux {since}+" in names[name]["detail"], names.get(name)
         if name != "namespace walk":
