@@ -392,13 +392,20 @@ def count_fds() -> tuple[int, int]:
     return procs, fds
 
 
+def loadavg() -> str:
+    """The 1-, 5- and 15-minute load averages (/proc/loadavg): the machine may be shared."""
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def render(single: list[dict], audit: list[dict], procs: int, fds: int,
-           needles: dict[str, int]) -> str:
+           needles: dict[str, int], load: tuple[str, str] = ("?", "?")) -> str:
     base = next(r["secs"] for r in single if r["tool"] == "fuser -vm")
     out = [f"# busy benchmark ({time.strftime('%Y-%m-%d')}, kernel {os.uname().release}, "
            f"{os.cpu_count()} CPUs)", "",
            f"Machine state: {procs} processes, {fds} fds; needles: {', '.join(NEEDLES)} "
            "(see bench/bench_busy.py).", "",
+           f"Load average (1, 5, 15 min) before the timings: {load[0]}; after: {load[1]}.", "",
            "## One guest mount", "",
            "| tool | wall time | vs fuser | found | missed |", "| --- | --- | --- | --- | --- |"]
     for r in single:
@@ -449,9 +456,10 @@ def inner(args: argparse.Namespace) -> int:
         build(state, args)
         procs, fds = count_fds()
         print(f"state: {procs} processes, {fds} fds; timing...", file=sys.stderr)
+        before = loadavg()
         single = run_single(state, args.runs)
         audit = run_all(state, args.runs, args.fuser_sample)
-        text = render(single, audit, procs, fds, state.needles)
+        text = render(single, audit, procs, fds, state.needles, (before, loadavg()))
         print(text)
         if not args.no_write:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,39 @@ TABLE = [
     ["crate", "c1"],
     ["create", "-", "c1"],
     [],
+    # busy TARGET [-J|--json]: parsed by the fast path; the finder refuses these targets
+    # (deterministic as nobody: a target that resolves would count uninspected processes)
+    ["busy", "/no/such/path"],
+    ["busy", "--json", "/no/such/path"],
+    ["busy", "/no/such/path", "-J"],
+    ["busy", "-J", "--json", "/no/such/path"],
+    ["busy", "nosuchguest:/mnt"],
+    ["busy", "c1:relative"],
+    ["busy", "/dev/no-such-node"],
+    ["busy", ""],
+    ["busy", "-"],
+    ["busy", "--", "-x"],
+    ["busy", "--json", "--", "/no/such/path"],
+    ["--base", "/tmp/mm-b", "--state", "/tmp/mm-s", "busy", "c1:/mnt"],
+    ["--base=", "busy", "c1:/mnt"],
+    # busy left to typer
+    ["busy"],
+    ["busy", "a", "b"],
+    ["busy", "--all"],
+    ["busy", "--all", "--json"],
+    ["busy", "/x", "--all"],
+    ["busy", "/no/such/path", "-o", "PID"],
+    ["busy", "/no/such/path", "-o", "NOPE"],
+    ["busy", "/no/such/path", "-n"],
+    ["busy", "/no/such/path", "-r"],
+    ["busy", "/no/such/path", "--sort", "PID"],
+    ["busy", "--help"],
+    ["busy", "-h"],
+    ["busy", "/x", "--bogus"],
+    ["busy", "-x"],
+    ["busy", "-JJ", "/x"],
+    ["--json", "busy", "/no/such/path"],
+    ["-J", "busy", "/no/such/path"],
 ]
 
 ENVS = [{}, {"MIRRORMOUNT_BASE": "/tmp/mm-env-b", "MIRRORMOUNT_STATE": "/tmp/mm-env-s"},
@@ -135,6 +168,50 @@ def test_version_and_create_do_not_import_typer():
                             "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
     assert p.stdout.startswith("mirrormount ")
     assert not any(w in p.stderr for w in (" typer", " click", "mirrormount.guest"))
+
+
+# Options of `busy` that the fast path leaves to typer.
+BUSY_FALLS_THROUGH = {"--all", "-o", "--output", "-n", "--noheadings", "-r", "--raw", "--sort",
+                      "--help", "-h"}
+
+
+def test_every_option_of_busy_is_known_to_the_fast_path():
+    """A new option of `busy` fails here until the fast path handles it (BUSY_FLAGS, and a
+    row in TABLE) or it is listed in BUSY_FALLS_THROUGH."""
+    root = typer.main.get_command(app)
+    assert isinstance(root, click.Group)
+    opts = _options(root.commands["busy"])
+    unknown = set(opts) - set(fastpath.BUSY_FLAGS) - BUSY_FALLS_THROUGH
+    assert not unknown, f"busy: decide fast path or fall through: {unknown}"
+    for o in fastpath.BUSY_FLAGS:
+        p = opts.get(o)
+        assert isinstance(p, click.Option) and p.is_flag and not p.envvar, o
+    assert [p.name for p in root.commands["busy"].params
+            if isinstance(p, click.Argument)] == ["target"]
+    handled_in_table = {a for argv in TABLE for a in argv}
+    assert set(fastpath.BUSY_FLAGS) <= handled_in_table
+
+
+def test_busy_does_not_import_typer():
+    """A plain busy TARGET (here one that resolves, as nobody) answers without typer or
+    click, and with --json without them either."""
+    for argv in (["busy", "/proc"], ["busy", "--json", "/proc"]):
+        p = subprocess.run(AS_NOBODY + [sys.executable, "-X", "importtime", "-m",
+                                        "mirrormount", *argv],
+                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"},
+                           cwd="/", capture_output=True, text=True, timeout=120)
+        imported = {ln.rsplit("|", 1)[-1].strip() for ln in p.stderr.splitlines()
+                    if ln.startswith("import time:")}
+        assert p.returncode in (0, 3), p.stderr[-2000:]
+        assert "mirrormount.busy.finder" in imported
+        heavy = {m for m in imported if m.split(".")[0] in ("typer", "click", "psutil")}
+        assert not heavy, (argv, sorted(heavy))
+
+
+def test_shell_completion_never_reaches_the_busy_fast_path(monkeypatch):
+    monkeypatch.setenv("_MIRRORMOUNT_COMPLETE", "bash_complete")
+    assert fastpath.run(["busy", "/proc"]) is None
 
 
 def _options(cmd: click.Command) -> dict[str, click.Parameter]:

@@ -37,6 +37,8 @@ _LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32s2Q")
 # ============================================================================ pure parsing
 @dataclass(frozen=True)
 class SwapEntry:
+    """One active swap area (/proc/swaps): a file or a partition."""
+
     path: str
     kind: str            # file | partition
     deleted: bool = False
@@ -74,6 +76,8 @@ def parse_exports(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class BinfmtEntry:
+    """One binfmt_misc entry (/proc/sys/fs/binfmt_misc/NAME): its interpreter and flags."""
+
     name: str            # the file under /proc/sys/fs/binfmt_misc
     interpreter: str     # as registered: a path in the registering process's namespace
     flags: str           # "F": the kernel opened the interpreter at registration and holds it
@@ -104,6 +108,8 @@ def _kernel_dev(text: str) -> int:
 
 @dataclass(frozen=True)
 class FanotifyMark:
+    """One mark of a fanotify group, from its fd's fdinfo (fs/notify/fdinfo.c)."""
+
     kind: str            # mount | inode | sb
     mnt_id: int | None   # mount marks
     dev: int | None      # inode and sb marks: the superblock's device (user-space dev_t)
@@ -161,6 +167,8 @@ def unpack_loop_info(buf: bytes) -> tuple[int, int, str]:
 # ============================================================================ system facts
 @dataclass(frozen=True)
 class LoopDevice:
+    """One bound loop device and its backing file (/sys/block/loopN, LOOP_GET_STATUS64)."""
+
     name: str            # loop3
     backing: str         # as /sys shows it (relative to the namespace that opened it)
     dev: int | None      # the backing file's st_dev and inode, from LOOP_GET_STATUS64
@@ -171,6 +179,9 @@ class LoopDevice:
 
 @dataclass(frozen=True)
 class Facts:
+    """What the kernel holds outside processes, read once per query: swaps, loop devices,
+    nfsd exports and binfmt_misc entries."""
+
     swaps: tuple[SwapEntry, ...]
     loops: tuple[LoopDevice, ...]
     exports: tuple[str, ...]

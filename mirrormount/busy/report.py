@@ -58,6 +58,8 @@ class Pin:
 
 @dataclass(frozen=True)
 class BusyReport:
+    """One target's answer: its device, its copies and what pins them."""
+
     target: str
     busy: bool
     device: dict

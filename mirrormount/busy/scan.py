@@ -10,6 +10,11 @@ process list is striped over workers forked with mirrormount.kernel.child (defau
 Every read tolerates processes that vanish (ENOENT, ESRCH) and counts those it may not inspect
 (EACCES: this machine's PID 1 denies /proc/1/fd even to root).
 
+Measured and not done (2-CPU machine, per fd of /proc/self/fd, Python call included):
+stat 3.4 us, readlink 2.9 us, lstat 2.5 us, whatever the fd is (pipe, socket, file,
+/dev/null). So reading the link first to skip pipe:, socket: and anon_inode: fds would add
+2.9 us to every other fd to save 0.5 us on those: slower for any mix with files in it.
+
 Privilege: root (other processes' fds and map_files).
 """
 from __future__ import annotations
@@ -34,6 +39,8 @@ ANON_KINDS = {"anon_inode:[fanotify]": "fanotify", "anon_inode:[io_uring]": "io_
 # ============================================================================ pure parsing
 @dataclass(frozen=True)
 class MapEntry:
+    """One /proc/PID/maps line whose file lies on a device asked about."""
+
     range: str           # "start-end", the name of the /proc/PID/map_files entry
     major: int
     minor: int
@@ -71,6 +78,8 @@ def maps_on_devices(text: str, devices: Iterable[tuple[int, int]]) -> list[MapEn
 # ============================================================================ the /proc pass
 @dataclass(frozen=True)
 class ProcRecord:
+    """One thing of a process on a device asked about: its cwd, root, exe, an fd or a mapping."""
+
     pid: int
     how: str             # cwd | root | exe | fd | mmap
     mnt_id: int
@@ -111,12 +120,15 @@ MAX_WORKERS = 4
 def default_workers(processes: int) -> int:
     """The /proc pass is bound by the kernel's cost of each stat() of /proc/PID/fd/N (about
     3 us: a lookup, a permission check and a magic-link walk), the same work fuser does, so
-    the way to be faster than fuser is to do it on every CPU at once. Two workers per CPU:
-    measured on a 2-CPU machine shared with other work, 4 workers beat 2 by about 10%, as the
-    workers then get a larger share of CPUs that other processes also want."""
+    the way to be faster than fuser is to do it on every CPU at once. One worker per CPU
+    (this process counts as one): measured on a 2-CPU machine shared with other work
+    (load 2-4, bench/bench_busy.py's state, 6 rounds interleaved), the median find_pins
+    took 0.68 s with 1 worker, 0.54 s with 2 and 0.65 s with 4; 2 was fastest in 4 rounds
+    of 6. Under sched autogroup the workers share their session's CPU share, so they help
+    only while a CPU is free."""
     if processes < PARALLEL_MIN_PROCESSES:
         return 1
-    return max(1, min(2 * len(os.sched_getaffinity(0)), MAX_WORKERS))
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
 
 def scan_processes(devices: Iterable[tuple[int, int]], *, full: bool = False,
@@ -170,6 +182,9 @@ def _scan_names(names: list[str], devlist: list[tuple[int, int]], full: bool,
     proc_fd = os.open(proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     nsfs_dev = os.stat(f"{proc}/self/ns/mnt").st_dev
     anon_dev = _anon_inode_dev()
+    # An fd on one of these devices needs a closer look; on any other, only its st_rdev may
+    # matter (an open block device node).
+    special = devset | {nsfs_dev, anon_dev}
     out = Scan()
     records = out.records
     anon_fds = out.anon_fds
@@ -226,31 +241,40 @@ def _scan_names(names: list[str], devlist: list[tuple[int, int]], full: bool,
                             st = stat_(fdname, dir_fd=dfd)
                         except OSError:
                             continue     # closed meanwhile
-                        # Most fds match nothing: the cheapest tests come first.
+                        # Most fds match nothing: one set lookup rules them out (this
+                        # loop runs once per fd of the machine, ~100k times).
                         dev = st.st_dev
-                        if dev in devset:
-                            keep(pid, "fd", fdname, dfd, dev)
-                        elif dev == nsfs_dev or dev == anon_dev:
-                            try:
-                                link = readlink(fdname, dir_fd=dfd)
-                            except OSError:
+                        if dev in special:
+                            if dev in devset:
+                                keep(pid, "fd", fdname, dfd, dev)
                                 continue
-                            if dev == anon_dev:
-                                kind = ANON_KINDS.get(link)
-                                if kind:
-                                    anon_fds.append((pid, fdname, kind))
-                                continue
-                            hit = NSFS_MNT.fullmatch(link)
-                            if hit:
-                                out.nsfs_fds.append((pid, fdname, int(hit.group(1))))
+                            # nsfs or anon_inodefs: below
                         elif st.st_rdev in nodeset and s_isblk(st.st_mode):
                             try:
                                 text = readlink(fdname, dir_fd=dfd)
                             except OSError:
                                 continue
                             records.append(ProcRecord(pid, "fd", 0, dev, text, st.st_rdev))
+                            continue
                         elif full:
                             keep(pid, "fd", fdname, dfd, dev)
+                            continue
+                        else:
+                            continue
+                        # An nsfs file (may hold a mount namespace) or an anonymous inode
+                        # (may be a fanotify group or an io_uring): the link text says.
+                        try:
+                            link = readlink(fdname, dir_fd=dfd)
+                        except OSError:
+                            continue
+                        if dev == anon_dev:
+                            kind = ANON_KINDS.get(link)
+                            if kind:
+                                anon_fds.append((pid, fdname, kind))
+                            continue
+                        hit = NSFS_MNT.fullmatch(link)
+                        if hit:
+                            out.nsfs_fds.append((pid, fdname, int(hit.group(1))))
                 finally:
                     os.close(dfd)
             if devlist:
@@ -278,6 +302,11 @@ def _scan_maps(pid: int, name: str, proc_fd: int, devices: list[tuple[int, int]]
         return
     finally:
         os.close(fd)
+    # Most processes map nothing of the devices: a substring test on the bytes rules them
+    # out before any decoding or parsing (maps_on_devices repeats it, on text).
+    if len(devices) <= _SUBSTRING_MAX and not any(b" %02x:%02x " % d in data
+                                                  for d in devices):
+        return
     text = data.decode(errors="surrogateescape")
     seen: set[str] = set()
     for e in maps_on_devices(text, devices):

@@ -38,8 +38,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import typer
-
 from ..errors import UsageError
 
 Row = Mapping[str, Any]
@@ -134,6 +132,17 @@ class Columns:
         return "\n".join(lines)
 
 
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """util-linux style columns: upper-case headers, left-aligned, two spaces apart (cells
+    as given: the caller escapes them)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
 def _line(values: list[str], widths: list[int], right: list[bool]) -> str:
     return "  ".join(v.rjust(w) if r else v.ljust(w)
                      for v, w, r in zip(values, widths, right)).rstrip()
@@ -180,11 +189,26 @@ def raw_escape(text: str) -> str:
 
 
 # The options every column-printing command shares (same names, same help everywhere).
-OUTPUT_OPT = typer.Option(None, "-o", "--output", metavar="COLS",
-                          help="Columns to print, comma-separated (see the list below); "
-                               "+COLS adds to the default ones.")
-NOHEADINGS_OPT = typer.Option(False, "-n", "--noheadings", help="Print no header line.")
-RAW_OPT = typer.Option(False, "-r", "--raw",
-                       help="One record a line, fields one space apart; spaces and unsafe "
-                            "bytes escaped as \\xHH.")
-SORT_OPT = typer.Option(None, "--sort", metavar="COL", help="Sort the records by this column.")
+# Built on first use (PEP 562): the renderer above is also the fast path's (cli/fastpath.py),
+# which must not import typer.
+def _shared_options() -> dict[str, Any]:
+    import typer
+    return {
+        "OUTPUT_OPT": typer.Option(None, "-o", "--output", metavar="COLS",
+                                   help="Columns to print, comma-separated (see the list "
+                                        "below); +COLS adds to the default ones."),
+        "NOHEADINGS_OPT": typer.Option(False, "-n", "--noheadings", help="Print no header line."),
+        "RAW_OPT": typer.Option(False, "-r", "--raw",
+                                help="One record a line, fields one space apart; spaces and "
+                                     "unsafe bytes escaped as \\xHH."),
+        "SORT_OPT": typer.Option(None, "--sort", metavar="COL",
+                                 help="Sort the records by this column."),
+    }
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("OUTPUT_OPT", "NOHEADINGS_OPT", "RAW_OPT", "SORT_OPT"):
+        opts = _shared_options()
+        globals().update(opts)       # built once: the same objects for every command
+        return opts[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,6 +32,7 @@ from ..guest.guests import Guests
 from ..guest.model import Layout
 from ..kernel import signals
 from ..kernel.mountinfo import ParseError
+from .columns import table  # noqa: F401  (re-exported: commands import it from here)
 
 HELP_OPTIONS = ["-h", "--help"]       # as util-linux: -h is --help on every command
 
@@ -255,16 +256,6 @@ def want_json(ctx: typer.Context, local: bool) -> bool:
 
 def emit_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False))
-
-
-def table(rows: list[list[str]], headers: list[str]) -> str:
-    """util-linux style columns: upper-case headers, left-aligned, two spaces apart."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    return "\n".join(lines)
 
 
 JSON_HELP = "JSON on stdout, for scripts (before or after the command)."

@@ -1,4 +1,5 @@
-"""The hot path: `--version` and a plain `create`, parsed here without typer or click.
+"""The hot path: `--version`, a plain `create` and a plain `busy TARGET`, parsed here
+without typer or click.
 
 Why: importing typer and click costs more than a guest's whole create (bench/results/
 create.md), and a CLI create must not cost more than the shell recipe it replaces. So
@@ -8,6 +9,8 @@ for anything a person reads: help, usage errors, completion.
 
 What is recognised (anything else falls through, untouched):
 - ``--version`` or ``-V`` alone;
+- ``[--base DIR] [--state DIR] busy TARGET [-J|--json]`` (run_busy; the finder's answer
+  printed through cli/busyview.py as cli/busy.py prints it);
 - ``[--base DIR] [--state DIR] create NAME... [--rootfs DIR] [--hostname H] [--ns K,...]
   [--propagation P] [--confine C] [--drop-caps C,...]``, in click's syntax: options
   anywhere among the names, ``--opt VALUE`` or ``--opt=VALUE``, the last one given wins,
@@ -60,6 +63,8 @@ def run(argv: list[str]) -> int | None:
         return 0
     try:
         globals_, rest = _options(argv, GLOBALS, stop_at_positional=True)
+        if rest and rest[0] == "busy":
+            return run_busy(globals_, rest[1:])
         if not rest or rest[0] != "create":
             return None
         opts, names = _options(rest[1:], CREATE_VALUES, stop_at_positional=False)
@@ -67,23 +72,35 @@ def run(argv: list[str]) -> int | None:
         return None
     if not names:
         return None
-    # Given on the command line, even empty, it wins; else the variable, unless empty.
-    base = globals_.get("--base", os.environ.get("MIRRORMOUNT_BASE") or "/container")
-    state = globals_.get("--state", os.environ.get("MIRRORMOUNT_STATE") or "/run/mirrormount")
+    base, state = _dirs(globals_)
     try:
         _create(base, state, names, opts)
     except BaseException as exc:
-        signals.ending()
-        from .common import _reported        # typer, imported only to say what went wrong
-        reported = _reported(exc)
-        if reported is exc:
-            raise
-        code = getattr(reported, "exit_code", None)
-        if not isinstance(code, int):       # pragma: no cover - _reported returns typer.Exit
-            raise
-        return code
+        return _failed(exc)
     signals.ending()
     return 0
+
+
+def _dirs(globals_: dict[str, str]) -> tuple[str, str]:
+    """--base and --state: given on the command line, even empty, it wins; else the
+    variable, unless empty; else the default (as click reads them)."""
+    base = globals_.get("--base", os.environ.get("MIRRORMOUNT_BASE") or "/container")
+    state = globals_.get("--state", os.environ.get("MIRRORMOUNT_STATE") or "/run/mirrormount")
+    return base, state
+
+
+def _failed(exc: BaseException) -> int:
+    """A command's exception as common.reports_errors reports it: one line on stderr, its
+    exit status. typer is imported only here, to say what went wrong."""
+    signals.ending()
+    from .common import _reported
+    reported = _reported(exc)
+    if reported is exc:
+        raise exc
+    code = getattr(reported, "exit_code", None)
+    if not isinstance(code, int):       # pragma: no cover - _reported returns typer.Exit
+        raise exc
+    return code
 
 
 def _options(argv: list[str], known: tuple[str, ...], stop_at_positional: bool
@@ -152,3 +169,63 @@ def _create(base: str, state: str, names: list[str], opts: dict[str, str]) -> No
             if not done or not rest or isinstance(exc, SystemExit):
                 raise
             raise PartlyDone("create", exc, done, rest) from exc
+
+
+# ---------------------------------------------------------------------------- busy TARGET
+BUSY_FLAGS = ("--json", "-J")
+
+
+def run_busy(globals_: dict[str, str], argv: list[str]) -> int | None:
+    """``busy TARGET [-J|--json]`` (the flag anywhere, ``--`` ends the options): cli/busy.py's
+    busy for one target without -o/-n/-r/--sort, printed through the same cli/busyview.py.
+    None (typer's) for anything else: --all, --help, a column option, no or two targets, a
+    target that starts with '-'."""
+    json_out = False
+    targets: list[str] = []
+    for i, a in enumerate(argv):
+        if a == "--":
+            targets.extend(argv[i + 1:])
+            break
+        if a in BUSY_FLAGS:
+            json_out = True
+        elif a.startswith("-") and a != "-":
+            return None
+        else:
+            targets.append(a)
+    if len(targets) != 1:
+        return None
+    base, state = _dirs(globals_)
+    try:
+        code = _busy(base, state, targets[0], json_out)
+    except BaseException as exc:
+        return _failed(exc)
+    signals.ending()
+    return code
+
+
+def _busy(base: str, state: str, target: str, json_out: bool) -> int:
+    """Exit 3 busy, 0 not busy, as cli/busy.py."""
+    from ..busy.finder import find_pins
+    from ..errors import EXIT_BUSY, EXIT_OK
+    from ..guest.model import Layout
+    rep = find_pins(target, Layout(os.path.abspath(base), os.path.abspath(state)))
+    if json_out:
+        import json
+        _echo(json.dumps(rep.to_json(), indent=2, sort_keys=False))
+    else:
+        from .busyview import render_report
+        _echo(render_report(rep))
+    return EXIT_BUSY if rep.busy else EXIT_OK
+
+
+def _echo(text: str) -> None:
+    """As typer.echo (click.echo) writes it: text and a newline, flushed. click removes ANSI
+    escapes when stdout is not a terminal and may re-wrap a stdout whose encoding it
+    distrusts; for ASCII text without ESC that changes nothing, so only other text pays
+    for importing click."""
+    if text.isascii() and "\x1b" not in text:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    else:
+        import click
+        click.echo(text)
