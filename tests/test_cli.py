@@ -320,3 +320,15 @@ def test_unit_tests_cannot_change_mounts_or_namespaces(mount_guard):
     assert mount_guard == names + ["mount"]
     mount_guard.clear()   # seen and expected: not a swallowed call
     assert sc.statx("/").mnt_id > 0
+
+
+@pytest.mark.parametrize("args", [["--base", "rel", "create", "c1"],
+                                  ["--state", "run/mm", "list"],
+                                  ["--base", "rel", "status", "c1"],
+                                  ["--base", "rel", "busy", "/"],
+                                  ["--base", "rel", "destroy", "c1"]])
+def test_a_relative_base_or_state_is_bad_input(shared_tmp, args):
+    """BASE and STATE name places a later command, run from elsewhere, must find again."""
+    r = run_cli(args, as_nobody=True, scratch=shared_tmp, expect=2)
+    assert r.stderr.startswith("mirrormount: --") and "absolute path" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and r.left == []

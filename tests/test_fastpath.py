@@ -46,6 +46,8 @@ TABLE = [
     ["create", "c1", "--", "c2"],
     ["--base", "/tmp/mm-b", "--state", "/tmp/mm-s", "create", "c1"],
     ["--base=/tmp/mm-b", "create", "c1"],
+    ["--base", "relative", "create", "c1"],
+    ["--state", "rel/state", "create", "c1"],
     ["--base=", "create", "c1"],
     ["--state", "", "create", "c1"],
     ["create", "c1", "--rootfs=", "--hostname="],

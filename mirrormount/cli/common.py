@@ -29,7 +29,7 @@ from typer.core import TyperCommand, TyperGroup
 from .. import __version__
 from ..errors import EXIT_FAILED, MirrormountError, PartlyDone, describe
 from ..guest.guests import Guests
-from ..guest.model import Layout
+from ..guest.model import Layout, layout_of
 from ..kernel import signals
 from ..kernel.mountinfo import ParseError
 from .columns import table  # noqa: F401  (re-exported: commands import it from here)
@@ -162,8 +162,14 @@ app = App(cls=Group, add_completion=False, no_args_is_help=True, suggest_command
 
 class Settings:
     def __init__(self, base: str, state: str, json_out: bool) -> None:
-        self.layout = Layout(os.path.abspath(base), os.path.abspath(state))
+        self.base, self.state = base, state
         self.json = json_out
+
+    @property
+    def layout(self) -> Layout:
+        """Checked when a command asks (a relative path: exit 2, from the command's error
+        handler), not while the options are parsed."""
+        return layout_of(self.base, self.state)
 
     @property
     def guests(self) -> Guests:

@@ -141,10 +141,10 @@ def _create(base: str, state: str, names: list[str], opts: dict[str, str]) -> No
     was done (PartlyDone), as there."""
     from ..errors import PartlyDone, UsageError
     from ..guest.guests import Guests
-    from ..guest.model import (Layout, parse_caps, parse_kinds, validate_confine,
+    from ..guest.model import (layout_of, parse_caps, parse_kinds, validate_confine,
                                validate_propagation)
     from ..guest.recipe import Recipe
-    guests = Guests(Layout(os.path.abspath(base), os.path.abspath(state)))
+    guests = Guests(layout_of(base, state))
     if len(set(names)) != len(names):
         raise UsageError("a name is given twice")
     recipe = Recipe(opts.get("--rootfs") or "/", opts.get("--hostname"),
@@ -207,8 +207,8 @@ def _busy(base: str, state: str, target: str, json_out: bool) -> int:
     """Exit 3 busy, 0 not busy, as cli/busy.py."""
     from ..busy.finder import find_pins
     from ..errors import EXIT_BUSY, EXIT_OK
-    from ..guest.model import Layout
-    rep = find_pins(target, Layout(os.path.abspath(base), os.path.abspath(state)))
+    from ..guest.model import layout_of
+    rep = find_pins(target, layout_of(base, state))
     if json_out:
         import json
         _echo(json.dumps(rep.to_json(), indent=2, sort_keys=False))

@@ -9,6 +9,7 @@ Pure: nothing here touches the system.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -322,6 +323,17 @@ class CreateRequest:
 
 
 # ----------------------------------------------------------------------------- layout
+def layout_of(base: str, state: str) -> "Layout":
+    """The Layout for --base/--state (or MIRRORMOUNT_BASE/_STATE) as given. UsageError for a
+    relative path: it would name another place from another directory, and a later command
+    run elsewhere (destroy, a systemd unit) would not find what this one made."""
+    for what, path in (("--base", base), ("--state", state)):
+        if not os.path.isabs(path):
+            raise UsageError(f"{what} {path}: give an absolute path (a relative one depends "
+                             "on the current directory)")
+    return Layout(os.path.normpath(base), os.path.normpath(state))
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where everything lives. BASE holds the mirrors; STATE holds records and nsfs binds."""
