@@ -10,6 +10,10 @@ Usage:  python -m mirrormount.sandbox [--propagation private|rshared] [--hold | 
   --hold   print "ready" and keep the sandbox alive until stdin reaches EOF; enter it with
            `nsenter -t PID -m -p -r -w` where PID is the one printed (tests do this).
 
+A guest made inside with its own cgroup (`create --ns cgroup`) has a directory in the
+machine's cgroup hierarchy, which no namespace's end removes: the sandbox removes those of
+its own guests as it ends.
+
 Privilege: root (CAP_SYS_ADMIN).
 """
 from __future__ import annotations
@@ -125,9 +129,13 @@ def run(propagation: str, argv: list[str] | None, hold: bool) -> int:
     # First, before anything else: nothing we mount may ever propagate back to the host.
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     r, w = os.pipe()
+    # PID 1 names, as it ends, its guests' cgroups: the cgroup hierarchy is the machine's,
+    # and the kernel removes no directory there when the namespace dies.
+    cgroups_r, cgroups_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
+        os.close(cgroups_r)
         try:
             sc.set_parent_death_signal(signal.SIGKILL)
             build(propagation)
@@ -148,8 +156,10 @@ def run(propagation: str, argv: list[str] | None, hold: bool) -> int:
         except BaseException as exc:  # noqa: BLE001 - report and leave PID 1 cleanly
             print(f"sandbox: {exc}", file=sys.stderr)
             os._exit(1)
+        _name_cgroups(cgroups_w)
         os._exit(code)
     os.close(w)
+    os.close(cgroups_w)
     ok = os.read(r, 2) == b"ok"
     os.close(r)
     if hold and ok:
@@ -158,7 +168,46 @@ def run(propagation: str, argv: list[str] | None, hold: bool) -> int:
     if hold:
         os.close(0)
     _, st = os.waitpid(pid, 0)
+    _remove_cgroups(cgroups_r)
     return os.waitstatus_to_exitcode(st) if ok else 1
+
+
+def _name_cgroups(fd: int) -> None:
+    """In PID 1, as it ends: the cgroups of the guests still in this sandbox (those of its
+    STATE, /run/mirrormount: guest/cgroup.guest_dir names them after STATE's device), one
+    path a line on fd. Never another STATE's: the host's guests, or another sandbox's."""
+    paths: list[str] = []
+    try:
+        from .guest.cgroup import TOP, hierarchy
+        state = "/run/mirrormount"
+        root = hierarchy()
+        if root and os.path.ismount(state):
+            dev = os.stat(state).st_dev
+            suffix = f".{os.major(dev)}-{os.minor(dev)}"
+            top = f"{root}/{TOP}"
+            paths = [f"{top}/{n}" for n in os.listdir(top) if n.endswith(suffix)]
+    except OSError:
+        paths = []
+    try:
+        os.write(fd, "".join(p + "\n" for p in paths).encode())
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def _remove_cgroups(fd: int) -> None:
+    """In the outer process, once PID 1 (and with it every process of the sandbox) is gone:
+    rmdir the cgroups PID 1 named (guest/cgroup.remove waits while the last ones exit)."""
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    os.close(fd)
+    from .guest.cgroup import remove
+    for path in data.decode().split():
+        try:
+            remove(path, wait=10.0)
+        except OSError as exc:
+            print(f"sandbox: could not remove cgroup {path}: {exc.strerror}", file=sys.stderr)
 
 
 def main(args: list[str]) -> int:
@@ -172,8 +221,12 @@ def main(args: list[str]) -> int:
         elif a == "--":
             argv = args
             break
+        elif a in ("-h", "--help"):
+            print(__doc__.split("Usage:", 1)[1].split("Privilege:", 1)[0].join(
+                ("usage:", "")).rstrip())
+            return 0
         else:
-            print(f"sandbox: unknown argument {a!r}", file=sys.stderr)
+            print(f"sandbox: unknown argument {a!r} (see --help)", file=sys.stderr)
             return 2
     if not hold and not argv:
         argv = [os.environ.get("SHELL", "/bin/sh")]

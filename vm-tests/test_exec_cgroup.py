@@ -141,3 +141,21 @@ def test_start_puts_the_init_and_the_start_commands_in_the_guests_cgroup(sandbox
             sb.mm("destroy", "--force", name)
         sb.sh(f"rmdir {caller}", check=False)
     assert own_cgroups(sb, root) == []
+
+
+@pytest.mark.parametrize("ns", ["cgroup", "cgroup,pid"])
+def test_a_sandbox_removes_its_guests_cgroups_as_it_ends(ns):
+    """The demo's and the tests' sandbox (mirrormount.sandbox): a guest with a cgroup of its
+    own still there when the sandbox ends leaves nothing in the machine's hierarchy."""
+    import os
+    import subprocess
+    inner = (f"{sys.executable} -m mirrormount create g --ns {ns} >/dev/null && "
+             f"{sys.executable} -c 'from mirrormount.guest.cgroup import guest_dir; "
+             "print(guest_dir(\"/run/mirrormount\", \"g\"))' && "
+             f"{sys.executable} -m mirrormount exec g -- true")
+    r = subprocess.run([sys.executable, "-m", "mirrormount.sandbox", "--", "sh", "-c", inner],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    path = r.stdout.strip()
+    assert path.startswith("/sys/fs/cgroup") and "/mirrormount/g." in path, r.stdout
+    assert not os.path.exists(path), path
