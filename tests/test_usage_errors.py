@@ -27,6 +27,8 @@ CASES = [
     ["systemd-unit", "--stop-timeout", "abc"],
     ["graph", "--format", "png"],
     ["status", "c1", "c2"],
+    ["graph", "--format", "dot", "--json"],
+    ["-J", "graph", "--format", "text"],
 ]
 
 

@@ -24,14 +24,17 @@ def graph(
         None, metavar="[NAME]",
         help="Only this guest, with the host mounts its mirror is a peer or slave of "
              "(default: every guest and every host mount)."),
-    fmt: str = typer.Option("text", "--format", metavar="dot|text",
+    fmt: Optional[str] = typer.Option(None, "--format", metavar="dot|text",
                             help="dot: Graphviz (render with `dot -Tsvg`); text: tables and "
-                                 "the why, one sentence each."),
+                                 "the why, one sentence each [text]."),
     json_local: bool = JSON_OPT,
 ) -> None:
     """Draw propagation: peer groups, master/slave links, unbindable BASE and STATE, and for
     each guest mount whether mounts flow to and from its copy on the host. --json prints the
     graph's nodes, peer groups, slaves, flows and notes instead."""
+    if fmt is not None and want_json(ctx, json_local):
+        raise UsageError("--format and --json each choose the output: give one")
+    fmt = fmt or "text"
     if fmt not in FORMATS:
         raise UsageError(f"--format: expected dot or text, got {fmt!r}")
     from ..guest.guests import host_table, require_root
