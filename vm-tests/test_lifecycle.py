@@ -222,3 +222,27 @@ def test_dry_runs_and_bad_input(sandbox):
     assert sb.mm("stop", "c1", "--timeout", "0").returncode == 0
     assert sb.mm("destroy", "c1").returncode == 0
     assert json.loads(sb.mm("--json", "list").stdout) == []
+
+
+def set_init(sb, name: str, argv: list[str]) -> None:
+    """Change a stopped guest's init in its record, as a new recipe would (test only)."""
+    path = f"/run/mirrormount/{name}/guest.json"
+    rec = json.loads(sb.sh(f"cat {path}").stdout)
+    rec["init"] = argv
+    sb.sh(f"cat > {path} <<'EOF'\n{json.dumps(rec)}\nEOF")
+
+
+def test_start_of_an_init_that_ends_at_once_fails_and_says_so(sandbox):
+    """An init that exits at once (here with status 3) leaves the guest stopped: `start`
+    exits 1 saying so, never "started"; a good init afterwards is not affected."""
+    sb = sandbox
+    assert sb.mm("create", "x5", "--init", "sleep 1000000").returncode == 0
+    assert sb.mm("stop", "x5", "--timeout", "1").returncode == 0
+    set_init(sb, "x5", ["sh", "-c", "exit 3"])
+    r = sb.mm("start", "x5")
+    assert r.returncode == 1 and "ended at once" in r.stderr and "started" not in r.stdout, r
+    assert info(sb, "x5")["state"] == "stopped"
+    set_init(sb, "x5", ["sleep", "1000000"])
+    r = sb.mm("start", "x5")
+    assert r.returncode == 0 and r.stdout.startswith("started x5"), r
+    assert info(sb, "x5")["state"] == "running"

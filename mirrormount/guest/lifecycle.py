@@ -9,9 +9,11 @@ Privilege: root.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..errors import OperationError
 from ..kernel.procfs import ns_inode, parse_nspid, parse_status, read_text
 from .guests import Guests, require_root
 from .lifeplan import LifeFacts, plan_start, plan_stop
@@ -77,7 +79,35 @@ def run(g: Guests, verb: str, name: str, timeout: float | None = None,
     with StateLock(g.layout.state) as lock:
         ops = plan(g, verb, name, timeout, sig)
         outcome = Executor(lock=lock).run(ops)
+    rec = g.record(name)
+    if verb == "start" and rec.init and outcome.reaper_pid and \
+            ended_within(outcome.reaper_pid, INIT_GRACE):
+        # Started, and gone at once (`--init 'sh -c "exit 3"'`, a missing library): the
+        # guest is stopped, so `start` did not do what it says. Its status is not ours to
+        # read (PID 1 of a pid namespace is reaped outside it).
+        raise OperationError(f"start {name}: its init ({shlex.join(rec.init)}) ended at "
+                             f"once; the guest is stopped")
     return LifeResult(name, verb, len(ops), list(outcome.warnings), outcome.reaper_pid)
+
+
+# How long start watches a fresh init before it says "started" (seconds).
+INIT_GRACE = 0.2
+
+
+def ended_within(pid: int, seconds: float) -> bool:
+    """Whether process `pid` ends within `seconds` (a pidfd polled, pidfd_open(2): no race
+    with pid reuse). True when it is gone already."""
+    import select
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(int(seconds * 1000)))
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------------------ ps
