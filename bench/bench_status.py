@@ -89,8 +89,29 @@ def inside(args: argparse.Namespace) -> int:
             log(f"{i + 1} other guests")
     log(f"created {args.guests} other guests in {time.perf_counter() - t:.0f} s")
     points[args.guests + 1] = measure(g, args.samples)
+    if args.profile:
+        profile(g)
     print(json.dumps({str(k): v for k, v in points.items()}))
     return 0
+
+
+def profile(g) -> None:
+    """cProfile of in-process status("c1") on both paths, the top entries on stderr."""
+    import cProfile
+    import io
+    import pstats
+    for label, off in (("listmount", None), ("mountinfo", "1")):
+        if off:
+            os.environ["MIRRORMOUNT_NO_LISTMOUNT"] = off
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(10):
+            g.status("c1")
+        prof.disable()
+        os.environ.pop("MIRRORMOUNT_NO_LISTMOUNT", None)
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(40)
+        log(f"profile, {label} path, 10 calls:\n{out.getvalue()}")
 
 
 def render(points: dict, args: argparse.Namespace) -> str:
@@ -119,7 +140,8 @@ def outside(args: argparse.Namespace) -> int:
         print("bench: needs root (it builds a sandbox)", file=sys.stderr)
         return 2
     inner = [sys.executable, str(Path(__file__).resolve()), "--inside", "--guests",
-             str(args.guests), "--samples", str(args.samples)]
+             str(args.guests), "--samples", str(args.samples),
+             *(["--profile"] if args.profile else [])]
     cmd = sandbox_argv(MARKER, inner)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     p = subprocess.Popen(cmd, cwd="/tmp", env=env, stdout=subprocess.PIPE)
@@ -145,6 +167,8 @@ def main() -> int:
     ap.add_argument("--guests", type=int, help="other guests (default 500)")
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile status at the last point (on stderr)")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.guests is None:
