@@ -229,10 +229,12 @@ class Guests(MountVerbs):
                             "interrupted: run the same `mount --guest-only` again")
         others = [p for p in pids if p not in reapers]
         state = "broken" if problems else ("running" if others else "stopped")
-        from .state import joins_index
+        # One guest (status): a raw look at each record, parsing only those with joins
+        # (guest/joinscan.py); list passes the index it built once for every guest.
+        from .joinscan import joiners_of
         by: dict[str, list[str]] = {}
-        for other, kind in (joins if joins is not None
-                            else joins_index(self.layout)).get(rec.name, []):
+        for other, kind in (joins.get(rec.name, []) if joins is not None
+                            else joiners_of(self.layout, rec.name)):
             by.setdefault(other, []).append(kind)
         return GuestInfo(rec.name, rec.mirror, rec.rootfs, state, namespaces, pids,
                          rec.propagation, rec.hostname, list(rec.guest_only), problems,
