@@ -140,3 +140,20 @@ def test_real_zsh_registers_it(state, tmp_path):
                         capture_output=True, text=True, timeout=60)
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.strip() == "_mirrormount_completion"
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("mirrormount list -o N", ["NAME", "NS"]),
+    ("mirrormount list -o NAME,ST", ["NAME,STATE"]),
+    ("mirrormount list -o +CO", ["+CONFINE"]),
+    ("mirrormount list --sort PRO", ["PROPAGATION", "PROBLEMS"]),
+    ("mirrormount ps c1 -o GUEST", ["GUEST_PID"]),
+    ("mirrormount busy --all -o HO", ["HOW"]),
+    ("mirrormount create c9 --ns pid,n", ["pid,net"]),
+    ("mirrormount graph --format d", ["dot"]),
+])
+def test_option_values_complete(state, line, expected):
+    """-o and --sort complete the command's own output columns (as its --help lists them,
+    a comma list's last item, a leading + kept), --ns the namespace kinds, --format the
+    graph's formats."""
+    assert sorted(bash_complete(state, line)) == sorted(expected)

@@ -21,6 +21,7 @@ fails loudly: no STATE, no permission (not root), anything unexpected: no candid
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 
 import click
 import typer
@@ -60,16 +61,51 @@ def guest_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> 
         return []
 
 
+def listed(words: Sequence[str]) -> Callable[[click.Context, click.Parameter, str], list]:
+    """Completion of a comma-separated list from ``words`` (any case typed; a leading '+'
+    kept, as -o +COL): the items typed so far stay, the last one completes."""
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+        head, _, last = incomplete.rpartition(",")
+        plus = "+" if not head and last.startswith("+") else ""
+        last = last.lstrip("+")
+        done = f"{head}," if head else plus
+        return [CompletionItem(done + w) for w in words if w.lower().startswith(last.lower())]
+    return complete
+
+
+def _columns_of(cmd: click.Command) -> list[str]:
+    """The output columns a command lists in its --help (Columns.epilog), in order."""
+    lines = (cmd.epilog or "").splitlines()
+    if "Available output columns:" not in lines:
+        return []
+    out = []
+    for line in lines[lines.index("Available output columns:") + 1:]:
+        if not line.startswith("  "):
+            break
+        out.append(line.split()[0])
+    return out
+
+
 def attach(cmd: click.Command) -> None:
     """Give guest-name completion to ``cmd``'s NAME argument(s) (a parameter called name
-    or names), unless the command makes new guests or the argument completes otherwise.
+    or names), unless the command makes new guests or the argument completes otherwise;
+    and value completion to the options that take a fixed set: -o/--sort (the command's
+    output columns), --ns (namespace kinds), --format (graph's formats).
     Called for every command when the app's click tree is built (common.Command)."""
-    if cmd.name in NEW_NAMES:
-        return
+    from ..guest.model import EXTRA_KINDS
     for param in cmd.params:
-        if (isinstance(param, click.Argument) and param.name in ("name", "names")
-                and getattr(param, "_custom_shell_complete", None) is None):
+        if getattr(param, "_custom_shell_complete", None) is not None:
+            continue
+        if isinstance(param, click.Argument) and param.name in ("name", "names") \
+                and cmd.name not in NEW_NAMES:
             param._custom_shell_complete = guest_names
+        elif isinstance(param, click.Option) and param.name in ("output", "sort"):
+            param._custom_shell_complete = listed(_columns_of(cmd))
+        elif isinstance(param, click.Option) and param.name == "ns":
+            param._custom_shell_complete = listed(EXTRA_KINDS)
+        elif isinstance(param, click.Option) and param.name == "fmt":
+            param._custom_shell_complete = listed(("dot", "text"))
 
 
 def script(shell: str, prog_name: str = "mirrormount") -> str:
