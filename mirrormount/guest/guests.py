@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import replace
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 
 from ..errors import BusyError, OperationError, UsageError
 from ..kernel import mountinfo

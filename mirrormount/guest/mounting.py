@@ -11,7 +11,7 @@ import errno
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 
 from ..errors import BusyError, OperationError, UsageError
 from . import mkdirs
