@@ -147,11 +147,12 @@ CREATE_PATH = ("mirrormount.cli.fastpath", "mirrormount.errors", "mirrormount.gu
 # Each of these cost start-up time on every create and is needed by none (bench_create.py,
 # README "The fast path, measured"): typing (~3 ms: annotations only, under TYPE_CHECKING),
 # start/stop's planner and worker (lifeplan's op dataclasses), guest-only mounts, repair,
-# cgroups (only for an init guest), and the typer CLI itself.
+# cgroups (only for an init guest), the mount/umount/repair ops, and the typer CLI itself.
 CREATE_MUST_NOT_IMPORT = ("typer", "click", "typing", "mirrormount.guest.lifeplan",
                           "mirrormount.guest.lifework", "mirrormount.guest.guestonly",
                           "mirrormount.guest.rejoin", "mirrormount.guest.repair",
-                          "mirrormount.guest.cgroup", "mirrormount.cli.common")
+                          "mirrormount.guest.cgroup", "mirrormount.guest.mountops",
+                          "mirrormount.cli.common")
 
 
 def test_create_path_imports_only_what_create_needs():

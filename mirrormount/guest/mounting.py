@@ -47,7 +47,7 @@ class MountVerbs:
         onto a directory or the reverse."""
         from . import detached, guestonly
         from .mountopts import parse
-        from .ops import MakeTarget
+        from .mountops import MakeTarget
         from .plan import plan_mount
         rec = self.record(name)
         opts = parse(options, bind=bind)
@@ -155,7 +155,7 @@ class MountVerbs:
               guest_only: bool = False, mkdir: bool = False) -> MountResult:
         require_root("mount")
         from .apply import Executor
-        from .ops import MountGuestOnly, MountInto
+        from .mountops import MountGuestOnly, MountInto
         self.record(name)       # no such guest: said before STATE is opened
         with StateLock(self.layout.state) as lock:
             ops = self.plan_mount(name, source, target, fstype, options, bind, guest_only,
