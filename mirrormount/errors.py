@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import errno as E
 import os
-from typing import Any
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILED = 1

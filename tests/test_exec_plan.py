@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from fixture_files import mountinfo_table
 from mirrormount.guest.model import CreateRequest, Layout, parse_kinds
-from mirrormount.guest.ops import (MakeCgroup, MountInto, ReleaseNsFile, RemoveCgroup,
-                                   SpawnGuest, StopProcesses, WriteRecord, render)
+from mirrormount.guest.mountops import MountInto
+from mirrormount.guest.ops import (MakeCgroup, ReleaseNsFile, RemoveCgroup, SpawnGuest,
+                                   StopProcesses, WriteRecord, render)
 from mirrormount.guest.plan import HostFacts, Teardown, plan_create, plan_destroy
 
 LAYOUT = Layout()

@@ -216,6 +216,40 @@ def test_shell_completion_never_reaches_the_busy_fast_path(monkeypatch):
     assert fastpath.run(["busy", "/proc"]) is None
 
 
+# What a plain create needs, as the fast path and Guests.create import it (cli/fastpath.py's
+# _create, then guests.py's plan/create: planner, executor, nursery, joins). Run as root it
+# would also reach the kernel; these imports are all it adds to the interpreter's start-up.
+CREATE_PATH = ("mirrormount.cli.fastpath", "mirrormount.errors", "mirrormount.guest.guests",
+               "mirrormount.guest.model", "mirrormount.guest.recipe", "mirrormount.guest.joins",
+               "mirrormount.guest.plan", "mirrormount.guest.ops", "mirrormount.guest.apply",
+               "mirrormount.guest.nursery", "mirrormount.guest.state")
+# Each of these cost start-up time on every create and is needed by none (bench_create.py,
+# README "The fast path, measured"): typing (~3 ms: annotations only, under TYPE_CHECKING),
+# start/stop's planner and worker (lifeplan's op dataclasses), guest-only mounts, repair,
+# cgroups (only for an init guest), the mount/umount/repair ops, and the typer CLI itself.
+CREATE_MUST_NOT_IMPORT = ("typer", "click", "typing", "mirrormount.guest.lifeplan",
+                          "mirrormount.guest.lifework", "mirrormount.guest.guestonly",
+                          "mirrormount.guest.rejoin", "mirrormount.guest.repair",
+                          "mirrormount.guest.cgroup", "mirrormount.guest.mountops",
+                          "mirrormount.cli.common")
+
+
+def test_create_path_imports_only_what_create_needs():
+    code = ("import importlib, sys\n"
+            f"for m in {CREATE_PATH!r}:\n"
+            "    importlib.import_module(m)\n"
+            "print('\\n'.join(sorted(sys.modules)))\n")
+    p = subprocess.run([sys.executable, "-c", code], env={"PATH": os.environ.get("PATH", ""),
+                                                          "PYTHONPATH": str(REPO)},
+                       cwd="/", capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    imported = set(p.stdout.split())
+    assert set(CREATE_PATH) <= imported
+    bad = {m for m in imported for no in CREATE_MUST_NOT_IMPORT
+           if m == no or m.startswith(no + ".")}
+    assert not bad, sorted(bad)
+
+
 def _options(cmd: click.Command) -> dict[str, click.Parameter]:
     return {o: p for p in cmd.params for o in (*p.opts, *p.secondary_opts)
             if o.startswith("-")}

@@ -6,7 +6,8 @@ import pytest
 
 from mirrormount.errors import UsageError
 from mirrormount.guest import mkdirs
-from mirrormount.guest.ops import MakeTarget, render
+from mirrormount.guest.mountops import MakeTarget
+from mirrormount.guest.ops import render
 
 
 @pytest.mark.parametrize("target, parts", [

@@ -7,7 +7,8 @@ import pytest
 
 from fixture_files import mountinfo_table
 from mirrormount.guest.health import assess
-from mirrormount.guest.ops import CopyTree, JoinGroup, Propagate, render
+from mirrormount.guest.mountops import CopyTree, JoinGroup, Propagate
+from mirrormount.guest.ops import render
 from mirrormount.guest.repair import RepairFacts, kind, plan_repair
 from mirrormount.kernel.mountinfo import MountTable
 

@@ -27,6 +27,7 @@ import errno
 import os
 import posixpath
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,18 +39,23 @@ from ..kernel import syscalls as sc
 from ..errors import BusyError, OperationError, UsageError
 from ..kernel.mountquery import mounts_at
 from ..kernel.procfs import wait_gone
-from . import detached, guestonly, mkdirs, rejoin
+from . import detached
 from .mountopts import parse as parse_options
 from .nsexec import in_namespaces
 from .nursery import kill_and_wait, release_ns_file, spawn_guest, start_nursery
-from . import cgroup
-from .ops import (CopyTree, Detach, DropSelfBind, JoinGroup, MakeCgroup, MakeDir, MakeTarget,
-                  MountGuestOnly, MountInto, MountTmpfs, Op, Propagate, RBind,
-                  RecoverGuestOnly, ReleaseNsFile, RemoveCgroup, RemoveDir, RemoveFile,
-                  SetPropagation, SpawnGuest, StartNursery, StopProcesses, UmountIn, Unmount,
-                  WriteRecord)
-from .lifeplan import RunInGuest, SignalInit, StartInit, StopAll
+from .ops import (Detach, MakeCgroup, MakeDir, MountTmpfs, Op, RBind, ReleaseNsFile,
+                  RemoveCgroup, RemoveDir, RemoveFile, SetPropagation, SpawnGuest, StartNursery,
+                  StopProcesses, Unmount, WriteRecord)
 from .state import StateLock, write_atomic
+
+# What only some plans need is imported where it is used: every create imports this module,
+# and each of these costs start-up time (lifeplan's ops are dataclasses compiled at import).
+# cgroup, guestonly, mkdirs and rejoin are imported by the branches below that call them.
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
+if TYPE_CHECKING:
+    from .lifeplan import RunInGuest, SignalInit, StartInit, StopAll
+    from .mountops import (CopyTree, JoinGroup, MountGuestOnly, MountInto, Propagate,
+                           UmountIn)
 
 PROPAGATION = {"private": sc.MS_PRIVATE, "shared": sc.MS_SHARED, "slave": sc.MS_SLAVE,
                "unbindable": sc.MS_UNBINDABLE}
@@ -200,10 +206,12 @@ class Executor:
             else:
                 self.undo.append(partial(write_atomic, op.path, op.previous))
         elif isinstance(op, MakeCgroup):
+            from . import cgroup
             path = cgroup.make(op.state, op.name)
             if path is not None:
                 self.undo.append(partial(cgroup.remove, path))
         elif isinstance(op, RemoveCgroup):
+            from . import cgroup
             cgroup.remove(op.path)
         elif isinstance(op, StopProcesses):
             stop_processes(list(op.pids), op.grace)
@@ -217,7 +225,19 @@ class Executor:
             remove_empty_dir(op.path)
         elif isinstance(op, RemoveFile):
             _unlink(op.path)
-        elif isinstance(op, MakeTarget):
+        elif type(op).__module__ == f"{__package__}.mountops":
+            self._do_mount_op(op, checkpoint)
+        elif _lifeplan_op(op):
+            self._lifecycle(op, checkpoint)  # type: ignore[arg-type]
+        else:  # pragma: no cover - a planner bug
+            raise TypeError(f"no executor for {type(op).__name__}")
+
+    def _do_mount_op(self, op: Op, checkpoint: Callable[[int], None]) -> None:
+        """mountops.py's steps (mount, umount, repair, a net guest's sysfs). Such an op
+        exists only once mountops is imported, so a create never imports it for this."""
+        from . import mountops as m
+        if isinstance(op, m.MakeTarget):
+            from . import mkdirs
             where = f"{posixpath.join(op.parent, *op.names)} in {op.name}"
             if op.holder:
                 made = mkdirs.make_in_guest(op.holder, op.parent, op.names, where)
@@ -225,20 +245,20 @@ class Executor:
             else:
                 made = mkdirs.make_in_mirror(op.mirror, op.parent, op.names, where)
                 self.undo.append(partial(mkdirs.remove_in_mirror, op.mirror, made))
-        elif isinstance(op, MountInto):
+        elif isinstance(op, m.MountInto):
             self._mount_into(op, checkpoint)
-        elif isinstance(op, MountGuestOnly):
+        elif isinstance(op, m.MountGuestOnly):
             self._mount_guest_only(op, checkpoint)
-        elif isinstance(op, UmountIn):
+        elif isinstance(op, m.UmountIn):
             umount_in(op)
-        elif isinstance(op, RecoverGuestOnly):
+        elif isinstance(op, m.RecoverGuestOnly):
+            from . import guestonly
             guestonly.recover(op.holder, op.mirror, op.pending)
-        elif isinstance(op, DropSelfBind):
+        elif isinstance(op, m.DropSelfBind):
+            from . import guestonly
             guestonly.drop_self_bind(op.holder, op.target)
-        elif isinstance(op, (Propagate, JoinGroup, CopyTree)):
+        elif isinstance(op, (m.Propagate, m.JoinGroup, m.CopyTree)):
             self._mend(op)
-        elif isinstance(op, (StartInit, RunInGuest, SignalInit, StopAll)):
-            self._lifecycle(op, checkpoint)
         else:  # pragma: no cover - a planner bug
             raise TypeError(f"no executor for {type(op).__name__}")
 
@@ -248,6 +268,7 @@ class Executor:
         (its pin then holds an ended pid namespace: the guest is stopped, as before); the
         rest ends processes or runs commands, and is done again by planning again."""
         from . import lifework
+        from .lifeplan import RunInGuest, SignalInit, StartInit
         if isinstance(op, StartInit):
             pid = lifework.start_init(op, checkpoint)
             self.outcome.reaper_pid = pid
@@ -262,6 +283,9 @@ class Executor:
     def _mend(self, op: Propagate | JoinGroup | CopyTree) -> None:
         """repair's steps (rejoin.py does the kernel work). The host side's mount is opened
         inside the mirror, here, for the step and again for its undo: never a path string."""
+        from . import rejoin
+        from .mountops import JoinGroup, Propagate
+
         def host_fd_then(fn: Callable[..., None], *args: object) -> None:
             # a guest-side propagation change needs no host fd (the host may lack the path)
             on_host = not (fn is rejoin.propagate and args[0] == "guest") and not (
@@ -304,6 +328,7 @@ class Executor:
         self.undo.append(partial(unmount_through_mirror, op.mirror, op.target))
 
     def _mount_guest_only(self, op: MountGuestOnly, checkpoint: Callable[[int], None]) -> None:
+        from . import guestonly
         try:
             tree = guestonly.detached_tree(op.source, op.fstype, op.opts, op.bind)
         except OSError as exc:
@@ -322,6 +347,14 @@ class Executor:
                                  f"{placed.guest_path} in {op.name}; nothing was mounted")
         checkpoint(2)
         guestonly.detach_host_copy(op.mirror, placed.guest_path, before)
+
+
+def _lifeplan_op(op: Op) -> bool:
+    """Is op one of lifeplan's (start, stop)? Such an op exists only once lifeplan.py has been
+    imported by whoever planned it, so a plan without one never imports it."""
+    lifeplan = sys.modules.get(f"{__package__}.lifeplan")
+    return lifeplan is not None and isinstance(
+        op, (lifeplan.StartInit, lifeplan.RunInGuest, lifeplan.SignalInit, lifeplan.StopAll))
 
 
 def make_and_attach(op: MountInto, where: str,

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import replace
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 
 from ..errors import BusyError, OperationError, UsageError
 from ..kernel import mountinfo
@@ -325,7 +325,7 @@ class Guests(MountVerbs):
         OperationError when it needs MOVE_MOUNT_SET_GROUP and the kernel has none."""
         from .rejoin import set_group_available
         from .repair import RepairFacts, plan_repair
-        from .ops import JoinGroup
+        from .mountops import JoinGroup
         rec = self.record(name)
         holder = self.layout.ns_file(name, "mnt")
         guest = self.guest_table(rec) if os.path.exists(holder) else None

@@ -11,7 +11,7 @@ import errno
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 
 from ..errors import BusyError, OperationError, UsageError
 from ..kernel.mountinfo import is_under
@@ -82,7 +82,7 @@ class MountVerbs:
         onto a directory or the reverse."""
         from . import detached, guestonly
         from .mountopts import parse
-        from .ops import MakeTarget
+        from .mountops import MakeTarget
         from .plan import plan_mount
         rec = self.record(name)
         opts = parse(options, bind=bind)
@@ -190,7 +190,7 @@ class MountVerbs:
               guest_only: bool = False, mkdir: bool = False) -> MountResult:
         require_root("mount")
         from .apply import Executor
-        from .ops import MountGuestOnly, MountInto
+        from .mountops import MountGuestOnly, MountInto
         self.record(name)       # no such guest: said before STATE is opened
         with StateLock(self.layout.state) as lock:
             ops = self.plan_mount(name, source, target, fstype, options, bind, guest_only,

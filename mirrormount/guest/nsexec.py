@@ -15,7 +15,11 @@ import signal
 import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 from ..errors import MirrormountError, OperationError, UsageError
 from ..kernel import child, confine, signals
@@ -24,7 +28,6 @@ from ..kernel.child import ChildFailed
 from . import execenv
 from .model import KIND, SETNS_ORDER
 
-T = TypeVar("T")
 
 __all__ = ["ChildFailed", "ExecSpec", "Finished", "enter", "exec_in", "in_namespaces",
            "open_ns_files", "read_own_mountinfo", "run_command"]

@@ -20,7 +20,11 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 from . import faults
 from ..kernel import child, confine
@@ -32,7 +36,6 @@ from .ops import SpawnGuest, StartNursery
 from ..kernel.procfs import wait_gone
 
 NEWROOT = "/newroot"
-T = TypeVar("T")
 
 
 def bind_ns_file(source: str, holder: str) -> None:

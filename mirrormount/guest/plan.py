@@ -17,8 +17,9 @@ from .mountopts import MountOptions
 from .mountopts import parse as parse_options
 from .ops import (Op, MakeDir, MountTmpfs, SetPropagation, RBind, StartNursery, SpawnGuest,
                   WriteRecord, StopProcesses, ReleaseNsFile, Detach, Unmount, RemoveDir,
-                  RemoveFile, MountInto, MountGuestOnly, UmountIn, DropSelfBind, RecoverGuestOnly,
-                  MakeCgroup, RemoveCgroup)
+                  RemoveFile, MakeCgroup, RemoveCgroup)
+# mountops.py's ops (mount, umount, a net guest's sysfs) are imported by the planners that use
+# them: a plain create does not build their classes.
 from .owner import LABELS, layout_problems
 from .state import GuestRecord
 
@@ -149,6 +150,7 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
         cgroup_state=layout.state if own_cgroup else "", init=req.init,
         joins=tuple((k, layout.ns_file(g, k)) for k, g in req.joins)))
     if "net" in req.all_kinds and facts.rootfs_sys:
+        from .mountops import MountInto
         ops.append(MountInto(
             "a sysfs of the guest's own, made in its net namespace, over the rootfs's /sys "
             "(as `ip netns exec` does): /sys/class/net lists the guest's interfaces, not the "
@@ -244,6 +246,7 @@ def plan_mount(rec: GuestRecord, layout: Layout, source: str, target: str,
     records it in the guest's record. ``under``: the ids of the mounts on top of that path
     now, in the guest and in the mirror: the record marks a guest-only mount as pending
     with them first, so whatever a kill leaves above them is known to be ours."""
+    from .mountops import MountGuestOnly, MountInto, RecoverGuestOnly
     if not guest_only:
         return [MountInto("mount through the mirror: BASE/NAME and the guest are one peer "
                           "group, so the mount appears on both sides", rec.name, rec.mirror,
@@ -278,6 +281,7 @@ def plan_umount(rec: GuestRecord, layout: Layout, target: str, lazy: bool,
                 resolved: str | None = None) -> list[Op]:
     """Unmount in the guest (the mirror follows). For a guest-only path, also drop the
     self-bind it stood on and the record's entry."""
+    from .mountops import DropSelfBind, UmountIn
     holder = layout.ns_file(rec.name, "mnt")
     path = resolved or target
     ops: list[Op] = [UmountIn("unmount inside the guest; the mirror's copy follows by "

@@ -27,7 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 from ..errors import UsageError
 from .model import (DEFAULT_CONFINE, DEFAULT_PROPAGATION, CreateRequest, parse_init,
@@ -38,7 +42,6 @@ from .mountopts import parse as parse_options
 GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation", "confine", "drop_caps",
               "name", "init", "stop_signal", "start", "shutdown", "joins"}
 MOUNT_KEYS = {"source", "target", "type", "options", "bind", "guest_only", "mkdir"}
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 
 from ..kernel.mountinfo import Mount, MountTable, is_under
 from .health import RECREATE
-from .ops import CopyTree, JoinGroup, Op, Propagate
+from .mountops import CopyTree, JoinGroup, Propagate
+from .ops import Op
 from .owner import LABELS, made_by_us
 
 Key = tuple[str, int]          # (guest path, place in the stack there, 0 = bottom)

@@ -53,7 +53,7 @@ class MountResult:
     @property
     def redirected(self) -> bool:
         """Whether a symlink in the guest led TARGET somewhere else than it reads."""
-        from .ops import typed_path
+        from .mountops import typed_path
         return self.target != typed_path(self.typed)
 
     def to_json(self) -> dict:

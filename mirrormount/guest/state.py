@@ -12,7 +12,9 @@ import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 from ..kernel import signals
 from .model import Layout

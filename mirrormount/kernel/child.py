@@ -47,12 +47,15 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Collection
-from typing import Any, TypeVar
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 from ..errors import OperationError
 from . import signals
 
-T = TypeVar("T")
 
 _HEADER = struct.Struct("!Q")
 
