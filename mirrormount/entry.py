@@ -28,14 +28,9 @@ nothing is said and the exit status is 141 (signals.close_stdout).
 """
 from __future__ import annotations
 
-import errno
 import sys
 
 from .kernel import signals
-
-# write(2)'s failures on a full or failing file (as errors.WRITE_ERRNOS, not imported here:
-# errors is not needed to start); EPIPE is signals.close_stdout's (silent, 141).
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def main() -> None:
@@ -54,10 +49,11 @@ def main() -> None:
     except SystemExit as exit_:
         code = exit_.code
     except OSError as exc:                     # outside any command: --help, completion
-        if exc.filename or exc.errno not in _WRITE_ERRNOS:
+        from .errors import describe, is_write_error    # only now: not needed to start
+        if not is_write_error(exc):
             raise
         signals.silence_stdout()               # the buffered rest would fail again at exit
-        print(f"mirrormount: write error: {exc.strerror}", file=sys.stderr)
+        print(f"mirrormount: {describe(exc)}", file=sys.stderr)
         code = 1
     except BaseException as exc:               # outside any command
         stop = _stop_in(exc)

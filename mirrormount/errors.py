@@ -186,6 +186,13 @@ def hint(err: int | None, op: str | None) -> str | None:
 WRITE_ERRNOS = frozenset({E.ENOSPC, E.EFBIG, E.EDQUOT})   # not EIO: any read can fail so
 
 
+def is_write_error(exc: BaseException) -> bool:
+    """An OSError of Python's own write (to stdout: `list > /dev/full`): a write(2) errno,
+    no path and no syscall of ours. describe() says it as util-linux's close_stdout does."""
+    return (isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS and not exc.filename
+            and not getattr(exc, "op", None))
+
+
 def describe(exc: OSError, op: str | None = None) -> str:
     """'OP PATH[ on PATH2][ WHERE] failed: STRERROR (ENAME)[; hint: ...]': one line for any
     OSError. Only the CLI's error handler should call it; everything else raises.
@@ -195,9 +202,7 @@ def describe(exc: OSError, op: str | None = None) -> str:
     itself. Hints are keyed on the kernel's operation (the exception's ``op``) when known."""
     own_op = getattr(exc, "op", None)
     own_op = own_op if isinstance(own_op, str) and own_op else None
-    if not (op or own_op or exc.filename) and exc.errno in WRITE_ERRNOS:
-        # No syscall of ours and no path: Python's own write, to stdout (`list > /dev/full`);
-        # said as util-linux's close_stdout says it.
+    if op is None and is_write_error(exc):
         return f"write error: {exc.strerror or os.strerror(exc.errno or 0)}"
     what = op or own_op or GENERIC_OP
     words = [what]

@@ -148,16 +148,22 @@ def test_base_and_state_from_the_environment_as_typer_reads_them(argv, env):
     assert run(argv, env, fast=True) == run(argv, env, fast=False)
 
 
+def imports_of(argv: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """`mirrormount ARGV` run as nobody under `python -X importtime`: the process, and the
+    modules it imported."""
+    p = subprocess.run(AS_NOBODY + [sys.executable, "-X", "importtime", "-m", "mirrormount",
+                                    *argv],
+                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                            "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"},
+                       cwd="/", capture_output=True, text=True, timeout=120)
+    return p, {ln.rsplit("|", 1)[-1].strip() for ln in p.stderr.splitlines()
+               if ln.startswith("import time:")}
+
+
 def test_version_and_create_do_not_import_typer():
     """The point of it: neither typer nor click is imported on the hot paths."""
     for argv in (["--version"], ["-V"], ["--base", "/tmp/x", "create", "c1", "--ns", "pid"]):
-        p = subprocess.run(AS_NOBODY + [sys.executable, "-X", "importtime", "-m",
-                                        "mirrormount", *argv],
-                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"},
-                           cwd="/", capture_output=True, text=True, timeout=120)
-        imported = {ln.rsplit("|", 1)[-1].strip() for ln in p.stderr.splitlines()
-                    if ln.startswith("import time:")}
+        _, imported = imports_of(argv)
         heavy = {m for m in imported if m.split(".")[0] in ("typer", "click", "psutil",
                                                            "pyudev", "seccomp", "pydantic")}
         if argv not in (["--version"], ["-V"]):
@@ -198,13 +204,7 @@ def test_busy_does_not_import_typer():
     """A plain busy TARGET (here one that resolves, as nobody) answers without typer or
     click, and with --json without them either."""
     for argv in (["busy", "/proc"], ["busy", "--json", "/proc"]):
-        p = subprocess.run(AS_NOBODY + [sys.executable, "-X", "importtime", "-m",
-                                        "mirrormount", *argv],
-                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"},
-                           cwd="/", capture_output=True, text=True, timeout=120)
-        imported = {ln.rsplit("|", 1)[-1].strip() for ln in p.stderr.splitlines()
-                    if ln.startswith("import time:")}
+        p, imported = imports_of(argv)
         assert p.returncode in (0, 3), p.stderr[-2000:]
         assert "mirrormount.busy.finder" in imported
         heavy = {m for m in imported if m.split(".")[0] in ("typer", "click", "psutil")}

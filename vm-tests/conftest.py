@@ -105,35 +105,6 @@ def _machine_mounts() -> set[str]:
         return set(f.read().splitlines())
 
 
-def _guest_cgroups() -> set[str]:
-    """Guests' own cgroups on this machine (mirrormount/guest/cgroup.py): global, like loop
-    devices. A sandbox that ends with a `--ns cgroup` guest not destroyed leaves one."""
-    import glob
-    from mirrormount.guest.cgroup import TOP, hierarchy
-    root = hierarchy()
-    return set(glob.glob(f"{root}/{TOP}/*.*-*")) if root else set()
-
-
-def _remove_cgroups(paths: set[str]) -> None:
-    """rmdir each (empty once the sandbox's processes are gone, which takes a moment)."""
-    deadline = time.monotonic() + 15
-    left = set(paths)
-    while left and time.monotonic() < deadline:
-        for path in sorted(left):
-            try:
-                os.rmdir(path)
-                left.discard(path)
-            except FileNotFoundError:
-                left.discard(path)
-            except OSError:
-                time.sleep(0.1)
-    for path in {os.path.dirname(p) for p in paths}:
-        try:
-            os.rmdir(path)       # the shared top, when no guest's cgroup is left in it
-        except OSError:
-            pass
-
-
 def pytest_configure(config):
     # `make kernel-test` runs this subset on every kernel under QEMU (README: "Other kernels").
     config.addinivalue_line("markers", "kernels: also run on Debian's 6.1 and 6.12 kernels "
@@ -145,13 +116,11 @@ def sandbox(request):
     if os.geteuid() != 0:
         pytest.fail("vm-tests need root: run them as root (CI does)")
     before = _machine_mounts()
-    cgroups = _guest_cgroups()
     sb = Sandbox(request.param)
     try:
         yield sb
     finally:
-        sb.close()
-        _remove_cgroups(_guest_cgroups() - cgroups)
+        sb.close()      # the sandbox removes its guests' cgroups as it ends (sandbox.py)
     # Every line, not just paths that look like ours: a test may leak anything anywhere.
     after = _machine_mounts()
     assert after == before, ("the test changed the machine's mount table: "

@@ -56,10 +56,6 @@ def run(argv: list[str]) -> int | None:
         except BrokenPipeError:     # the reader went away: silent, 141, as click's EPIPE
             signals.silence_stdout()
             return signals.EXIT_EPIPE
-        except OSError as exc:      # a full disk: said as util-linux's close_stdout says it
-            signals.silence_stdout()
-            sys.stderr.write(f"mirrormount: write error: {exc.strerror}\n")
-            return 1
         return 0
     try:
         globals_, rest = _options(argv, GLOBALS, stop_at_positional=True)

@@ -21,6 +21,7 @@ from .reports import MountResult
 from .state import GuestRecord, StateLock
 
 if TYPE_CHECKING:
+    from .mountopts import MountOptions
     from .ops import Op
     from .recipe import RecipeMount
 
@@ -29,6 +30,37 @@ def require_root(what: str) -> None:
     if os.geteuid() != 0:
         raise OperationError(f"{what} needs root (CAP_SYS_ADMIN); nothing was changed")
 
+
+
+def check_source(source: str, fstype: str | None, options: str | None,
+                 bind: bool) -> MountOptions:
+    """What a mount's source, type and options say before anything else is looked at:
+    the options parsed (mountopts.py refuses propagation and the like), a bind's source
+    exists and takes no -t, a new filesystem names exactly one type. UsageError (exit 2)."""
+    from .mountopts import parse
+    opts = parse(options, bind=bind)
+    if bind:
+        if fstype not in (None, "none"):
+            raise UsageError(f"mount --bind takes no -t (a bind keeps its source's "
+                             f"filesystem); -t {fstype} given")
+        if not os.path.exists(source):
+            raise UsageError(f"bind source {source} does not exist")
+    elif not fstype or fstype == "auto" or "," in fstype:
+        raise UsageError("mount: give the filesystem type with -t TYPE (one type; "
+                         "mirrormount does not probe), or --bind")
+    return opts
+
+
+def check_new_filesystem(fstype: str, source: str, opts: MountOptions, where: str) -> None:
+    """The kernel judges the type and every option (fsopen/fsconfig), creating nothing
+    (detached.check_filesystem): UsageError for a refused option, an OSError naming
+    ``where`` otherwise (ENODEV: no such filesystem type)."""
+    from . import detached
+    try:
+        detached.check_filesystem(fstype, source, opts)
+    except OSError as exc:
+        exc.filename2 = where
+        raise
 
 
 class MountVerbs:
@@ -46,30 +78,26 @@ class MountVerbs:
         nothing: detached.check_filesystem), and each target exists in ROOTFS, resolved as
         the guest will (RESOLVE_IN_ROOT), unless the mount has ``mkdir`` or an earlier mount
         of the recipe lies over it. Raises UsageError naming the recipe's [[mount]]."""
-        from . import detached
-        from .apply import open_in_root
-        from .mountopts import parse
         earlier: list[str] = []
         for m in mounts:
+            where = m.where or f"recipe mount {m.target}"
             try:
-                opts = parse(m.options, bind=m.bind)
-                if m.bind and not os.path.exists(m.source):
-                    raise UsageError(f"bind source {m.source} does not exist")
-                if not m.bind and m.fstype:
+                opts = check_source(m.source, m.fstype, m.options, m.bind)
+                if not m.bind:
+                    assert m.fstype
                     try:
-                        detached.check_filesystem(m.fstype, m.source, opts)
+                        check_new_filesystem(m.fstype, m.source, opts, where)
                     except PermissionError:
                         pass        # not root: create itself says that it needs root
-                covered = any(is_under(m.target, top) for top in earlier)
-                if not covered and not m.mkdir:
-                    try:
-                        os.close(open_in_root(rootfs, m.target))
-                    except FileNotFoundError:
-                        raise UsageError(f"target {m.target} does not exist in the rootfs "
-                                         f"{rootfs}; add mkdir = true to make it") from None
+                if not any(is_under(m.target, top) for top in earlier):
+                    self._target(m.target, f"{m.target} in the rootfs {rootfs}",
+                                 lambda p: self._target_in_root(rootfs, p), m.mkdir,
+                                 hint="add mkdir = true to make it")
             except UsageError as exc:
-                raise UsageError(f"{m.where or 'recipe mount ' + m.target}: {exc}; nothing "
-                                 "was changed") from None
+                said = str(exc)
+                if "nothing was changed" not in said:
+                    said += "; nothing was changed"
+                raise UsageError(f"{where}: {said}") from None
             earlier.append(m.target)
 
     def plan_mount(self, name: str, source: str, target: str, fstype: str | None = None,
@@ -81,21 +109,11 @@ class MountVerbs:
         ``mkdir``: then the plan starts with a MakeTarget step, guest/mkdirs.py), a file
         onto a directory or the reverse."""
         from . import detached, guestonly
-        from .mountopts import parse
         from .mountops import MakeTarget
         from .plan import plan_mount
         rec = self.record(name)
-        opts = parse(options, bind=bind)
+        opts = check_source(source, fstype, options, bind)
         where = f"{target} in {name}"
-        if bind:
-            if fstype not in (None, "none"):
-                raise UsageError(f"mount --bind takes no -t (a bind keeps its source's "
-                                 f"filesystem); -t {fstype} given")
-            if not os.path.exists(source):
-                raise UsageError(f"bind source {source} does not exist")
-        elif not fstype or fstype == "auto" or "," in fstype:
-            raise UsageError("mount: give the filesystem type with -t TYPE (one type; "
-                             "mirrormount does not probe), or --bind")
         under = (0, 0)
         holder = ""
         if guest_only:
@@ -126,11 +144,8 @@ class MountVerbs:
             raise wrong
         if not bind:
             assert fstype
-            try:     # the kernel judges the type and every option; nothing is created
-                detached.check_filesystem(fstype, source, opts)
-            except OSError as exc:
-                exc.filename2 = where + (" (guest-only)" if guest_only else "")
-                raise
+            check_new_filesystem(fstype, source, opts,
+                                 where + (" (guest-only)" if guest_only else ""))
         ops = plan_mount(rec, self.layout, source, target, fstype, opts, bind, guest_only,
                          resolved, under)
         if not names:
@@ -141,9 +156,10 @@ class MountVerbs:
 
     @staticmethod
     def _target(target: str, where: str, resolve: Callable[[str], tuple],
-                mkdir: bool = False) -> tuple[tuple, tuple[str, ...]]:
+                mkdir: bool = False, hint: str = "use --mkdir to create it"
+                ) -> tuple[tuple, tuple[str, ...]]:
         """Resolve TARGET in the guest: what ``resolve`` says of it, and () as nothing is to
-        be made. A target that is not there is bad input (exit 2), with a hint of --mkdir;
+        be made. A target that is not there is bad input (exit 2), with ``hint`` (--mkdir);
         with ``mkdir``, what ``resolve`` says of its longest existing prefix instead, and
         the names to create below it (guest/mkdirs.py)."""
         parts = mkdirs.components(target)
@@ -157,11 +173,10 @@ class MountVerbs:
                     cut -= 1        # a missing directory: look one level up
                     continue
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                    hint = ("; use --mkdir to create it" if exc.errno == errno.ENOENT
-                            and not mkdir else "")
+                    said = (f"; {hint}" if exc.errno == errno.ENOENT and not mkdir else "")
                     raise UsageError(f"mount: target {where} does not exist "
                                      f"({os.strerror(exc.errno)}); nothing was changed"
-                                     f"{hint}") from None
+                                     f"{said}") from None
                 if exc.errno == errno.ELOOP:
                     raise UsageError(f"mount: target {where} cannot be reached (a loop of "
                                      "symlinks in the guest); nothing was changed") from None
@@ -177,11 +192,17 @@ class MountVerbs:
     def _target_in_mirror(rec: GuestRecord, target: str) -> tuple[str, bool]:
         """TARGET resolved inside the guest's root through the mirror (RESOLVE_IN_ROOT, as
         the executor will), and whether it is a directory."""
+        return MountVerbs._target_in_root(rec.mirror, target)
+
+    @staticmethod
+    def _target_in_root(root: str, target: str) -> tuple[str, bool]:
+        """TARGET resolved with ``root`` as / (RESOLVE_IN_ROOT), as a path under it, and
+        whether it is a directory. The mirror, or (before a guest exists) its rootfs."""
         from . import detached
         from .apply import guest_path_of, open_in_root
-        fd = open_in_root(rec.mirror, target)
+        fd = open_in_root(root, target)
         try:
-            return guest_path_of(fd, rec.mirror), detached.is_dir_fd(fd)
+            return guest_path_of(fd, root), detached.is_dir_fd(fd)
         finally:
             os.close(fd)
 

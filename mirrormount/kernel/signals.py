@@ -463,8 +463,9 @@ def close_stdout(code: int) -> int:
         silence_stdout()
         if code:
             return code       # a failure said already (the same write error, by the handler)
+        from ..errors import describe          # only on this path: not needed to start
         try:
-            sys.stderr.write(f"mirrormount: write error: {exc.strerror}\n")
+            sys.stderr.write(f"mirrormount: {describe(exc)}\n")
         except (OSError, ValueError):
             pass
         return 1
