@@ -9,7 +9,7 @@ default handler raises KeyboardInterrupt there), and, for the console script, pi
 which imports `re` first.
 
 A stop can also come back from an import disguised: Python 3.11 wraps whatever a class
-body's ``__set_name__`` raises (dataclass fields, functools.cached_property) in a
+body's ``__set_name__`` raises (functools.cached_property, for one) in a
 RuntimeError, so a Ctrl-C landing there during an import arrives as "RuntimeError: Error
 calling __set_name__" with the Stopped as its cause. ``_stop_in`` finds the Stopped in the
 chain, and it is reported as the stop it is.

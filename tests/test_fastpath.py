@@ -281,26 +281,6 @@ def test_every_option_of_create_is_known_to_the_fast_path_table():
     assert set(fastpath.CREATE_VALUES) | set(fastpath.GLOBALS) <= handled_in_table
 
 
-def test_every_dataclass_a_create_imports_has_a_docstring():
-    """Python 3.11's dataclass gives a class without a docstring one made of
-    inspect.signature(cls), at import: a few hundred µs a class, on every CLI start-up that
-    imports it. A one-line docstring of our own costs nothing. (In a fresh interpreter: what
-    a create imports, not what this test process has imported.)"""
-    probe = """
-import dataclasses, importlib, inspect, sys
-for name in ("mirrormount.guest.guests", "mirrormount.guest.plan", "mirrormount.guest.apply",
-             "mirrormount.guest.nursery", "mirrormount.guest.recipe", "mirrormount.cli.fastpath"):
-    importlib.import_module(name)
-print(" ".join(f"{n}.{c}" for n, mod in list(sys.modules.items()) if n.startswith("mirrormount")
-               for c, cls in vars(mod).items()
-               if inspect.isclass(cls) and cls.__module__ == n and dataclasses.is_dataclass(cls)
-               and (cls.__doc__ or "").startswith(cls.__name__ + "(")))
-"""
-    p = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(REPO)},
-                       capture_output=True, text=True, timeout=120)
-    assert (p.returncode, p.stderr, p.stdout.strip()) == (0, "", "")
-
-
 def test_shell_completion_is_never_answered_by_the_fast_path(monkeypatch):
     """bash completion runs the program with _MIRRORMOUNT_COMPLETE set and the words so far
     in the environment; argv may look like a plain create. That is click's to answer."""

@@ -3,11 +3,11 @@
 tied to the host's own peer groups."""
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
 from fixture_files import mountinfo_table
+from mirrormount.record import replace
 from mirrormount.guest.health import RECREATE, assess, guest_to_host
 from mirrormount.kernel.mountinfo import MountTable
 
@@ -20,7 +20,7 @@ def as_guest_view(host: MountTable, mirror: str) -> MountTable:
     out = []
     for m in host.under(mirror):
         path = m.mountpoint[len(mirror):] or "/"
-        out.append(dataclasses.replace(m, mountpoint=path))
+        out.append(replace(m, mountpoint=path))
     return MountTable.of(out)
 
 
@@ -124,7 +124,7 @@ def test_mirror_not_mounted():
 
 def test_mirror_top_made_private_on_the_host():
     host = mountinfo_table("private-c1.host")
-    mounts = [dataclasses.replace(m, shared=None) if m.mountpoint == f"{BASE}/c1" else m
+    mounts = [replace(m, shared=None) if m.mountpoint == f"{BASE}/c1" else m
               for m in host]
     h = assess(f"{BASE}/c1", "mirror", MountTable.of(mounts),
                mountinfo_table("private-c1.guest-c1"), BASE)

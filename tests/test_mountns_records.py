@@ -5,13 +5,13 @@ diff the poll fallback uses, the switches, and the read-only calls on our own na
 namespace; where the kernel refuses, the test checks the clean refusal instead)."""
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import struct
 
 import pytest
 
+from mirrormount.record import replace
 from mirrormount.kernel import mntevents, mountns
 from mirrormount.kernel import nsfs_calls as nc
 from mirrormount.kernel import syscalls as sc
@@ -47,8 +47,8 @@ def sm_for(line: str, uid: int) -> sc.StatmountResult:
 
 @pytest.mark.parametrize("line", LINES.splitlines())
 def test_statmount_record_is_the_mountinfo_record(line):
-    want = dataclasses.replace(parse_line(line), super_options="")
-    assert mountns.record(sm_for(line, 1 << 31)) == want
+    want = replace(parse_line(line), super_options="")
+    assert mountns.mount_of(sm_for(line, 1 << 31)) == want
 
 
 def test_options_order_is_show_mnt_opts():
@@ -60,8 +60,8 @@ def test_options_order_is_show_mnt_opts():
 
 
 def test_propagate_from_only_when_it_differs():
-    sm = dataclasses.replace(sm_for(LINES.splitlines()[2], 9), propagate_from=3)
-    assert mountns.record(sm).propagate_from is None
+    sm = replace(sm_for(LINES.splitlines()[2], 9), propagate_from=3)
+    assert mountns.mount_of(sm).propagate_from is None
 
 
 def fan_event(mask: int, mnt_id: int, kind: int = nc.FAN_EVENT_INFO_TYPE_MNT) -> bytes:

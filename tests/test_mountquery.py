@@ -6,11 +6,11 @@ hold is that it changes no answer: health.assess judges a mirror the same on the
 table as on the whole one."""
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
 from fixture_files import mountinfo_names, mountinfo_table, mountinfo_text
+from mirrormount.record import replace
 from mirrormount.guest.health import assess
 from mirrormount.kernel.mountinfo import Mount, MountTable, ParseError, format_line, is_under
 from mirrormount.kernel.mountquery import _via_mountinfo, select_lines
@@ -58,7 +58,7 @@ def test_a_sibling_with_the_same_prefix_is_not_kept():
     # c1 kept must not keep c10: "beneath" is by path components, not by string prefix.
     host = mountinfo_table("private-c1.host")
     c1 = [m for m in host if is_under(m.mountpoint, f"{BASE}/c1")]
-    c10 = [dataclasses.replace(m, mount_id=m.mount_id + 100000,
+    c10 = [replace(m, mount_id=m.mount_id + 100000,
                                mountpoint=f"{BASE}/c10" + m.mountpoint[len(f"{BASE}/c1"):])
            for m in c1]
     text = "\n".join(format_line(m) for m in [*host, *c10])
@@ -73,10 +73,10 @@ def test_escaped_paths_are_compared_decoded():
     base = Mount(1, 1, 0, 20, "/", "/", "rw", fstype="tmpfs", source="r")
     lines = [format_line(m) for m in (
         base,
-        dataclasses.replace(base, mount_id=2, mountpoint="/b a/x y"),
-        dataclasses.replace(base, mount_id=3, mountpoint="/b a/k\tz"),
-        dataclasses.replace(base, mount_id=4, mountpoint="/b a/k\tz/under"),
-        dataclasses.replace(base, mount_id=5, mountpoint="/b a"))]
+        replace(base, mount_id=2, mountpoint="/b a/x y"),
+        replace(base, mount_id=3, mountpoint="/b a/k\tz"),
+        replace(base, mount_id=4, mountpoint="/b a/k\tz/under"),
+        replace(base, mount_id=5, mountpoint="/b a"))]
     assert "\\040" in lines[1] and "\\011" in lines[2]
     got = [m.mount_id for m in filtered("\n".join(lines), "/b a", ["/b a/k\tz"])]
     assert got == [1, 3, 4, 5]        # BASE itself stays; only x y (not kept) goes
@@ -116,7 +116,7 @@ def test_a_leak_to_the_host_is_still_seen():
     # outside BASE, which the filtered table keeps.
     text = mountinfo_text("rshared-leaky-rbind.host")
     host = MountTable.parse(text)
-    guest = MountTable.of(dataclasses.replace(m, mountpoint=m.mountpoint[len(f"{BASE}/x"):] or "/")
+    guest = MountTable.of(replace(m, mountpoint=m.mountpoint[len(f"{BASE}/x"):] or "/")
                           for m in host.under(f"{BASE}/x"))
     whole = assess(f"{BASE}/x", "mirror", host, guest, BASE)
     part = assess(f"{BASE}/x", "mirror", filtered(text, BASE, [f"{BASE}/x"]), guest, BASE)

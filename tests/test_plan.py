@@ -3,12 +3,12 @@ against captured host mount tables (fixtures/mountinfo/README.md). The planner i
 tests never touch the system."""
 from __future__ import annotations
 
-import dataclasses
 import shlex
 
 import pytest
 
 from fixture_files import mountinfo_table
+from mirrormount.record import replace
 from mirrormount.errors import EXIT_USAGE, UsageError
 from mirrormount.kernel.mountinfo import MountTable
 from mirrormount.guest.model import Layout, parse_kinds, validate_name
@@ -171,7 +171,7 @@ def test_nursery_only_when_not_ready():
 def test_base_mounted_but_not_private_is_fixed_in_place():
     """A BASE that is a mount but shared gets its propagation fixed, not a second tmpfs."""
     t = mountinfo_table("rshared-c1.host")
-    mounts = [dataclasses.replace(m, shared=4242, unbindable=False)
+    mounts = [replace(m, shared=4242, unbindable=False)
               if m.mountpoint == "/container" else m for m in t]
     facts = HostFacts(MountTable.of(mounts), nursery_ready=True)
     got = steps(plan_create(CreateRequest("c9"), LAYOUT, facts))
@@ -181,7 +181,7 @@ def test_base_mounted_but_not_private_is_fixed_in_place():
 
 def test_base_private_but_bindable_gets_unbindable():
     t = mountinfo_table("private-c1.host")
-    mounts = [dataclasses.replace(m, unbindable=False)
+    mounts = [replace(m, unbindable=False)
               if m.mountpoint == "/run/mirrormount" else m for m in t]
     got = steps(plan_create(CreateRequest("c9"), LAYOUT, HostFacts(MountTable.of(mounts),
                                                                    nursery_ready=True)))

@@ -19,7 +19,6 @@ Nothing here touches the system: conftest.py's syscall guard stays on for every 
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import posixpath
 import re
@@ -32,6 +31,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from fixture_files import mountinfo_names, mountinfo_text
+from mirrormount.record import replace
 from mirrormount.cli import app
 from mirrormount.errors import EXIT_USAGE, UsageError
 from mirrormount.guest.model import (DEFAULT_PROPAGATION, EXTRA_KINDS, NAME_RE,
@@ -166,7 +166,7 @@ def test_format_line_is_the_kernels_own_text(name):
 def test_format_refuses_option_text_the_kernel_never_writes(field, bad):
     m = Mount(1, 1, 0, 1, "/", "/", "rw", fstype="tmpfs", source="t", super_options="rw")
     with pytest.raises(ValueError, match=field):
-        format_line(dataclasses.replace(m, **{field: bad}))
+        format_line(replace(m, **{field: bad}))
 
 
 @budget(120)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-from dataclasses import dataclass
 
+from ..record import record
 from ..kernel.mountinfo import unescape
 from ..kernel.procfs import read_text
 from . import devices
@@ -35,7 +35,7 @@ _LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32s2Q")
 
 
 # ============================================================================ pure parsing
-@dataclass(frozen=True)
+@record(frozen=True)
 class SwapEntry:
     """One active swap area (/proc/swaps): a file or a partition."""
 
@@ -74,7 +74,7 @@ def parse_exports(text: str) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BinfmtEntry:
     """One binfmt_misc entry (/proc/sys/fs/binfmt_misc/NAME): its interpreter and flags."""
 
@@ -106,7 +106,7 @@ def _kernel_dev(text: str) -> int:
     return os.makedev(raw >> 20, raw & 0xFFFFF)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FanotifyMark:
     """One mark of a fanotify group, from its fd's fdinfo (fs/notify/fdinfo.c)."""
 
@@ -165,7 +165,7 @@ def unpack_loop_info(buf: bytes) -> tuple[int, int, str]:
 
 
 # ============================================================================ system facts
-@dataclass(frozen=True)
+@record(frozen=True)
 class LoopDevice:
     """One bound loop device and its backing file (/sys/block/loopN, LOOP_GET_STATUS64)."""
 
@@ -177,7 +177,7 @@ class LoopDevice:
     autoclear: bool = False                # detach already asked for: it goes at last close
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Facts:
     """What the kernel holds outside processes, read once per query: swaps, loop devices,
     nfsd exports and binfmt_misc entries."""

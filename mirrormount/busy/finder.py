@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 
+from ..record import replace
 from ..guest.model import Layout
 from .facts import (LOOP_GET_STATUS64, NFSD_EXPORTS, Facts, LoopDevice, SwapEntry,
                     block_holders, describe_device, parse_exports, parse_swaps, read_facts,

@@ -9,7 +9,8 @@ Privilege: none.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+
+from ..record import field, record
 
 PROCESS_KINDS = ("cwd", "root", "exe", "fd", "mmap")
 PIN_KINDS = (*PROCESS_KINDS, "submount", "leaked-copy", "detached", "swap", "loop", "nfsd-export",
@@ -21,7 +22,7 @@ HOW_ORDER = {h: i for i, h in enumerate(PIN_KINDS)}
 
 
 # ============================================================================ results
-@dataclass(frozen=True)
+@record(frozen=True)
 class Copy:
     """One copy of the target mount, as its own namespace lists it."""
 
@@ -35,7 +36,7 @@ class Copy:
                 "mount_id": self.mount_id}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Pin:
     """One reason the target stays busy. pid/comm/user are None for pins no process holds
     (a submount, a swap file, a loop device, a namespace kept by an nsfs file)."""
@@ -56,7 +57,7 @@ class Pin:
                 "namespace": self.namespace}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BusyReport:
     """One target's answer: its device, its copies and what pins them."""
 

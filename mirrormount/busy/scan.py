@@ -23,8 +23,8 @@ import os
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
+from ..record import field, record
 from ..kernel import syscalls as sc
 from ..kernel.child import Child
 from ..kernel.procfs import read_to_end
@@ -37,7 +37,7 @@ ANON_KINDS = {"anon_inode:[fanotify]": "fanotify", "anon_inode:[io_uring]": "io_
 
 
 # ============================================================================ pure parsing
-@dataclass(frozen=True)
+@record(frozen=True)
 class MapEntry:
     """One /proc/PID/maps line whose file lies on a device asked about."""
 
@@ -76,7 +76,7 @@ def maps_on_devices(text: str, devices: Iterable[tuple[int, int]]) -> list[MapEn
 
 
 # ============================================================================ the /proc pass
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProcRecord:
     """One thing of a process on a device asked about: its cwd, root, exe, an fd or a mapping."""
 
@@ -88,7 +88,7 @@ class ProcRecord:
     rdev: int = 0        # an fd on a block device node: the device it opens (st_rdev)
 
 
-@dataclass
+@record
 class Scan:
     """What the /proc pass kept. Plain dicts and lists: workers send theirs back pickled."""
 

@@ -15,8 +15,8 @@ import os
 import posixpath
 import re
 import stat
-from dataclasses import dataclass
 
+from ..record import record
 from ..errors import UsageError
 from ..kernel import syscalls as sc
 from ..kernel.child import run
@@ -30,7 +30,7 @@ _MAJMIN = re.compile(r"(\d+):(\d+)")
 
 
 # ============================================================================ parsing
-@dataclass(frozen=True)
+@record(frozen=True)
 class TargetSpec:
     """What the user typed, classified without touching the system."""
 
@@ -62,7 +62,7 @@ def parse_target(text: str) -> TargetSpec:
 
 
 # ============================================================================ targets
-@dataclass(frozen=True)
+@record(frozen=True)
 class Target:
     """What a query is about: a mount (its device and fs root), or a whole device."""
 

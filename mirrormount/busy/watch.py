@@ -32,9 +32,9 @@ import signal
 import stat
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TextIO
 
+from ..record import record
 from .devices import describe_device, device_label, parse_majmin, udevd_running
 from ..errors import MirrormountError, UsageError
 from ..guest.model import Layout
@@ -46,7 +46,7 @@ RECEIVE_BUFFER = 8 << 20
 Finder = Callable[[str, Layout], Any]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BlockEvent:
     """One uevent of the block subsystem, reduced to what the report needs."""
 

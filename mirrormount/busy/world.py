@@ -15,9 +15,9 @@ import os
 import posixpath
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ..record import field, record
 from ..errors import UsageError
 from ..kernel import mountinfo
 from ..kernel import syscalls as sc
@@ -34,7 +34,7 @@ T = TypeVar("T")
 
 
 # ============================================================================ namespaces
-@dataclass
+@record
 class NsView:
     """One mount namespace and how we reach it."""
 

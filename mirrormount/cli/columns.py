@@ -35,15 +35,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Optional
 
+from ..record import record
 from ..errors import UsageError
 
 Row = Mapping[str, Any]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Column:
     """One output column. ``name`` is upper-case, as -o, --sort and the header spell it;
     ``help`` is its one line in --help; ``numeric`` right-aligns it in a table and sorts it

@@ -11,8 +11,8 @@ import errno
 import os
 import platform
 import sys
-from dataclasses import dataclass
 
+from ..record import record
 from ..kernel import mountinfo
 from ..kernel import syscalls as sc
 from ..kernel.mountinfo import MountTable, is_under
@@ -22,7 +22,7 @@ from ..guest.owner import layout_problems, path_problems
 CAP_SYS_ADMIN = 21
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Check:
     name: str
     level: str    # ok | warn | fail

@@ -30,9 +30,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 
+from ..record import field, record
 from . import faults
 from ..kernel import signals
 from ..kernel import syscalls as sc
@@ -49,7 +49,7 @@ from .ops import (Detach, MakeCgroup, MakeDir, MountTmpfs, Op, RBind, ReleaseNsF
 from .state import StateLock, write_atomic
 
 # What only some plans need is imported where it is used: every create imports this module,
-# and each of these costs start-up time (lifeplan's ops are dataclasses compiled at import).
+# and each of these costs start-up time (lifeplan imports the lifecycle's whole model).
 # cgroup, guestonly, mkdirs and rejoin are imported by the branches below that call them.
 TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def _sub_point(step: int, point: int) -> None:
     _point(f"{step}.{point}")
 
 
-@dataclass
+@record
 class Outcome:
     """What a run did besides its steps: the reaper's pid, nsfs-bind attempts, seconds per
     operation kind."""
@@ -126,7 +126,7 @@ class Outcome:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class Executor:
     """Runs a plan's operations in order, recording an undo for each (see the module
     docstring)."""

@@ -27,15 +27,15 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
+from ..record import record
 from ..errors import UsageError
 
 MARKERS = ("container", "MIRRORMOUNT_GUEST")
 MAX_FILE = 4 << 20
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Passwd:
     """One line of passwd(5)."""
 
@@ -46,7 +46,7 @@ class Passwd:
     shell: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class User:
     """Who the command runs as: ids and the passwd facts its environment takes."""
 

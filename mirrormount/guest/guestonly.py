@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass
 
+from ..record import record
 from ..kernel import syscalls as sc
 from ..errors import OperationError, UsageError
 from ..kernel import mountinfo
@@ -50,7 +50,7 @@ from .nsexec import in_namespaces, read_own_mountinfo
 RESOLVE = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Placed:
     """What the guest-side child did, reported back to the host side."""
 

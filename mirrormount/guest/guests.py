@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 from collections.abc import Sequence
 TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 
+from ..record import replace
 from ..errors import BusyError, OperationError, UsageError
 from ..kernel import mountinfo
 from ..kernel.mountinfo import MountTable

@@ -6,15 +6,15 @@ the host uses elsewhere (which would leak mounts between the guest and the host 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+from ..record import record
 from ..kernel.mountinfo import Mount, MountTable, is_under
 from .owner import LABELS, made_by_us
 
 RECREATE = "destroy and re-create the guest to rebuild the mirror"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Health:
     """The judgement of one mirror: intact or not, mount counts on each side, problems with
     hints."""

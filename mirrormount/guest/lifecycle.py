@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..record import field, record
 from ..errors import OperationError
 from ..kernel.procfs import ns_inode, parse_nspid, parse_status, read_text
 from .guests import Guests, require_root
@@ -56,7 +56,7 @@ def plan(g: Guests, verb: str, name: str, timeout: float | None = None,
     return plan_stop(f, g.layout, timeout, sig)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LifeResult:
     name: str
     verb: str
@@ -111,7 +111,7 @@ def ended_within(pid: int, seconds: float) -> bool:
 
 
 # ------------------------------------------------------------------------------ ps
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProcessRow:
     pid: int                         # in the host's pid namespace
     guest_pid: int                   # in the guest's innermost pid namespace

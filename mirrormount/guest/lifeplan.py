@@ -13,8 +13,8 @@ lifecycle.py. Nothing here touches the system.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
 
+from ..record import field, record
 from ..errors import UsageError
 from .model import Layout, parse_signal, signal_name
 from .ops import Op, confinement_lines
@@ -24,7 +24,7 @@ DEFAULT_TIMEOUT = 10.0
 
 
 # ----------------------------------------------------------------------------- operations
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class StartInit(Op):
     """A fresh pid namespace for the guest: a child enters every other namespace of the
     guest (its pins), unshares CLONE_NEWPID and forks PID 1, which puts its own /proc in
@@ -55,7 +55,7 @@ class StartInit(Op):
                 f"{q(self.pid_pin)}"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class RunInGuest(Op):
     """A recipe's start or shutdown command: `/bin/sh -c CMD` in every namespace of the
     guest, stdin on /dev/null, its output passed on; waited for. ``must``: a failure stops
@@ -76,7 +76,7 @@ class RunInGuest(Op):
         return [f"nsenter {enter}{fork} /bin/sh -c {q(self.command)} </dev/null"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class SignalInit(Op):
     """Init-based stop: the stop signal to the guest's init (a signal from an ancestor pid
     namespace reaches it only if it has a handler, pid_namespaces(7)), then a wait until
@@ -94,7 +94,7 @@ class SignalInit(Op):
                 f"kill -KILL {self.init_pid} and what is left"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class StopAll(Op):
     """Init-less stop: TERM to every process in the guest's mount namespace but its reaper
     (found when the step runs, after the shutdown commands), a wait, then KILL what is left
@@ -111,7 +111,7 @@ class StopAll(Op):
 
 
 # ----------------------------------------------------------------------------- facts
-@dataclass(frozen=True)
+@record(frozen=True)
 class LifeFacts:
     """What start and stop need to know, gathered by lifecycle.py from /proc and STATE."""
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 
+from ..record import record
 from ..errors import UsageError
 from ..kernel import syscalls as sc
 
@@ -52,7 +52,7 @@ def is_valid_name(name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- namespaces
-@dataclass(frozen=True)
+@record(frozen=True)
 class NsKind:
     """One kind of namespace (namespaces(7)). ``proc`` is its /proc/PID/ns name;
     ``unshare_opt`` is unshare(1)'s option, for --dry-run's shell lines."""
@@ -297,7 +297,7 @@ def signal_name(num: int) -> str:
         return str(num)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CreateRequest:
     """What `create` is asked for, before planning (validated by the caller)."""
 
@@ -334,7 +334,7 @@ def layout_of(base: str, state: str) -> "Layout":
     return Layout(os.path.normpath(base), os.path.normpath(state))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Layout:
     """Where everything lives. BASE holds the mirrors; STATE holds records and nsfs binds."""
 

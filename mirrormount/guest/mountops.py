@@ -1,16 +1,16 @@
 """The operations only `mount`, `umount` and `repair` plan (and a net guest's own sysfs): each
-a frozen dataclass like those of ops.py, which says why and how (``shell()``).
+a frozen record like those of ops.py, which says why and how (``shell()``).
 
-Why a module of their own: every create imports ops.py, and each dataclass compiles its
-generated methods at import (about 0.5 ms apiece on Python 3.11); a create needs none of these
-nine (a net guest's sysfs excepted, imported then). Nothing here touches the system.
+Why a module of their own: every create imports ops.py, and a create needs none of these
+nine (a net guest's sysfs excepted, imported then); ops.py stays the short list of what a
+create can do. Nothing here touches the system.
 """
 from __future__ import annotations
 
 import posixpath
 import shlex
-from dataclasses import dataclass, field
 
+from ..record import field, record
 from .mountopts import MountOptions
 from .ops import Op
 
@@ -38,7 +38,7 @@ def _how(fstype: str | None, opts: MountOptions, bind: bool) -> str:
             "kernel judges every option before anything is attached")
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class MountInto(Op):
     """A mount on the host side of the mirror, at TARGET resolved inside the guest's root
     (openat2 RESOLVE_IN_ROOT, so a guest symlink cannot lead out). Built whole as a detached,
@@ -75,7 +75,7 @@ class MountInto(Op):
         return lines + [cmd]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class MakeTarget(Op):
     """`mount --mkdir`: TARGET's missing directories (mode 0755), made one by one under
     ``parent`` (resolved inside the guest's root when planning) with the mirror, or for
@@ -105,7 +105,7 @@ def typed_path(target: str) -> str:
     return posixpath.normpath("/" + target.lstrip("/"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class MountGuestOnly(Op):
     """A mount the host mirror never sees (guest/guestonly.py explains each step)."""
 
@@ -131,7 +131,7 @@ class MountGuestOnly(Op):
                 f"umount -l {host}    # 3. its copy on the host; the guest keeps the mount"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class UmountIn(Op):
     """Unmount a guest path from inside the guest's namespace; the mirror follows by
     propagation. EBUSY is reported as busy (exit 3)."""
@@ -151,7 +151,7 @@ class UmountIn(Op):
                                        if self.gone_ok else "")]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class DropSelfBind(Op):
     """After unmounting a guest-only mount: remove the private self-bind it stood on, if a
     kernel left it (guestonly.py, step 3)."""
@@ -165,7 +165,7 @@ class DropSelfBind(Op):
                 "   # only if the top mount there is the private self-bind"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class RecoverGuestOnly(Op):
     """Before a guest-only mount: clean up one that was killed midway (the record's
     ``pending`` entry), so the new one starts from the table as it was before that one."""
@@ -199,7 +199,7 @@ def _where(side: str, mirror: str, holder: str, path: str, cmd: str) -> str:
     return f"nsenter --mount={q(holder)} {cmd} {q(path)}"
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class Propagate(Op):
     """One mount's propagation, on one side, not recursive. ``undo_flag``: what rollback
     sets it back to (its kind before; None: nothing to undo)."""
@@ -216,7 +216,7 @@ class Propagate(Op):
                        f"mount --make-{self.flag}")]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class JoinGroup(Op):
     """The mount at PATH on side ``to`` (private) joins the peer group of the mount at PATH
     on the other side: move_mount(from, to, MOVE_MOUNT_SET_GROUP), Linux 5.15+ (findings
@@ -236,7 +236,7 @@ class JoinGroup(Op):
                 "MOVE_MOUNT_SET_GROUP): no mount(8) verb does this"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class CopyTree(Op):
     """Re-create on side ``to`` a tree of mounts that only the other side has: a recursive
     clone of it (open_tree OPEN_TREE_CLONE|AT_RECURSIVE; the clone of a shared mount is its

@@ -54,8 +54,8 @@ Sources: mount(8) "FILESYSTEM-INDEPENDENT MOUNT OPTIONS"; util-linux libmount/sr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+from ..record import record
 from ..errors import UsageError
 from ..kernel import syscalls as sc
 
@@ -142,7 +142,7 @@ BIND_OK = ("ro/rw, nosuid/suid, nodev/dev, noexec/exec, nodiratime/diratime, "
 
 
 # --------------------------------------------------------------------------- the result
-@dataclass(frozen=True)
+@record(frozen=True)
 class MountOptions:
     """What -o asked for, sorted by where it goes (module docstring)."""
 

@@ -14,13 +14,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
     from typing import Any, TypeVar
 
     T = TypeVar("T")
 
+from ..record import record
 from ..errors import MirrormountError, OperationError, UsageError
 from ..kernel import child, confine, signals
 from ..kernel import syscalls as sc
@@ -66,7 +66,7 @@ def in_namespaces(ns_files: Mapping[str, str], fn: Callable[..., T], *args: Any)
     return child.run(body)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ExecSpec:
     """What exec and enter run in a guest, and how (guest/execenv.py has the rules).
 
@@ -87,7 +87,7 @@ class ExecSpec:
     cgroup_procs: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Finished:
     """How the command ended: `status` its wait status (os.waitpid), `code` as a shell
     reports it (exit code, or 128+N when killed by signal N)."""

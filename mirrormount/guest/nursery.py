@@ -19,13 +19,13 @@ import errno
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
     from typing import TypeVar
 
     T = TypeVar("T")
 
+from ..record import record
 from . import faults
 from ..kernel import child, confine
 from ..kernel import mountinfo
@@ -104,7 +104,7 @@ def start_nursery(op: StartNursery, checkpoint: Callable[[int], None] = lambda m
 
 
 # ------------------------------------------------------------------------------ guests
-@dataclass(frozen=True)
+@record(frozen=True)
 class Spawned:
     """A guest's namespaces are held: its reaper's pid (pid namespace only) and the
     nsfs-bind attempts it took."""

@@ -1,4 +1,4 @@
-"""The operations a plan is made of: each a frozen dataclass that says why (in propagation
+"""The operations a plan is made of: each a frozen record (record.py) that says why (in propagation
 terms) and how (``shell()``: the equivalent mount(8)/unshare(1)/nsenter(1) lines that
 ``--dry-run`` prints). ``plan.py`` builds lists of them, ``apply.py`` carries them out.
 Those only mount, umount and repair plan are in mountops.py.
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field, fields, is_dataclass
 
+from ..record import field, fields, is_record, record
 from .model import KIND
 
 
 # ----------------------------------------------------------------------------- operations
-# Operations are frozen and never compared (eq=False): each method a dataclass generates
-# is compiled at import, and every CLI command that plans pays for it.
-@dataclass(frozen=True, eq=False)
+# Operations are frozen and never compared (eq=False): two steps with the same fields are
+# still two steps of a plan.
+@record(frozen=True, eq=False)
 class Op:
     """One step. ``why`` is printed beside the shell line: it says why, in propagation terms."""
 
@@ -26,7 +26,7 @@ class Op:
         raise NotImplementedError
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class MakeDir(Op):
     """mkdir -p of a directory mirrormount owns (BASE, STATE, a guest's own); undone if it
     made it."""
@@ -37,7 +37,7 @@ class MakeDir(Op):
         return [f"mkdir -p {shlex.quote(self.path)}"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class MountTmpfs(Op):
     """A tmpfs of mirrormount's own (BASE, STATE, the nursery's holder)."""
 
@@ -49,7 +49,7 @@ class MountTmpfs(Op):
         return [f"mount -t tmpfs -o {self.options} {self.source} {shlex.quote(self.path)}"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class SetPropagation(Op):
     """A propagation change on a path (MS_PRIVATE, MS_SHARED, ...), with what to restore on
     undo."""
@@ -64,7 +64,7 @@ class SetPropagation(Op):
         return [f"mount --make-{r}{self.flag} {shlex.quote(self.path)}"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class RBind(Op):
     """A recursive bind (the mirror: ROOTFS onto BASE/NAME)."""
 
@@ -75,7 +75,7 @@ class RBind(Op):
         return [f"mount --rbind {shlex.quote(self.source)} {shlex.quote(self.target)}"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class StartNursery(Op):
     """A persistent, nearly empty mount namespace held by an nsfs bind at ``holder``.
     Guests are cloned from it, so a create copies ~1 mount instead of the whole host table."""
@@ -97,7 +97,7 @@ class StartNursery(Op):
         ]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class SpawnGuest(Op):
     """Fork a child that builds the guest's namespaces from the nursery; bind them to STATE."""
 
@@ -181,7 +181,7 @@ def confinement_lines(confine: str, drop_caps: tuple[str, ...], who: str) -> lis
     return out
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class WriteRecord(Op):
     """The guest's record, whole: everything it holds is known when planning, so it travels
     here and nothing fills it in later. ``previous`` is what to restore on rollback (None:
@@ -201,7 +201,7 @@ class WriteRecord(Op):
 # ----------------------------------------------------------------------------- teardown
 # destroy's steps undo nothing: a detached mirror cannot be put back. Each is idempotent
 # instead, so a destroy that failed or was killed midway is completed by the next one.
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class StopProcesses(Op):
     """TERM, a grace period, then KILL, for the processes inside a guest."""
 
@@ -215,7 +215,7 @@ class StopProcesses(Op):
         return [f"kill -KILL {pids}"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class MakeCgroup(Op):
     """The guest's own cgroup (guest/cgroup.py: where, and why there). Nothing when the
     cgroup v2 hierarchy is missing or read-only (doctor says so)."""
@@ -228,7 +228,7 @@ class MakeCgroup(Op):
                 "    # STATE_DEV: MAJ-MIN of STATE's tmpfs; cgroup2 may be at .../unified"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class RemoveCgroup(Op):
     """Remove the guest's cgroup once its processes are gone (rmdir; destroy, rollback)."""
 
@@ -238,7 +238,7 @@ class RemoveCgroup(Op):
         return [f"rmdir {shlex.quote(self.path)}"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class ReleaseNsFile(Op):
     """Detach an nsfs bind and remove its file: the namespace lives on only if something
     else holds it."""
@@ -249,7 +249,7 @@ class ReleaseNsFile(Op):
         return [f"umount -l {shlex.quote(self.path)}; rm -f {shlex.quote(self.path)}"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class Detach(Op):
     """Private first, then detach: a detach of a shared tree would propagate the unmount
     into every peer (kernel-findings §3), i.e. into the guest."""
@@ -261,7 +261,7 @@ class Detach(Op):
         return [f"mount --make-rprivate {q}", f"umount -l {q}"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class Unmount(Op):
     """Unmount BASE or STATE, only while it is still mirrormount's tmpfs (``label``)."""
 
@@ -274,7 +274,7 @@ class Unmount(Op):
                 f"umount -l {q(self.path)}"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class RemoveDir(Op):
     """rmdir, never rm -r: a directory that still holds files (or a mount) stays."""
 
@@ -284,7 +284,7 @@ class RemoveDir(Op):
         return [f"rmdir {shlex.quote(self.path)}"]
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class RemoveFile(Op):
     """Remove a file mirrormount wrote (a record, a claim)."""
 
@@ -307,7 +307,7 @@ def render(ops: list[Op]) -> str:
 def op_json(op: Op) -> dict:
     """One operation for `--dry-run --json`: {"op": its class name, then every field by
     name ("why" first), then "shell": the lines --dry-run prints for it}. Values as JSON
-    has them: tuples become lists, a nested dataclass (MountOptions) an object."""
+    has them: tuples become lists, a nested record (MountOptions) an object."""
     out: dict = {"op": type(op).__name__}
     out.update({f.name: _jsonable(getattr(op, f.name)) for f in fields(op)})
     out["shell"] = op.shell()
@@ -315,7 +315,7 @@ def op_json(op: Op) -> dict:
 
 
 def _jsonable(value: object) -> object:
-    if is_dataclass(value) and not isinstance(value, type):
+    if is_record(value) and not isinstance(value, type):
         return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]

@@ -7,8 +7,8 @@ Nothing here touches the system.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, replace
 
+from ..record import record, replace
 from ..errors import UsageError
 from ..kernel.mountinfo import MountTable, is_under
 from .model import (CreateRequest, Layout, validate_caps, validate_confine, validate_name,
@@ -25,7 +25,7 @@ from .state import GuestRecord
 
 
 # ----------------------------------------------------------------------------- planners
-@dataclass(frozen=True)
+@record(frozen=True)
 class HostFacts:
     """What the planner needs to know about the host, gathered by the caller."""
 
@@ -170,7 +170,7 @@ def plan_create(req: CreateRequest, layout: Layout, facts: HostFacts,
 
 
 # ----------------------------------------------------------------------------- destroy
-@dataclass(frozen=True)
+@record(frozen=True)
 class Teardown:
     """What destroy needs to know, gathered by the caller (guests.py)."""
 

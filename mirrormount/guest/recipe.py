@@ -26,13 +26,13 @@ mounts to make once the guest exists. Pure: text in, frozen records out (tomllib
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
     from typing import Any, TypeVar
 
     T = TypeVar("T")
 
+from ..record import field, record
 from ..errors import UsageError
 from .model import (DEFAULT_CONFINE, DEFAULT_PROPAGATION, CreateRequest, parse_init,
                     parse_joins, parse_signal, printable, validate_caps, validate_confine,
@@ -44,7 +44,7 @@ GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation", "confine", "dro
 MOUNT_KEYS = {"source", "target", "type", "options", "bind", "guest_only", "mkdir"}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RecipeMount:
     """One mount of a recipe, as `mirrormount mount` takes it."""
 
@@ -58,7 +58,7 @@ class RecipeMount:
     where: str = field(default="", compare=False)   # "FILE [[mount]] #N", for messages
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Recipe:
     """A guest's settings and its mounts, from a TOML recipe or from create's flags."""
 

@@ -35,8 +35,8 @@ run inside the guest keeps under its own BASE and STATE (private by design).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
+from ..record import field, record
 from ..kernel.mountinfo import Mount, MountTable, is_under
 from .health import RECREATE
 from .mountops import CopyTree, JoinGroup, Propagate
@@ -46,7 +46,7 @@ from .owner import LABELS, made_by_us
 Key = tuple[str, int]          # (guest path, place in the stack there, 0 = bottom)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RepairFacts:
     """What the planner needs, gathered by the caller (guests.py)."""
 
@@ -59,7 +59,7 @@ class RepairFacts:
     skip: tuple[str, ...] = ()  # guest-only paths, and an interrupted one
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RepairPlan:
     ops: list[Op] = field(default_factory=list)
     cannot: list[str] = field(default_factory=list)

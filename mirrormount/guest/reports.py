@@ -3,12 +3,12 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
+from ..record import field, record
 from .health import Health
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GuestInfo:
     """One guest as list and status show it."""
 
@@ -39,7 +39,7 @@ class GuestInfo:
                 "init": self.init, "joins": self.joins, "joined_by": self.joined_by}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MountResult:
     """What `mount` did: TARGET as typed and as the kernel resolved it inside the guest."""
 
@@ -61,7 +61,7 @@ class MountResult:
                 "typed": self.typed, "guest_only": self.guest_only, "options": self.options}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StatusReport:
     """status NAME: the guest, its mirror's health and the problems found."""
 
@@ -92,7 +92,7 @@ class StatusReport:
                 "joined_by": self.info.joined_by}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RepairReport:
     """What `repair` did (or, with dry_run, would do), and the status afterwards."""
 

@@ -11,18 +11,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from dataclasses import asdict, dataclass, field
 TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
     from typing import Any
 
+from ..record import asdict, field, fields, record
 from ..kernel import signals
 from .model import Layout
 
 RECORD_VERSION = 1
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GuestRecord:
     """A guest's record under STATE/NAME (atomic JSON): what create made, for the calls
     after it."""
@@ -70,7 +70,7 @@ class GuestRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> GuestRecord:
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known = {k: d[k] for k in (f.name for f in fields(cls)) if k in d}
         known["kinds"] = tuple(known.get("kinds", ("mnt",)))
         known["guest_only"] = tuple(known.get("guest_only", ()))
         known["drop_caps"] = tuple(known.get("drop_caps", ()))

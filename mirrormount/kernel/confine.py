@@ -40,11 +40,11 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
     from typing import Any
 
+from ..record import record
 from . import syscalls as sc
 from ..errors import KernelError
 
@@ -142,7 +142,7 @@ def build_filter() -> Any:
     return flt
 
 
-@dataclass
+@record
 class Prepared:
     """What a guest process must run under, ready to be enforced after a fork."""
 

@@ -24,17 +24,17 @@ import errno
 import os
 import select
 import struct
-from dataclasses import dataclass
 
+from ..record import record
 from . import child
 from . import nsfs_calls as nc
 from . import syscalls as sc
 from .mountinfo import Mount, MountTable
-from .mountns import NOT_HERE, record, switched_off, unique_mounts
+from .mountns import NOT_HERE, mount_of, switched_off, unique_mounts
 from .procfs import read_to_end
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MountEvent:
     event: str          # attach | detach | move
     guest: str          # a guest's name or "host"
@@ -176,7 +176,7 @@ class FanotifySource:
 
     def _stat(self, uid: int) -> Mount | None:
         try:
-            return record(sc.statmount(uid, self.ns_id))
+            return mount_of(sc.statmount(uid, self.ns_id))
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return None

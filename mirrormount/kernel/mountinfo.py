@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+
+from ..record import field, record
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
@@ -33,7 +34,7 @@ def escape(text: str) -> str:
     return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in text)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mount:
     """One line of /proc/PID/mountinfo (proc(5)), parsed."""
 
@@ -155,7 +156,7 @@ def is_under(path: str, top: str) -> bool:
     return path == top or top == "/" or path.startswith(top + "/")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MountTable:
     """A namespace's mount list with indexes for the queries we need."""
 

@@ -27,8 +27,8 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
+from ..record import record
 from . import nsfs_calls as nc
 from . import syscalls as sc
 from .child import run
@@ -47,7 +47,7 @@ def switched_off(name: str) -> bool:
     return bool(os.environ.get(f"MIRRORMOUNT_NO_{name}"))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MountNs:
     """One mount namespace. ino: its nsfs inode (the N of mnt:[N]); ns_id: its 64-bit id (0
     before 6.11); path: where it can be opened (/proc/PID/ns/mnt, /proc/PID/fd/N, an nsfs
@@ -249,7 +249,7 @@ def mount_options(attr: int) -> str:
     return ",".join(words)
 
 
-def record(sm: sc.StatmountResult) -> Mount:
+def mount_of(sm: sc.StatmountResult) -> Mount:
     """statmount's answer as the Mount a mountinfo line gives (mount ids are the 32-bit ones
     mountinfo shows; super_options stay empty)."""
     prop = sm.propagation
@@ -293,7 +293,7 @@ def unique_mounts(ns_id: int = 0, parent: int = sc.LSMT_ROOT) -> dict[int, Mount
             raise
         if sm.sb_source is None:
             raise NotImplementedError("statmount SB_SOURCE")    # 6.11-6.12
-        out[uid] = record(sm)
+        out[uid] = mount_of(sm)
     return out
 
 
@@ -421,7 +421,7 @@ def table_around(subtree: str, skip_under: tuple[str, ...], keep: tuple[str, ...
             raise
         if sm.sb_source is None:
             raise NotImplementedError("statmount SB_SOURCE")
-        out[uid] = record(sm)
+        out[uid] = mount_of(sm)
     # In unique-id order, as mountinfo lists them (the namespace's tree of mounts by id).
     return MountTable.of(out.values())
 

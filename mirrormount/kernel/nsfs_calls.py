@@ -11,9 +11,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from dataclasses import dataclass
 
 # The one libc handle and the one errno check, shared with the rest of the syscall layer.
+from ..record import record
 from .syscalls import _check, _libc
 
 # nsfs ioctls (include/uapi/linux/nsfs.h; NSIO 0xb7). _IOR encodes the argument size.
@@ -30,7 +30,7 @@ class _MntNsInfo(ctypes.Structure):
                 ("mnt_ns_id", ctypes.c_uint64)]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MntNsInfo:
     """What NS_MNT_GET_INFO says of a mount namespace (struct mnt_ns_info, linux/nsfs.h)."""
     ns_id: int        # the namespace's 64-bit id (never reused; NS_GET_MNTNS_ID's answer)

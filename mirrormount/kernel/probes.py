@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 
+from ..record import record
 from . import nsfs_calls as nc
 from . import syscalls as sc
 from .mntevents import fanotify_available
 from .mountns import (NOT_HERE, switched_off, unique_id, unique_mounts, walk_available,
                       walk_refused)
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Interface:
     name: str
     since: str          # the Linux version it arrived in

@@ -18,8 +18,8 @@ import array
 import ctypes
 import errno
 import os
-from dataclasses import dataclass
 
+from ..record import record
 from ..errors import KernelError
 
 # The running program's own symbols include libc's. (ctypes.util.find_library would import
@@ -293,7 +293,7 @@ class _Statx(ctypes.Structure):
                 ("stx_mnt_id", ctypes.c_uint64), ("__spare2", ctypes.c_uint64 * 13)]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StatxResult:
     """What statx(2) says of a path that mirrormount asks about (mount id, device,
     attributes)."""
@@ -373,7 +373,7 @@ class _StatmountHead(ctypes.Structure):
                 ("spare2", ctypes.c_uint64 * 48)]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StatmountResult:
     """What statmount(2) says of one mount (Linux 6.8+): ids, device, propagation,
     filesystem."""

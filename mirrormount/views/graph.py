@@ -23,8 +23,8 @@ same path under BASE/NAME) and whether mounts made beneath one appear beneath th
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
+from ..record import record
 from ..guest.health import guest_to_host
 from ..guest.model import Layout
 from ..kernel.mountinfo import Mount, MountTable, is_under
@@ -42,7 +42,7 @@ ROLE_HOST = "host"        # any other host mount
 BOTH, TO_GUEST, TO_HOST, NONE = "both ways", "host to guest", "guest to host", "none"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GuestView:
     """One guest as the graph needs it. table is None when its mount namespace could not be
     read (its nsfs file is gone)."""
@@ -53,7 +53,7 @@ class GuestView:
     table: MountTable | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Node:
     """One mount in one namespace. id is "NAMESPACE:MOUNT_ID" (mount ids are unique in the
     whole system, the namespace makes the id readable)."""
@@ -86,7 +86,7 @@ class Node:
                 "role": self.role}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Flow:
     """Whether mounts made beneath a guest mount and beneath its host copy reach each other."""
 
@@ -104,7 +104,7 @@ class Flow:
                 "host_node": self.host_node, "flow": self.flow, "why": self.why}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Graph:
     nodes: tuple[Node, ...]
     peer_groups: dict[int, tuple[str, ...]]      # peer group -> ids of its member nodes

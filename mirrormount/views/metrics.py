@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from ..record import record
 
 STATES = ("running", "stopped", "broken")
 PREFIX = "mirrormount_"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GuestFacts:
     """What metrics says of one guest. None: not known (its table could not be read, or
     pins were not counted)."""
@@ -56,13 +57,13 @@ class GuestFacts:
     pinned_mounts: int | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Sample:
     labels: tuple[tuple[str, str], ...]
     value: float
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Family:
     name: str                    # full metric name, with PREFIX
     help: str
