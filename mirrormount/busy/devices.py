@@ -21,7 +21,9 @@ from __future__ import annotations
 import functools
 import os
 import stat
-from typing import Any
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 from ..kernel.procfs import read_text
 

@@ -15,7 +15,10 @@ import os
 import posixpath
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
+if TYPE_CHECKING:
+    from typing import TypeVar
+    T = TypeVar("T")
 
 from ..record import field, record
 from ..errors import UsageError
@@ -29,8 +32,6 @@ from ..guest.nsexec import read_own_mountinfo
 from ..guest.state import guest_names, load
 from .report import HOST
 from .scan import NSFS_MNT, Scan
-
-T = TypeVar("T")
 
 
 # ============================================================================ namespaces

@@ -4,10 +4,9 @@ row, and the human form of a report. cli/busy.py (typer) and the fast path
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .columns import Column, Columns, table
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
     from ..busy.report import BusyReport, Pin
 

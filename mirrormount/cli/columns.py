@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional
 
 from ..record import record
 from ..errors import UsageError
 
-Row = Mapping[str, Any]
+TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing: busy's fast path
+if TYPE_CHECKING:       # prints through this module (cli/busyview.py)
+    from typing import Any, Optional
+    Row = Mapping[str, Any]
 
 
 @record(frozen=True)
