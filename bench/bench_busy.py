@@ -335,9 +335,19 @@ def run_single(state: State, runs: int) -> list[dict]:
     prof = os.environ.get("MIRRORMOUNT_BENCH_PROFILE")
     if prof:
         # cProfile of the finder in-process (its forked scan workers are not profiled)
+        # into the sandbox's /tmp, then its top printed on stderr: the sandbox's / is a tmpfs
+        # that dies with it, so MIRRORMOUNT_BENCH_PROFILE=1 is enough to ask for it.
         Path("/tmp/finder_only.py").write_text(FINDER_ONLY)
-        subprocess.run([sys.executable, "-m", "cProfile", "-o", prof, "/tmp/finder_only.py",
-                        state.target_guest], capture_output=True, text=True)
+        cp = subprocess.run([sys.executable, "-m", "cProfile", "-o", "/tmp/finder.prof",
+                             "/tmp/finder_only.py", state.target_guest],
+                            capture_output=True, text=True)
+        if cp.returncode != 0:
+            print(f"profile run failed: {cp.stderr[-2000:]}", file=sys.stderr)
+        else:
+            import pstats
+            stats = pstats.Stats("/tmp/finder.prof", stream=sys.stderr)
+            stats.sort_stats("cumulative").print_stats(30)
+            stats.sort_stats("tottime").print_stats(15)
     rows = [{"tool": "(CLI start-up: mirrormount --version)", "secs": startup, "found": [],
              "missed": []},
             {"tool": "(finder alone, in-process: import + find_pins)",

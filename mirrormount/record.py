@@ -169,25 +169,31 @@ def _make_init(cls: type, flds: tuple[Field, ...]) -> Callable[..., None]:
              else f"from {len(required) + 1} to {n + 1} positional arguments")
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        d = self.__dict__                     # no __setattr__: frozen records too
+        fresh = not d
         if len(args) > n:
             raise TypeError(f"{qual}.__init__() takes {takes} but {len(args) + 1} "
                             f"{'was' if len(args) == 0 else 'were'} given")
-        d = self.__dict__                     # no __setattr__: frozen records too
-        d.update(plain)
-        d.update(zip(names, args))
+        if plain:
+            d.update(plain)
+        if args:
+            d.update(zip(names, args))
         if kwargs:
-            for key in kwargs:
-                if key not in known:
-                    raise TypeError(f"{qual}.__init__() got an unexpected keyword "
-                                    f"argument {key!r}")
-                if key in names[:len(args)]:
-                    raise TypeError(f"{qual}.__init__() got multiple values for "
-                                    f"argument {key!r}")
+            if not known.issuperset(kwargs):
+                key = next(k for k in kwargs if k not in known)
+                raise TypeError(f"{qual}.__init__() got an unexpected keyword "
+                                f"argument {key!r}")
+            if args:
+                for key in names[:len(args)]:
+                    if key in kwargs:
+                        raise TypeError(f"{qual}.__init__() got multiple values for "
+                                        f"argument {key!r}")
             d.update(kwargs)
         for key, factory in factories:
             if key not in d:
                 d[key] = factory()
-        if not known <= d.keys():
+        # Every key now in d is a field: a fresh instance with n keys has them all.
+        if not (fresh and len(d) == n) and not known <= d.keys():
             missing = [key for key in required if key not in d]
             quoted = [repr(k) for k in missing]
             listed = (" and ".join(quoted) if len(quoted) < 3
