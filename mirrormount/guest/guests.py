@@ -185,12 +185,14 @@ class Guests(MountVerbs):
         from .plan import plan_destroy
         from .joinscan import index_after, index_begin
         with StateLock(self.layout.state, create=True) as lock:
-            joins_true = index_begin(self.layout)     # the reverse join index (joinscan.py)
             if self.half_made(req.name):
                 # Not the last-guest teardown: BASE and STATE stay for the create itself.
                 leftovers = replace(self.teardown(req.name, 0.0), last=False)
                 Executor(lock=lock).run(plan_destroy(leftovers, self.layout))
             ops = self.plan(req)
+            # The reverse join index (joinscan.py): untrusted while the change runs, brought
+            # up to date after it. A create refused before this point leaves it as it was.
+            joins_true = index_begin(self.layout)
             outcome = Executor(lock=lock).run(ops)
             index_after(self.layout, joins_true, added=(req.name, dict(req.joins)))
         rec = GuestRecord.from_json(next(op.record for op in reversed(ops)
