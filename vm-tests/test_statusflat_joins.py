@@ -18,9 +18,21 @@ print(json.dumps([index_true(lay), joiners_indexed(lay, sys.argv[1])]))
 """
 
 
+SWITCHES = ("MIRRORMOUNT_NO_LISTMOUNT", "MIRRORMOUNT_NO_STATMOUNT", "MIRRORMOUNT_NO_UNIQUE_ID")
+
+
 def _joined_by(sb, name):
+    """status NAME's joined_by, the same on every path (listmount, mountinfo, no unique
+    ids): the index does not depend on how the mount table is read."""
     r = sb.mm("--json", "status", name)
     assert r.returncode == 0, r.stderr
+    for switch in SWITCHES:
+        sb.env[switch] = "1"
+        try:
+            again = sb.mm("--json", "status", name)
+        finally:
+            del sb.env[switch]
+        assert (again.returncode, again.json) == (0, r.json), switch
     return r.json["joined_by"]
 
 
