@@ -165,3 +165,16 @@ def test_nothing_is_written_when_no_guest_is_left(tmp_path):
     index_after(lay, index_begin(lay), removed=("gone", {}))
     assert os.listdir(lay.state) == []
     assert joiners_of(lay, "gone") == []
+
+
+def test_an_error_writing_leaves_it_untrusted_and_raises_nothing(lay, monkeypatch):
+    index_after(lay, index_begin(lay))
+    was = index_begin(lay)
+    _rec(lay, "e", {"net": "b"})
+
+    def full(*a, **kw):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(joinscan, "write_atomic", full)
+    index_after(lay, was, added=("e", {"net": "b"}))          # no exception: create succeeded
+    assert not index_true(lay)
+    assert joiners_of(lay, "b") == [("d", "uts"), ("e", "net")]

@@ -170,7 +170,10 @@ def index_begin(layout: Layout) -> bool:
     the stamp, so that a change cut short leaves the index untrusted (index_after writes it
     again)."""
     true = index_true(layout)
-    _unlink(f"{index_dir(layout)}/stamp")
+    try:
+        _unlink(f"{index_dir(layout)}/stamp")
+    except OSError:
+        return False        # not removable (not a directory?): index_after rebuilds it
     return true
 
 
@@ -188,7 +191,20 @@ def index_after(layout: Layout, was_true: bool, added: tuple[str, dict[str, str]
     removed: (guest, its joins, None when its record could not be read) taken away by a
     destroy. When the index was not true before (or a removed guest's joins are unknown), it
     is rebuilt from every record. Nothing is written when STATE holds no guest (the last
-    destroy unmounted it: what is there now is the directory beneath)."""
+    destroy unmounted it: what is there now is the directory beneath). An error writing it
+    is not the change's failure: the index is then left untrusted (no stamp), and readers
+    read the records."""
+    try:
+        _update(layout, was_true, added, removed)
+    except OSError:
+        try:
+            _unlink(f"{index_dir(layout)}/stamp")
+        except OSError:
+            pass
+
+
+def _update(layout: Layout, was_true: bool, added: tuple[str, dict[str, str]] | None,
+            removed: tuple[str, dict[str, str] | None] | None) -> None:
     if not guest_names(layout):
         return
     where = index_dir(layout)
