@@ -77,8 +77,7 @@ def test_kept_in_step_by_create_and_destroy(lay, monkeypatch):
     index_after(lay, index_begin(lay))
     # create e --join net=b (what Guests.create does around its Executor run)
     was = index_begin(lay)
-    assert was is True
-    assert not os.path.exists(f"{index_dir(lay)}/stamp")   # a change cut short: untrusted
+    assert was is True and index_true(lay)       # nothing written before the change
     _rec(lay, "e", {"net": "b"})
     index_after(lay, was, added=("e", {"net": "b"}))
     assert index_true(lay)
@@ -133,9 +132,19 @@ def test_unknown_joins_of_a_removed_guest_rebuild(lay):
 
 
 def test_a_change_cut_short_leaves_it_untrusted(lay):
+    """A create killed after its directory and record were made, before index_after; a
+    destroy killed after it removed a guest's directory: the stamp no longer matches."""
     index_after(lay, index_begin(lay))
-    index_begin(lay)                              # ... and the process was killed here
+    stamp = open(f"{index_dir(lay)}/stamp").read()
+    index_begin(lay)
+    assert open(f"{index_dir(lay)}/stamp").read() == stamp     # begin writes nothing
+    _rec(lay, "killed", {"net": "a"})             # ... and the process was killed here
     assert not index_true(lay) and joiners_indexed(lay, "a") is None
+    assert ("killed", "net") in joiners_of(lay, "a")
+    index_after(lay, index_begin(lay))
+    index_begin(lay)
+    _gone(lay, "killed")                          # a destroy killed after its rmdir
+    assert not index_true(lay)
     _same_as_records(lay)
 
 

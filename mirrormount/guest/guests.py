@@ -190,8 +190,8 @@ class Guests(MountVerbs):
                 leftovers = replace(self.teardown(req.name, 0.0), last=False)
                 Executor(lock=lock).run(plan_destroy(leftovers, self.layout))
             ops = self.plan(req)
-            # The reverse join index (joinscan.py): untrusted while the change runs, brought
-            # up to date after it. A create refused before this point leaves it as it was.
+            # The reverse join index (joinscan.py): whether it is true before the change,
+            # so that after it only the change is applied to it, and it is stamped again.
             joins_true = index_begin(self.layout)
             outcome = Executor(lock=lock).run(ops)
             index_after(self.layout, joins_true, added=(req.name, dict(req.joins)))

@@ -11,11 +11,11 @@ index, under STATE/.joins (a dot name: never a guest, state.guest_names):
 
 A guest comes and goes only with a directory in STATE, and joins are written only by the
 create that makes it; either changes STATE's stat (a new or removed subdirectory). So the
-index is trusted only while STATE's stat still equals the stamp: a create, destroy or a
-whole STATE written by an older mirrormount (no index), a change cut short (the stamp is
-removed before a change and written after it), or anything else that adds or removes a
-guest, makes the reader fall back to reading every record (joins_scanned), which is always
-right. The next create or destroy, holding the StateLock, rebuilds the index from the
+index is trusted only while STATE's stat still equals the stamp: a create or destroy by an
+older mirrormount, a whole STATE written by one (no index), a change cut short after it
+made or removed a guest's directory (the stamp is written last), or anything else that
+adds or removes a guest, makes the reader fall back to reading every record
+(joins_scanned), which is always right. The next create or destroy, holding the StateLock, rebuilds the index from the
 records (O(guests), once) and stamps it again; from then on each one updates it in O(joins
 it adds or removes).
 
@@ -166,15 +166,11 @@ def _unlink(path: str) -> None:
 
 
 def index_begin(layout: Layout) -> bool:
-    """Call holding the StateLock, before a change: whether the index is true now. Removes
-    the stamp, so that a change cut short leaves the index untrusted (index_after writes it
-    again)."""
-    true = index_true(layout)
-    try:
-        _unlink(f"{index_dir(layout)}/stamp")
-    except OSError:
-        return False        # not removable (not a directory?): index_after rebuilds it
-    return true
+    """Call holding the StateLock, before a change: whether the index is true now. Nothing
+    is written: a change cut short (Ctrl-C, a kill, a failed step rolled back) leaves STATE
+    as it found it, index included, and the guest directory it made or removed has moved
+    STATE's stat away from the stamp anyway, so the index is no longer trusted."""
+    return index_true(layout)
 
 
 def _write_by(by: str, guest: str, entries: list[tuple[str, str]]) -> None:
