@@ -183,13 +183,18 @@ class Guests(MountVerbs):
         from .apply import Executor
         from .ops import WriteRecord
         from .plan import plan_destroy
+        from .joinscan import index_after, index_begin
         with StateLock(self.layout.state, create=True) as lock:
             if self.half_made(req.name):
                 # Not the last-guest teardown: BASE and STATE stay for the create itself.
                 leftovers = replace(self.teardown(req.name, 0.0), last=False)
                 Executor(lock=lock).run(plan_destroy(leftovers, self.layout))
             ops = self.plan(req)
+            # The reverse join index (joinscan.py): whether it is true before the change,
+            # so that after it only the change is applied to it, and it is stamped again.
+            joins_true = index_begin(self.layout)
             outcome = Executor(lock=lock).run(ops)
+            index_after(self.layout, joins_true, added=(req.name, dict(req.joins)))
         rec = GuestRecord.from_json(next(op.record for op in reversed(ops)
                                            if isinstance(op, WriteRecord)))
         # Described from what we just made, not from a scan of the (large) host table.
@@ -229,8 +234,8 @@ class Guests(MountVerbs):
                             "interrupted: run the same `mount --guest-only` again")
         others = [p for p in pids if p not in reapers]
         state = "broken" if problems else ("running" if others else "stopped")
-        # One guest (status): a raw look at each record, parsing only those with joins
-        # (guest/joinscan.py); list passes the index it built once for every guest.
+        # One guest (status): the reverse join index create and destroy keep, else a raw
+        # look at each record (guest/joinscan.py); list passes the index it built once.
         from .joinscan import joiners_of
         by: dict[str, list[str]] = {}
         for other, kind in (joins.get(rec.name, []) if joins is not None
@@ -454,8 +459,8 @@ class Guests(MountVerbs):
         validate_name(name)
         if name not in guest_names(self.layout):
             raise UsageError(self.no_such(name))
-        from .state import joined_by
-        joiners = [(g, k) for g, k in joined_by(self.layout, name) if g not in going]
+        from .joinscan import joiners_of
+        joiners = [(g, k) for g, k in joiners_of(self.layout, name) if g not in going]
         if joiners:
             shown = ", ".join(f"{g} ({k})" for g, k in joiners)
             raise BusyError(f"guest {name} shares namespaces with guests that joined them: "
@@ -483,9 +488,13 @@ class Guests(MountVerbs):
         validate_name(name)
         if name not in guest_names(self.layout):   # said before STATE is opened
             raise UsageError(self.no_such(name))
+        from .joinscan import index_after, index_begin
         with StateLock(self.layout.state) as lock:
             ops = self.plan_destroy(name, force, grace, locked=True)
+            joins_true, rec = index_begin(self.layout), load(self.layout, name)
             Executor(lock=lock).run(ops)
+            index_after(self.layout, joins_true,
+                        removed=(name, dict(rec.joins) if rec is not None else None))
         return [p for op in ops if isinstance(op, StopProcesses) for p in op.pids]
 
 

@@ -127,6 +127,44 @@ def table_beside(skip_under: str, keep: Iterable[str] = (), proc: str = "/proc")
                          for line in select_lines(text.split("\n"), skip_under, keep))
 
 
+def stack_ids(path: str) -> list[int]:
+    """The unique ids (STATX_MNT_ID_UNIQUE) of every mount stacked at path, bottom first
+    (mounted on one another at the same mountpoint, tucked mounts included); [] when path
+    is not a mountpoint (or is missing). O(stack depth), whatever the size of the table:
+    statx names the top, and statmount's mnt_parent_id leads down while the parent is
+    mounted at the same path (include/uapi/linux/mount.h struct statmount). The bottom is
+    what listmount(2) must start from to list everything at or beneath path, hidden
+    mounts too, as a scan of mountinfo by path sees them. NotImplementedError where the
+    kernel has no unique ids or statmount (before 6.8) or MIRRORMOUNT_NO_UNIQUE_ID /
+    _NO_STATMOUNT is set; the caller then scans mountinfo."""
+    if _statmount_ok is False:
+        raise NotImplementedError("statmount")
+    want = path.rstrip("/") or "/"
+    try:
+        uid = _unique_id(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    if uid is None:
+        raise NotImplementedError("STATX_MNT_ID_UNIQUE")
+    ids: list[int] = []
+    while True:
+        try:
+            sm = sc.statmount(uid)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSYS, errno.EINVAL):
+                raise NotImplementedError("statmount") from exc
+            if exc.errno != errno.ENOENT:
+                raise
+            break       # unmounted meanwhile (a destroy beside this unlocked reader)
+        if sm.mnt_point != want:
+            break       # the top lies inside a mount attached elsewhere, or the stack ended
+        ids.append(uid)
+        if sm.parent_id in (0, uid):
+            break       # the namespace's root mount is its own parent
+        uid = sm.parent_id
+    return ids[::-1]
+
+
 def cheap() -> bool:
     """True when single-mount lookups avoid reading the whole table (statmount works)."""
     if _statmount_ok is None:
