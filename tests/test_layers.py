@@ -1,6 +1,7 @@
-"""The package's layers point one way (kernel <- guest <- busy <- cli; errors.py shared) and
-no module imports another that imports it back, directly or around a loop. Imports made
-inside functions (lazy ones) count too: a cycle is a cycle whenever it is closed."""
+"""The package's layers point one way (kernel <- guest <- busy <- cli; errors.py and record.py
+shared) and no module imports another that imports it back, directly or around a loop.
+Imports made inside functions (lazy ones) count too: a cycle is a cycle whenever it is
+closed."""
 from __future__ import annotations
 
 import ast
