@@ -14,8 +14,8 @@ between them, plus needles on one guest mount:
   binfmt   a binfmt_misc entry with flag F whose interpreter lies on the mount (no process:
            the kernel holds it; found when a tool names it)
 The fanotify and io_uring needles come from vm-tests/pinmakers.py (test-only ctypes).
-Then it times each tool on that one mount (median of several runs) and says which needles each
-found. Second part: `busy --all` over 100 guest mounts against `fuser -m` looped over them.
+Then it times each tool on that one mount (median of several rounds, one run of each tool per
+round) and says which needles each found. Second part: `busy --all` over 100 guest mounts against `fuser -m` looped over them.
 
 Everything runs inside a throwaway sandbox (python -m mirrormount.sandbox): the mounts die with
 it. Every process the script spawns is killed in a `finally`, and the sandbox's PID 1 kills any
@@ -359,10 +359,18 @@ def run_single(state: State, runs: int) -> list[dict]:
         ("lsfd -Q DEV", ["lsfd", "-n", "-r", "-o", "PID,ASSOC",
                          "-Q", f'DEV == "{state.majmin}"'], pids_lsfd),
     ]
-    for label, argv, parse in tools:
-        secs, cp = timed(argv, runs)
-        hit, miss = found(parse(cp), state.needles)
-        rows.append({"tool": label, "secs": secs, "found": hit, "missed": miss})
+    # Interleaved, one run of each tool per round, so that a change of load during the
+    # measurement weighs on every tool alike (each tool's median over the rounds).
+    times: dict[str, list[float]] = {label: [] for label, _, _ in tools}
+    last: dict[str, subprocess.CompletedProcess] = {}
+    for _ in range(runs):
+        for label, argv, _ in tools:
+            secs, last[label] = timed(argv, 1)
+            times[label].append(secs)
+    for label, _, parse in tools:
+        hit, miss = found(parse(last[label]), state.needles)
+        rows.append({"tool": label, "secs": statistics.median(times[label]), "found": hit,
+                     "missed": miss})
     return rows
 
 
@@ -485,7 +493,8 @@ def main() -> int:
     ap.add_argument("--fds", type=int, default=100, help="fds held by each ballast process")
     ap.add_argument("--mounts", type=int, default=100, help="guest mounts for busy --all")
     ap.add_argument("--per-guest", type=int, default=5, help="mounts per guest")
-    ap.add_argument("--runs", type=int, default=3, help="runs per tool (median)")
+    ap.add_argument("--runs", type=int, default=5,
+                    help="rounds, one run of each tool per round (median)")
     ap.add_argument("--fuser-sample", type=int, default=0,
                     help="time fuser on only this many mounts and scale (0: all)")
     ap.add_argument("--quick", action="store_true",

@@ -365,6 +365,25 @@ def test_scan_striped_over_workers_gives_the_same_answer(tmp_path):
             assert (k.pid, "fd", str(tmp_path / "f")) in seen(one)
         assert mine <= set(three.ns_of_pid)
         assert sum(len(p) for p in three.pids_by_ns.values()) == three.processes
+        # on_part: this process's stripe first, then each worker's; together the whole.
+        parts: list[Scan] = []
+        whole = finder.scan_processes([dev], workers=3, on_part=parts.append)
+        assert len(parts) == 3 and seen(whole) == seen(one)
+        assert set().union(*(seen(p) for p in parts)) == seen(whole)
+        assert sum(p.processes for p in parts) == whole.processes
+        assert [r.pid for p in parts for r in p.records] == [r.pid for r in whole.records]
+        single: list[Scan] = []
+        assert finder.scan_processes([dev], workers=1, on_part=single.append) is single[0]
+        # on_part failing while workers still scan: raised here, no worker left behind
+        before = set(os.listdir("/proc"))
+
+        def boom(part: Scan) -> None:
+            raise RuntimeError("on_part failed")
+        with pytest.raises(RuntimeError, match="on_part failed"):
+            finder.scan_processes([dev], workers=3, on_part=boom)
+        left = {int(n) for n in set(os.listdir("/proc")) - before if n.isdigit()}
+        assert not {n for n in left if os.path.exists(f"/proc/{n}")
+                    and open(f"/proc/{n}/stat").read().split()[3] == str(os.getpid())}
     finally:
         for k in kids:
             k.kill()

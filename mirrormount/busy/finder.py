@@ -84,9 +84,13 @@ def _gather(layout: Layout,
         # Device nodes worth matching by st_rdev: the targets, and every bound loop device
         # (a process holding one open decides what its loop pin's fix is).
         nodes = devs | {lo.rdev for lo in facts.loops if lo.rdev is not None}
-        scan = scan_processes(devs, full=full, exclude={os.getpid()}, nodes=nodes)
-        world.add_processes(scan)
-        world.read_all()
+        # Each part of the /proc pass as it is ready: the namespaces its processes are in
+        # have their tables read while the workers still scan (scan_processes' on_part).
+        def take(part: Scan) -> None:
+            world.add_processes(part)
+            world.read_all()
+        scan = scan_processes(devs, full=full, exclude={os.getpid()}, nodes=nodes,
+                              on_part=take)
         return world, Judge(world, scan, facts, full), targets
     except BaseException:
         world.close()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..record import field, record
 from ..kernel import syscalls as sc
@@ -115,6 +115,10 @@ class Scan:
 # Below this many processes a worker's fork costs more than it saves.
 PARALLEL_MIN_PROCESSES = 300
 MAX_WORKERS = 4
+# This process's stripe, as a share of an even one: it also does the caller's on_part work
+# (busy reads the namespaces' mount tables, ~20 ms in bench_busy's state, against ~300 ms
+# of scanning per stripe), while a worker only scans.
+PARENT_SHARE = 0.9
 
 
 def default_workers(processes: int) -> int:
@@ -125,7 +129,12 @@ def default_workers(processes: int) -> int:
     (load 2-4, bench/bench_busy.py's state, 6 rounds interleaved), the median find_pins
     took 0.68 s with 1 worker, 0.54 s with 2 and 0.65 s with 4; 2 was fastest in 4 rounds
     of 6. Under sched autogroup the workers share their session's CPU share, so they help
-    only while a CPU is free."""
+    only while a CPU is free. MIRRORMOUNT_BUSY_WORKERS=N (1 to MAX_WORKERS) sets the number
+    whatever the count (how the vm-tests compare a striped pass with a single one); any
+    other value is ignored."""
+    forced = os.environ.get("MIRRORMOUNT_BUSY_WORKERS", "")
+    if forced.isdigit() and 1 <= int(forced) <= MAX_WORKERS:
+        return int(forced)
     if processes < PARALLEL_MIN_PROCESSES:
         return 1
     return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
@@ -134,7 +143,8 @@ def default_workers(processes: int) -> int:
 def scan_processes(devices: Iterable[tuple[int, int]], *, full: bool = False,
                    proc: str = "/proc", exclude: Iterable[int] = (),
                    workers: int | None = None,
-                   nodes: Iterable[tuple[int, int]] | None = None) -> Scan:
+                   nodes: Iterable[tuple[int, int]] | None = None,
+                   on_part: Callable[[Scan], None] | None = None) -> Scan:
     """One pass over /proc, keeping what lies on `devices` (all fds when `full`), and every
     fd that opens a block device node among `nodes` (default: `devices`), matched by st_rdev
     as fuser and lsof do: a device that is not mounted is still busy while its node is open.
@@ -142,28 +152,47 @@ def scan_processes(devices: Iterable[tuple[int, int]], *, full: bool = False,
     The cheap os.stat of each link filters by device; only survivors pay for statx (mount id)
     and readlink. Anonymous-inode fds (one shared st_dev) have their link text read, to find
     fanotify groups and io_urings. Processes that vanish are skipped; those we may not read
-    are counted. The process list is striped over forked workers (see default_workers)."""
+    are counted. The process list is striped over forked workers (see default_workers).
+
+    on_part: called with each part of the answer as it is ready, in order (this process's
+    stripe first, while the workers still scan theirs; then each worker's), so the caller
+    can work on what is known while the rest is scanned. Returns the whole, merged."""
     skip = set(exclude)
     names = [n for n in os.listdir(proc) if n.isdigit() and int(n) not in skip]
     devlist = sorted(set(devices))
     nodelist = devlist if nodes is None else sorted(set(nodes) | set(devlist))
     n = default_workers(len(names)) if workers is None else max(1, workers)
     if n == 1:
-        return _scan_names(names, devlist, full, proc, nodelist)
-    # One forked worker per stripe but the first, which this process scans meanwhile. A
-    # worker's exception (or its death: ChildFailed) is raised here; on any error the workers
-    # still running are killed and reaped.
+        out = _scan_names(names, devlist, full, proc, nodelist)
+        if on_part is not None:
+            on_part(out)
+        return out
+    # One forked worker per stripe but the first, which this process scans meanwhile; its
+    # stripe is the smaller by PARENT_SHARE, since on_part's work falls to it too. A worker's
+    # exception (or its death: ChildFailed) is raised here; on any error (on_part's too) the
+    # workers still running are killed and reaped.
+    period, cut = 10 * n, round(10 * PARENT_SHARE)     # striped, as process sizes cluster
+    mine = [x for i, x in enumerate(names) if i % period < cut]
+    theirs = [x for i, x in enumerate(names) if i % period >= cut]
     kids: list[Child] = []
     try:
-        for i in range(1, n):
-            kids.append(Child.start(_scan_names, names[i::n], devlist, full, proc, nodelist))
-        out = _scan_names(names[0::n], devlist, full, proc, nodelist)
+        for i in range(n - 1):
+            kids.append(Child.start(_scan_names, theirs[i::n - 1], devlist, full, proc,
+                                    nodelist))
+        out = _scan_names(mine, devlist, full, proc, nodelist)
+        if on_part is not None:
+            on_part(out)
+        whole = Scan()
+        whole.merge(out)
         for kid in kids:
-            out.merge(kid.result())
+            part = kid.result()
+            if on_part is not None:
+                on_part(part)
+            whole.merge(part)
     finally:
         for kid in kids:
             kid.close()
-    return out
+    return whole
 
 
 def _anon_inode_dev() -> int:
