@@ -201,7 +201,9 @@ def index_after(layout: Layout, was_true: bool, added: tuple[str, dict[str, str]
 
 def _update(layout: Layout, was_true: bool, added: tuple[str, dict[str, str]] | None,
             removed: tuple[str, dict[str, str] | None] | None) -> None:
-    if not guest_names(layout):
+    # Only a destroy can have left no guest (the last one unmounts STATE: what is there now
+    # is the directory beneath); a create just made one, so it skips this O(guests) look.
+    if added is None and not guest_names(layout):
         return
     where = index_dir(layout)
     by = f"{where}/by"
