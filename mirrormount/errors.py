@@ -57,7 +57,10 @@ class PartlyDone(MirrormountError):
     @property
     def tail(self) -> str:
         past = {"create": "created", "destroy": "destroyed"}.get(self.verb, "done")
+        if not self.not_done:       # a stop that came once every name was done
+            return f"{past}: {' '.join(self.done)}"
         return (f"{past}: {' '.join(self.done)}; not {past}: {' '.join(self.not_done)}")
+
 
 
 class KernelError(OSError):

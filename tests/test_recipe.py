@@ -36,7 +36,7 @@ def test_empty_recipe_is_the_defaults():
     ("[guest]\npropagation = 'rshared'\n", "mirror or mirror+host"),
     ("[guest]\nhostname = 5\n", "hostname must be a string"),
     ("[[mount]]\ntarget = '/x'\ntype = 'tmpfs'\n", "source and target are required"),
-    ("[[mount]]\nsource = 's'\ntarget = 'x'\ntype = 'tmpfs'\n", "absolute guest path"),
+    ("[[mount]]\nsource = 's'\ntarget = 'x'\ntype = 'tmpfs'\n", "give an absolute path inside the guest"),
     ("[[mount]]\nsource = 's'\ntarget = '/x'\n", "either type"),
     ("[[mount]]\nsource = 's'\ntarget = '/x'\ntype = 't'\nbind = true\n", "either type"),
     ("[[mount]]\nsource = 's'\ntarget = '/x'\ntype = 't'\nguest_only = 'yes'\n",

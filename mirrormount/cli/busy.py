@@ -11,7 +11,7 @@ import typer
 
 from .busyview import ONE_TARGET, PINS, pin_row, render_report
 from .columns import NOHEADINGS_OPT, OUTPUT_OPT, RAW_OPT, SORT_OPT
-from .common import JSON_OPT, app, emit_json, reports_errors, settings, want_json
+from .common import JSON_OPT, app, emit_json, reports_errors, seconds, settings, want_json
 from ..errors import EXIT_BUSY, EXIT_OK, UsageError
 
 __all__ = ["ONE_TARGET", "PINS", "busy", "pin_row", "render_report", "watch_cmd"]
@@ -94,6 +94,7 @@ def watch_cmd(
     """Stream block-device events (one line each): who still uses a device that changes or
     goes away. Ctrl-C stops (exit 0). With --mounts: every guest's and the host's mount
     events."""
+    seconds(timeout, "--timeout")
     if mounts:
         import sys
         from ..busy.mountwatch import watch_mounts

@@ -27,7 +27,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
-from ..errors import EXIT_FAILED, MirrormountError, PartlyDone, describe
+from ..errors import EXIT_FAILED, MirrormountError, PartlyDone, UsageError, describe
 from ..guest.guests import Guests
 from ..guest.model import Layout, layout_of
 from ..kernel import signals
@@ -174,6 +174,15 @@ class Settings:
     @property
     def guests(self) -> Guests:
         return Guests(self.layout)
+
+
+def seconds(value: float | None, option: str) -> float | None:
+    """A duration option (destroy --grace, umount --wait, stop --timeout, watch --timeout):
+    a finite number of seconds, 0 or more; None (not given) passes. UsageError otherwise,
+    in one wording for all of them (click lets -1, nan and inf through a float option)."""
+    if value is not None and not (0 <= value < float("inf")):
+        raise UsageError(f"{option} must be 0 or more seconds")
+    return value
 
 
 def fail(message: str, code: int) -> typer.Exit:

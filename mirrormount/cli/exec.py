@@ -16,6 +16,7 @@ import typer
 
 from ..errors import UsageError
 from ..guest.execenv import parse_env_option
+from ..guest.model import validate_guest_path
 from ..kernel import signals
 from .common import NAME_HELP, app, reports_errors, settings
 
@@ -83,8 +84,8 @@ def _run(ctx: typer.Context, name: str, cmd: list[str] | None, user: Optional[st
         keep_env = keep_env or "--keep-env" in more
         if not cmd:
             raise UsageError("exec: no command given (exec NAME [OPTIONS] [--] CMD...)")
-    if wd is not None and not wd.startswith("/"):
-        raise UsageError(f"--wd {wd}: give an absolute path inside the guest")
+    if wd is not None:
+        validate_guest_path(wd, "--wd")
     done = settings(ctx).guests.exec_command(name, cmd, user=user, wd=wd or "/",
                                              env=parse_env_option(env), keep_env=keep_env)
     signals.ending()

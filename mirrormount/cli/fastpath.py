@@ -135,7 +135,8 @@ def _create(base: str, state: str, names: list[str], opts: dict[str, str]) -> No
     """cli/guests.py's create, for a flag-built recipe with neither --dry-run nor --json.
     Checked whole before the first change; each guest a whole; a batch cut short says what
     was done (PartlyDone), as there."""
-    from ..errors import PartlyDone, UsageError
+    from ..errors import UsageError
+    from ..guest import faults
     from ..guest.guests import Guests
     from ..guest.model import (layout_of, parse_caps, parse_kinds, validate_confine,
                                validate_propagation)
@@ -160,11 +161,12 @@ def _create(base: str, state: str, names: list[str], opts: dict[str, str]) -> No
                 sys.stdout.write(f"created {info.name}: {info.mirror} "
                                  f"(namespaces {','.join(info.namespaces)})\n")
                 sys.stdout.flush()
+                faults.at("reported")
         except BaseException as exc:
-            rest = [r.name for r in reqs if r.name not in done]
-            if not done or not rest or isinstance(exc, SystemExit):
+            ended = signals.cut_short("create", exc, done, [r.name for r in reqs if r.name not in done])
+            if ended is exc:
                 raise
-            raise PartlyDone("create", exc, done, rest) from exc
+            raise ended from exc
 
 
 # ---------------------------------------------------------------------------- busy TARGET

@@ -9,7 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import EXIT_FAILED, BusyError, OperationError, PartlyDone, UsageError
+from ..errors import EXIT_FAILED, BusyError, OperationError, UsageError
+from ..guest import faults
 from ..guest.mounting import UmountBusy, require_root
 from ..guest.model import (parse_caps, parse_kinds, validate_confine, validate_name,
                            validate_propagation)
@@ -17,7 +18,7 @@ from ..guest.recipe import Recipe, RecipeMount, load_recipe
 from ..kernel import signals
 from .columns import NOHEADINGS_OPT, OUTPUT_OPT, RAW_OPT, SORT_OPT, Column, Columns
 from .common import (DRY_RUN, JSON_OPT, NAME_HELP, app, emit_json, reports_errors, settings,
-                     show_plan, want_json)
+                     seconds, show_plan, want_json)
 
 
 @app.command()
@@ -136,12 +137,13 @@ def create(
                 if not want_json(ctx, json_local):
                     ns_list = ",".join(info.namespaces)
                     typer.echo(f"created {info.name}: {info.mirror} (namespaces {ns_list})")
+                faults.at("reported")
         except BaseException as exc:
             done = [o.name for o in out]
-            rest = [r.name for r in reqs if r.name not in done]
-            if not done or not rest or isinstance(exc, SystemExit):
+            ended = signals.cut_short("create", exc, done, [r.name for r in reqs if r.name not in done])
+            if ended is exc:
                 raise
-            raise PartlyDone("create", exc, done, rest) from exc
+            raise ended from exc
     if want_json(ctx, json_local):
         emit_json([i.to_json() for i in out])
 
@@ -290,8 +292,7 @@ def umount(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
     With --wait and --lazy together: wait for a clean unmount, then detach what is left."""
     s = settings(ctx)
     g = s.guests
-    if wait < 0:
-        raise UsageError("--wait must be 0 or more seconds")
+    seconds(wait, "--wait")
     if dry_run:
         show_plan(ctx, json_local, g.plan_umount(name, target, lazy))
         return
@@ -412,17 +413,22 @@ def destroy(ctx: typer.Context,
     g = settings(ctx).guests
     if len(set(names)) != len(names):
         raise UsageError("a name is given twice")
-    # Every name planned before the first change: a name that does not exist, or a guest
-    # with processes inside (without --force), refuses the whole batch.
+    seconds(grace, "--grace")
+    # Every name planned before the first change: a name that does not exist (exit 2,
+    # before any other verdict), or a guest with processes inside (without --force),
+    # refuses the whole batch. Guests that joined another's namespaces go before it, so
+    # the order the names are given in does not matter.
     for n in names:
         validate_name(n)
     if not dry_run:
         require_root("destroy")
-    plans = [g.plan_destroy(n, force, grace, going=names[:i]) for i, n in enumerate(names)]
+    g.require_existing(names)
+    order = g.destroy_order(names)
+    plans = [g.plan_destroy(n, force, grace, going=order[:i]) for i, n in enumerate(order)]
     if dry_run:
         if want_json(ctx, json_local):
             from ..guest.ops import ops_json
-            emit_json([{"name": n, "ops": ops_json(p)} for n, p in zip(names, plans)])
+            emit_json([{"name": n, "ops": ops_json(p)} for n, p in zip(order, plans)])
         else:
             from ..guest.ops import render
             typer.echo("".join(render(p) for p in plans), nl=False)
@@ -430,8 +436,8 @@ def destroy(ctx: typer.Context,
     done: list[str] = []
     # The guests' own mounts, resolved before they go: a host process camped in a mirror
     # keeps such a filesystem alive, detached, after the destroy (reported at the end).
-    identities = _destroy_identities(settings(ctx).layout, names)
-    for n in names:
+    identities = _destroy_identities(settings(ctx).layout, order)
+    for n in order:
         try:
             # A stop lands between two steps (teardown steps are idempotent: destroy again
             # finishes the job), or once this guest is gone and reported.
@@ -440,16 +446,17 @@ def destroy(ctx: typer.Context,
                 done.append(n)
                 if not want_json(ctx, json_local):
                     typer.echo(f"destroyed {n}")
+                faults.at("reported")
         except BaseException as exc:
-            rest = [m for m in names if m not in done]
-            if not done or not rest or isinstance(exc, SystemExit):
+            ended = signals.cut_short("destroy", exc, done, [m for m in order if m not in done])
+            if ended is exc:
                 raise
-            raise PartlyDone("destroy", exc, done, rest) from exc
+            raise ended from exc
     as_json = want_json(ctx, json_local)
     residue = _destroy_residue(settings(ctx).layout, identities, warn=not as_json)
     if as_json:
         emit_json([{"name": n, "destroyed": n in done, "left": residue.get(n, [])}
-                   for n in names])
+                   for n in order])
 
 
 def _destroy_identities(layout, names: List[str]) -> dict:

@@ -8,10 +8,9 @@ from typing import Optional
 
 import typer
 
-from ..errors import UsageError
 from .columns import NOHEADINGS_OPT, OUTPUT_OPT, RAW_OPT, SORT_OPT, Column, Columns
 from .common import (DRY_RUN, JSON_OPT, NAME_HELP, app, emit_json, reports_errors, settings,
-                     show_plan, want_json)
+                     seconds, show_plan, want_json)
 
 PS = Columns([
     Column("PID", "the process's pid on the host", numeric=True),
@@ -70,8 +69,7 @@ def stop(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
     commands, then TERM to every process, a wait, then KILL. A KILL is warned about."""
     from ..guest import lifecycle
     g = settings(ctx).guests
-    if timeout is not None and timeout < 0:
-        raise UsageError("--timeout must be 0 or more seconds")
+    seconds(timeout, "--timeout")
     if dry_run:
         _dry(ctx, json_local, g, "stop", name, timeout, sig)
         return

@@ -7,7 +7,9 @@ or ``:stop``:
              ``0`` is before the first step);
 - ``N.M``    at point M inside step N, for steps that make several kernel calls (spawning a
              guest: after its namespaces are built, after each nsfs bind, after the commit);
-- ``undoK``  after the K-th undo action of a rollback.
+- ``undoK``  after the K-th undo action of a rollback;
+- ``reported`` once a batch verb (create, destroy) has finished a name and printed its
+             line, while a stop is still held: the moment a Ctrl-C comes too late to undo.
 
 Without a suffix the point raises ``InjectedFault`` (exit 1), so the executor rolls back;
 with ``:kill`` the process sends itself SIGKILL, as a crash or the OOM killer would, and

@@ -449,6 +449,33 @@ class Guests(MountVerbs):
                         os.path.lexists(self.layout.claim(name)), grace, last=not others,
                         cgroup=own if own is not None and os.path.isdir(own) else None)
 
+    def require_existing(self, names: Sequence[str]) -> None:
+        """A batch's names checked before anything else is said of any of them: UsageError
+        (exit 2) for the first that is no valid name, else for the first that is no guest."""
+        for n in names:
+            validate_name(n)
+        have = set(guest_names(self.layout))
+        for n in names:
+            if n not in have:
+                raise UsageError(self.no_such(n))
+
+    def destroy_order(self, names: Sequence[str]) -> list[str]:
+        """`names` in an order a batch destroy can follow: a guest that joined another's
+        namespaces (create --join) before that guest, when both are in the batch; otherwise
+        as given. (A join points to a guest that existed first, so there is no cycle.)"""
+        from .joinscan import joiners_of
+        batch = set(names)
+        waits = {n: {g for g, _ in joiners_of(self.layout, n) if g in batch and g != n}
+                 for n in names}
+        order: list[str] = []
+        while len(order) < len(names):
+            placed = set(order)
+            ready = next((n for n in names if n not in placed and waits[n] <= placed), None)
+            if ready is None:           # pragma: no cover - a cycle: keep the given order
+                return order + [n for n in names if n not in placed]
+            order.append(ready)
+        return order
+
     def plan_destroy(self, name: str, force: bool = False, grace: float = 5.0,
                      locked: bool = False, going: Sequence[str] = ()) -> list[Op]:
         """The plan of `destroy`. locked: the caller holds the StateLock (destroy itself);

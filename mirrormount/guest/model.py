@@ -322,6 +322,16 @@ class CreateRequest:
                              | {k for k, _ in self.joins})
 
 
+def validate_guest_path(path: str, what: str) -> str:
+    """A path inside a guest (mount and umount TARGET, exec --wd, a recipe mount's target):
+    absolute, since a relative one has no directory both sides agree on (mount(8) would
+    take it from the caller's cwd, which is no guest's). UsageError (exit 2) otherwise:
+    "WHAT PATH: give an absolute path inside the guest"."""
+    if not path.startswith("/"):
+        raise UsageError(f"{what} {path}: give an absolute path inside the guest")
+    return path
+
+
 # ----------------------------------------------------------------------------- layout
 def layout_of(base: str, state: str) -> "Layout":
     """The Layout for --base/--state (or MIRRORMOUNT_BASE/_STATE) as given. UsageError for a

@@ -16,7 +16,7 @@ TYPE_CHECKING = False   # typing.TYPE_CHECKING, without importing typing at run 
 from ..errors import BusyError, OperationError, UsageError
 from ..kernel.mountinfo import is_under
 from . import mkdirs
-from .model import Layout
+from .model import Layout, validate_guest_path
 from .reports import MountResult
 from .state import GuestRecord, StateLock
 
@@ -111,6 +111,7 @@ class MountVerbs:
         from . import detached, guestonly
         from .mountops import MakeTarget
         from .plan import plan_mount
+        validate_guest_path(target, "mount: target")
         rec = self.record(name)
         opts = check_source(source, fstype, options, bind)
         where = f"{target} in {name}"
@@ -225,6 +226,7 @@ class MountVerbs:
     def plan_umount(self, name: str, target: str, lazy: bool = False) -> list[Op]:
         from . import guestonly
         from .plan import plan_umount
+        validate_guest_path(target, "umount: target")
         rec = self.record(name)
         resolved = None
         if rec.guest_only:
@@ -243,6 +245,7 @@ class MountVerbs:
         lazy, whatever is still busy then is detached (MNT_DETACH)."""
         require_root("umount")
         from .apply import Executor
+        validate_guest_path(target, "umount: target")
         self.record(name)       # no such guest: said before STATE is opened
         deadline = time.monotonic() + max(wait, 0.0)
         delay = 0.05

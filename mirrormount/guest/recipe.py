@@ -36,7 +36,8 @@ from ..record import field, record
 from ..errors import UsageError
 from .model import (DEFAULT_CONFINE, DEFAULT_PROPAGATION, CreateRequest, parse_init,
                     parse_joins, parse_signal, printable, validate_caps, validate_confine,
-                    validate_hostname, validate_kinds, validate_name, validate_propagation)
+                    validate_guest_path, validate_hostname, validate_kinds, validate_name,
+                    validate_propagation)
 from .mountopts import parse as parse_options
 
 GUEST_KEYS = {"rootfs", "hostname", "namespaces", "propagation", "confine", "drop_caps",
@@ -159,8 +160,7 @@ def parse_recipe(text: str, origin: str = "recipe") -> Recipe:
         source, target = _str(m, "source", where), _str(m, "target", where)
         if not source or not target:
             raise UsageError(f"{where}: source and target are required")
-        if not target.startswith("/"):
-            raise UsageError(f"{where}: target must be an absolute guest path")
+        validate_guest_path(target, f"{where}: target")
         bind = _bool(m, "bind", where)
         fstype = _str(m, "type", where)
         if bind == (fstype is not None):

@@ -150,6 +150,20 @@ def ending() -> None:
     _stopping = True
 
 
+def cut_short(verb: str, exc: BaseException, done: list[str],
+              not_done: list[str]) -> BaseException:
+    """What ends a batch (``create A B``, ``destroy A B``) that ``exc`` ended after ``done``:
+    ``exc`` itself when nothing was done, for SystemExit, and for an error of the last name
+    (its own message says it all); else errors.PartlyDone naming what was done. A stop
+    held until the last name was complete is a PartlyDone too, so its line says what is
+    done ("interrupted; created: c1") instead of suggesting it was undone."""
+    from ..errors import PartlyDone          # only on this path: not needed to start
+    stop = isinstance(exc, (Stopped, KeyboardInterrupt))
+    if not done or isinstance(exc, SystemExit) or (not not_done and not stop):
+        return exc
+    return PartlyDone(verb, exc, done, not_done)
+
+
 def exit_status(wait_status: int) -> int:
     """A wait status as a shell reports it: the exit code, or 128+N if killed by signal N."""
     code = os.waitstatus_to_exitcode(wait_status)
