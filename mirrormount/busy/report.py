@@ -21,6 +21,14 @@ HOST = "host"
 HOW_ORDER = {h: i for i, h in enumerate(PIN_KINDS)}
 
 
+def copy_order(c: Copy) -> tuple:
+    """THE order of a report's copies, whatever the order they were found in: the host's
+    copies first, then each guest's, by guest name. Ties keep the finder's order (it lists
+    the host's own mount namespace before namespaces some process unshared). The same for
+    `busy c1:/mnt/x` and `busy /container/c1/mnt/x`, and for text and JSON."""
+    return (c.guest != HOST, c.guest)
+
+
 # ============================================================================ results
 @record(frozen=True)
 class Copy:
@@ -72,7 +80,17 @@ class BusyReport:
     mount_path: str | None = field(default=None, compare=False)
     guest: str | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        # The copies' one order (copy_order), set here where the report is made, so that
+        # every renderer (busyview's text for typer and the fast path, to_json) lists them
+        # alike without sorting on its own; sorted() is stable, ties keep the finder's order.
+        # The pins need no such step: the judge builds them in PIN_KINDS order (HOW_ORDER)
+        # and every renderer (text table, sentences, -o rows, --all, to_json, explain) lists
+        # report.pins as it is. Written through __dict__ because the record is frozen.
+        self.__dict__["copies"] = tuple(sorted(self.copies, key=copy_order))
+
     def to_json(self) -> dict:
+        # copies and pins in the report's order (__post_init__), as the text lists them
         return {"target": self.target, "busy": self.busy, "device": dict(self.device),
                 "copies": [c.to_json() for c in self.copies],
                 "pins": [p.to_json() for p in self.pins], "uninspected": self.uninspected}

@@ -33,7 +33,9 @@ def pin_row(target: str, p: Pin) -> dict:
 
 
 def render_report(rep: BusyReport) -> str:
-    """Human form: a summary line, the copies, the pins and one sentence per pin."""
+    """Human form: a summary line, the copies, the pins and one sentence per pin. Copies and
+    pins in the report's own order (BusyReport.__post_init__, report.copy_order), the order
+    its to_json lists them in: no sorting here, so text and JSON cannot disagree."""
     from ..busy.report import describe_pin, shown
     dev = rep.device
     ident = " ".join(shown(str(x)) for x in (dev.get("devnode"), dev.get("majmin"),

@@ -216,24 +216,8 @@ def status(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
     if want_json(ctx, json_local):
         emit_json(rep.to_json())
     else:
-        h = rep.health
-        typer.echo(f"name:          {rep.name}\nmirror:        {rep.mirror}\n"
-                   f"state:         {rep.info.state}\n"
-                   f"mirror_intact: {'yes' if h.mirror_intact else 'NO'}\n"
-                   f"mounts:        {h.mounts_host} on the host, {h.mounts_guest} in the guest\n"
-                   f"confine:       {rep.info.confine}"
-                   + (f" (capabilities dropped: {','.join(rep.info.drop_caps)})"
-                      if rep.info.drop_caps else ""))
-        i = rep.info
-        if i.init:
-            typer.echo(f"init:          {shlex.join(i.init)}")
-        if i.joins:
-            typer.echo("joins:         " + ", ".join(f"{k} of {g}" for k, g in i.joins.items()))
-        if i.joined_by:
-            typer.echo("joined by:     " + ", ".join(f"{g} ({','.join(k)})"
-                                                     for g, k in i.joined_by.items()))
-        for p in rep.problems:
-            typer.echo(f"problem:       {p}")
+        from .statusview import render_status
+        typer.echo(render_status(rep))
     if not rep.ok:
         raise typer.Exit(EXIT_FAILED)
 
