@@ -360,17 +360,25 @@ def run_single(state: State, runs: int) -> list[dict]:
                          "-Q", f'DEV == "{state.majmin}"'], pids_lsfd),
     ]
     # Interleaved, one run of each tool per round, so that a change of load during the
-    # measurement weighs on every tool alike (each tool's median over the rounds).
+    # measurement weighs on every tool alike (each tool's median over the rounds); the
+    # order rotates from round to round, so that no tool always runs right after the same
+    # other one (lsof and lsfd walk every fd's fdinfo, which changes what the kernel has
+    # cached for the next tool).
     times: dict[str, list[float]] = {label: [] for label, _, _ in tools}
     last: dict[str, subprocess.CompletedProcess] = {}
-    for _ in range(runs):
-        for label, argv, _ in tools:
+    for r in range(runs):
+        for label, argv, _ in tools[r % len(tools):] + tools[:r % len(tools)]:
             secs, last[label] = timed(argv, 1)
             times[label].append(secs)
     for label, _, parse in tools:
         hit, miss = found(parse(last[label]), state.needles)
         rows.append({"tool": label, "secs": statistics.median(times[label]), "found": hit,
                      "missed": miss})
+    # The target's ratio, paired: each round's busy over the same round's fuser (the two
+    # ran seconds apart, under the same load), then the median over the rounds.
+    ratios = [m / f for m, f in zip(times["mirrormount busy"], times["fuser -vm"])]
+    next(r for r in rows if r["tool"] == "mirrormount busy")["paired"] = (
+        statistics.median(ratios), min(ratios), max(ratios), len(ratios))
     return rows
 
 
@@ -452,9 +460,12 @@ def render(single: list[dict], audit: list[dict], procs: int, fds: int,
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
+    med, lo, hi, n = cli["paired"]
     out += ["", "Targets:",
             f"- one mount <= 0.8x fuser with every needle found: the CLI takes "
-            f"{cli['secs'] / base:.2f}x ({verdict(cli['secs'] <= 0.8 * base and not cli['missed'])})"
+            f"{med:.2f}x, the median of {n} rounds' ratios (each round's busy over its fuser; "
+            f"{lo:.2f}-{hi:.2f}x; the medians above: {cli['secs'] / base:.2f}x) "
+            f"({verdict(med <= 0.8 and not cli['missed'])})"
             f"; the finder alone {alone['secs'] / base:.2f}x "
             f"({verdict(alone['secs'] <= 0.8 * base and not alone['missed'])}).",
             f"- busy --all >= 10x faster than fuser -m looped: {speedup:.1f}x "
