@@ -61,9 +61,11 @@ class Sandbox:
         return ["nsenter", "-t", str(self.pid), "-m", "-p", "-r", "-w", "--"]
 
     def run(self, argv: list[str], timeout: float = 60, input: str | None = None,
-            check: bool = False) -> Result:
+            check: bool = False, env: dict[str, str] | None = None) -> Result:
+        """argv inside the sandbox; env: the whole environment instead of self.env."""
         cp = subprocess.run(self.enter_argv() + argv, capture_output=True, text=True,
-                            timeout=timeout, env=self.env, input=input)
+                            timeout=timeout, env=self.env if env is None else env,
+                            input=input)
         res = Result(cp.returncode, cp.stdout, cp.stderr)
         if check and cp.returncode != 0:
             raise AssertionError(f"{argv} failed ({cp.returncode}): {cp.stderr}{cp.stdout}")

@@ -11,9 +11,6 @@ processes, so their answers are the same byte for byte.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from conftest import q
 from test_busy import X, busy, campers, pins, start  # noqa: F401  (campers: a fixture)
 
@@ -24,9 +21,8 @@ def both(sb, *argv: str) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
     out = []
     for fast in (True, False):
         env = dict(sb.env, **({} if fast else {"MIRRORMOUNT_NO_FASTPATH": "1"}))
-        cp = subprocess.run(sb.enter_argv() + [sys.executable, "-m", "mirrormount", *argv],
-                            capture_output=True, text=True, timeout=120, env=env)
-        out.append((cp.returncode, cp.stdout, cp.stderr))
+        r = sb.mm(*argv, env=env, timeout=120)
+        out.append((r.returncode, r.stdout, r.stderr))
     return out[0], out[1]
 
 

@@ -12,8 +12,6 @@ copies), so that some land in the workers' stripes; checked with and without the
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from test_busy import X, campers, start  # noqa: F401  (campers: a fixture)
 
@@ -22,8 +20,7 @@ def answer(sb, *argv: str, workers: int, walk: bool) -> tuple[int, object]:
     env = dict(sb.env, MIRRORMOUNT_BUSY_WORKERS=str(workers))
     if not walk:
         env["MIRRORMOUNT_NO_NSWALK"] = "1"
-    r = subprocess.run(sb.enter_argv() + [sys.executable, "-m", "mirrormount", *argv, "--json"],
-                       capture_output=True, text=True, timeout=120, env=env)
+    r = sb.mm(*argv, "--json", env=env, timeout=120)
     assert r.returncode in (0, 3), r.stderr
     js = json.loads(r.stdout)
     # Order within a report follows the pass; what is found must not depend on it.
