@@ -130,6 +130,19 @@ class Terminal:
         out, self.pos = self.text[self.pos:at + len(needle)], at + len(needle)
         return out
 
+    def settle(self) -> None:
+        """Until the shell reads what is typed. When a job stops, bash takes the terminal
+        back and resets its modes, which can flush input typed meanwhile: a `fg` typed at
+        once arrived as `g` (the first letter lost). A marker is typed until it runs."""
+        for i in range(1000, 1040):
+            self.type(f"echo settle-$(({i}))\n")
+            try:
+                self.read_until(f"settle-{i}", timeout=0.5)
+                return
+            except AssertionError:
+                continue
+        raise AssertionError(("the shell never read its input", self.text))
+
     def close(self) -> None:
         try:
             self.type("exit\n")
@@ -161,6 +174,7 @@ def test_a_command_that_stops_itself_stops_the_cli_and_fg_resumes_it(sandbox, te
     out = terminal.read_until("Stopped")
     assert "stop-2" in out and "resumed-7" not in out
     terminal.read_until("$ ")
+    terminal.settle()
     terminal.type("fg\n")
     terminal.read_until("resumed-7")
     terminal.type("echo rc=$?\n")
@@ -174,6 +188,7 @@ def test_ctrl_z_then_fg_goes_back_into_the_guest(sandbox, terminal):
     terminal.type("\x1a")
     terminal.read_until("Stopped")
     terminal.read_until("$ ")
+    terminal.settle()
     terminal.type("fg\n")
     time.sleep(0.5)
     terminal.type("hello\n")
@@ -234,6 +249,7 @@ def test_suspend_inside_enter_gives_the_terminal_back_and_fg_returns(sandbox, te
     terminal.type("suspend\n")
     terminal.read_until("Stopped")
     terminal.read_until("$ ")
+    terminal.settle()
     terminal.type("fg\n")
     time.sleep(1)
     terminal.type("echo inside-$((2+3))\n")
