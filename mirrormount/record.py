@@ -273,8 +273,6 @@ def asdict(obj: Any) -> dict[str, Any]:
 def _asdict(value: Any) -> Any:
     if is_record(value) and not isinstance(value, type):
         return {f.name: _asdict(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*[_asdict(v) for v in value])
     if isinstance(value, (list, tuple)):
         return type(value)(_asdict(v) for v in value)
     if isinstance(value, dict):

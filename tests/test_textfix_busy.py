@@ -33,29 +33,27 @@ def report(copies: tuple[Copy, ...], target: str = "c1:/mnt/x",
     return BusyReport(target, bool(pins), {"majmin": "7:0", "fstype": "ext4"}, copies, pins, 0)
 
 
+def table(text: str, header: str) -> list[str]:
+    """The rows of the table of render_report whose header line starts with `header`."""
+    lines = text.split("\n")
+    start = lines.index(next(ln for ln in lines if ln.startswith(header)))
+    rows = []
+    for ln in lines[start + 1:]:
+        if not ln:
+            break
+        rows.append(ln)
+    return rows
+
+
 def text_copies(text: str) -> list[tuple]:
     """The copies table of render_report: (namespace, guest, mount_id, path) rows."""
-    lines = text.split("\n")
-    start = lines.index(next(ln for ln in lines if ln.startswith("NAMESPACE ")))
-    rows = []
-    for ln in lines[start + 1:]:
-        if not ln:
-            break
-        ns, guest, mid, path = ln.split(maxsplit=3)
-        rows.append((ns, guest, int(mid), path))
-    return rows
+    return [(ns, guest, int(mid), path)
+            for ns, guest, mid, path in (ln.split(maxsplit=3) for ln in table(text, "NAMESPACE "))]
 
 
-def text_pins(text: str) -> list[tuple]:
-    """The pins table of render_report: (how, path) of each row, and the sentences' order."""
-    lines = text.split("\n")
-    start = lines.index(next(ln for ln in lines if ln.startswith("HOW ")))
-    rows = []
-    for ln in lines[start + 1:]:
-        if not ln:
-            break
-        rows.append(ln.split()[0])
-    return rows
+def text_pins(text: str) -> list[str]:
+    """The pins table of render_report: the HOW of each row, in order."""
+    return [ln.split()[0] for ln in table(text, "HOW ")]
 
 
 def json_copies(js: dict) -> list[tuple]:

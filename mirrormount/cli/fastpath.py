@@ -163,10 +163,7 @@ def _create(base: str, state: str, names: list[str], opts: dict[str, str]) -> No
                 sys.stdout.flush()
                 faults.at("reported")
         except BaseException as exc:
-            ended = signals.cut_short("create", exc, done, [r.name for r in reqs if r.name not in done])
-            if ended is exc:
-                raise
-            raise ended from exc
+            signals.end_batch("create", exc, done, [r.name for r in reqs if r.name not in done])
 
 
 # ---------------------------------------------------------------------------- busy TARGET

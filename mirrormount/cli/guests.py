@@ -140,10 +140,7 @@ def create(
                 faults.at("reported")
         except BaseException as exc:
             done = [o.name for o in out]
-            ended = signals.cut_short("create", exc, done, [r.name for r in reqs if r.name not in done])
-            if ended is exc:
-                raise
-            raise ended from exc
+            signals.end_batch("create", exc, done, [r.name for r in reqs if r.name not in done])
     if want_json(ctx, json_local):
         emit_json([i.to_json() for i in out])
 
@@ -432,10 +429,7 @@ def destroy(ctx: typer.Context,
                     typer.echo(f"destroyed {n}")
                 faults.at("reported")
         except BaseException as exc:
-            ended = signals.cut_short("destroy", exc, done, [m for m in order if m not in done])
-            if ended is exc:
-                raise
-            raise ended from exc
+            signals.end_batch("destroy", exc, done, [m for m in order if m not in done])
     as_json = want_json(ctx, json_local)
     residue = _destroy_residue(settings(ctx).layout, identities, warn=not as_json)
     if as_json:

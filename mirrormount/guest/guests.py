@@ -450,10 +450,8 @@ class Guests(MountVerbs):
                         cgroup=own if own is not None and os.path.isdir(own) else None)
 
     def require_existing(self, names: Sequence[str]) -> None:
-        """A batch's names checked before anything else is said of any of them: UsageError
-        (exit 2) for the first that is no valid name, else for the first that is no guest."""
-        for n in names:
-            validate_name(n)
+        """A batch's (valid) names checked before anything else is said of any of them:
+        UsageError (exit 2) for the first that is no guest."""
         have = set(guest_names(self.layout))
         for n in names:
             if n not in have:

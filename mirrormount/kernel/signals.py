@@ -164,6 +164,15 @@ def cut_short(verb: str, exc: BaseException, done: list[str],
     return PartlyDone(verb, exc, done, not_done)
 
 
+def end_batch(verb: str, exc: BaseException, done: list[str], not_done: list[str]) -> None:
+    """Raise what ends the batch (cut_short): ``exc`` as it is, or the PartlyDone it caused.
+    Called in the batch's ``except`` clause; never returns."""
+    ended = cut_short(verb, exc, done, not_done)
+    if ended is exc:
+        raise exc
+    raise ended from exc
+
+
 def exit_status(wait_status: int) -> int:
     """A wait status as a shell reports it: the exit code, or 128+N if killed by signal N."""
     code = os.waitstatus_to_exitcode(wait_status)
